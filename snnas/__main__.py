@@ -1,0 +1,5 @@
+"""``python -m snnas`` runs the CLI."""
+
+from snnas.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""``snnas cost``: bytes, FLOPs, memory and latency of a policy, from the architecture alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snnas.cli._terminal import Terminal
+
+__all__ = ["cost"]
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.3f} MB"
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--policy",
+    "policy_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy JSON file of this space.",
+)
+@click.option(
+    "--device",
+    default="rpi3b+",
+    show_default=True,
+    help="Device profile: rpi3b+, a57x4, or a TOML file (flops, bandwidth_bps, link_latency_s).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_obj
+def cost(
+    terminal: Terminal, space_file: Path, policy_file: Path, device: str, as_json: bool
+) -> None:
+    """Communication, compute and latency of POLICY on SPACE (see docs/cost-model.md)."""
+    from snnas.cost import (
+        alpha_scan,
+        communication,
+        compute,
+        get_profile,
+        latency,
+        min_hiding_alpha,
+    )
+    from snnas.space import load_space
+
+    space = load_space(space_file)
+    policy = space.load_policy(policy_file)
+    profile = get_profile(device)
+    comm = communication(space, policy)
+    comp = compute(space, policy)
+    lat = latency(space, policy, profile)
+    scan = alpha_scan(space, profile)
+    data = {
+        "space": space.name,
+        "space_hash": space.hash,
+        "policy_file": str(policy_file),
+        **comm.to_json(),
+        "compute": comp.to_json(),
+        "device": {**vars(profile)},
+        "latency": lat.to_json(),
+        "alpha_scan": scan,
+        "min_hiding_alpha": min_hiding_alpha(scan),
+    }
+    if as_json:
+        terminal.json(data)
+        return
+
+    from rich.table import Table
+
+    table = Table(
+        "pt", "blk", "perm", "level", "wire", "sent", "HxW", "tx", "bytes", "baseline", "ratio",
+        title=f"{space.name}: {policy_file.name}",
+    )  # fmt: skip
+    for p in comm.points:
+        table.add_row(
+            str(p.point), str(p.block), "".join(map(str, p.perm)), f"{p.sparsity:g}%",
+            p.dtype.replace("float", "fp"), f"{p.n_send}/{p.channels}", f"{p.size}x{p.size}",
+            str(p.senders), f"{p.bytes:,}", f"{p.baseline_bytes:,}",
+            f"{100 * p.bytes / p.baseline_bytes:.2f}%",
+        )  # fmt: skip
+    terminal.print(table)
+    terminal.info(
+        f"policy {comm.policy_bytes:,} B / ring all-reduce baseline {comm.baseline_bytes:,} B "
+        f"= [bold]{100 * comm.ratio:.2f}%[/bold]"
+    )
+    terminal.info(
+        f"stem broadcast (first transmission) {comm.stem_bytes:,} B: "
+        f"{100 * comm.ratio_with_stem:.2f}% with it on both sides, "
+        f"{100 * comm.ratio_stem_policy_only:.2f}% on the policy side only"
+    )
+    dev = Table("device", "GFLOPs", "params", "peak activations")
+    for d in range(space.groups):
+        dev.add_row(
+            str(d),
+            f"{comp.flops_per_device[d] / 1e9:.4f}",
+            f"{comp.params_per_device[d]:,}",
+            _mb(comp.peak_activation_bytes[d]),
+        )
+    terminal.print(dev)
+    terminal.info(
+        f"{profile.name}: latency {1e3 * lat.latency_s:.2f} ms "
+        f"(compute {1e3 * lat.compute_only_s:.2f} ms, "
+        f"exposed transfers {1e3 * lat.exposed_transfer_s:.2f} ms); one device "
+        f"{1e3 * lat.single_device_s:.2f} ms, speedup {lat.speedup:.2f}x"
+    )
+    alpha = data["min_hiding_alpha"]
+    terminal.info(
+        "smallest alpha hiding every transfer (dense float32 policy): "
+        + (str(alpha) if alpha is not None else "none")
+    )

@@ -1,0 +1,29 @@
+"""Communication and compute cost model (see ``docs/cost-model.md``)."""
+
+from snnas.cost._comm import CommReport, PointBytes, baseline_block_bytes, communication
+from snnas.cost._compute import ComputeReport, compute
+from snnas.cost._latency import (
+    PROFILES,
+    DeviceProfile,
+    LatencyReport,
+    alpha_scan,
+    get_profile,
+    latency,
+    min_hiding_alpha,
+)
+
+__all__ = [
+    "PROFILES",
+    "CommReport",
+    "ComputeReport",
+    "DeviceProfile",
+    "LatencyReport",
+    "PointBytes",
+    "alpha_scan",
+    "baseline_block_bytes",
+    "communication",
+    "compute",
+    "get_profile",
+    "latency",
+    "min_hiding_alpha",
+]

@@ -1,0 +1,49 @@
+"""Search spaces: the TOML DSL, labelled decisions and policies."""
+
+from snnas.space._config import (
+    DTYPES,
+    DecisionSpec,
+    NetworkConfig,
+    ParityConfig,
+    SpaceConfig,
+    SplitConfig,
+)
+from snnas.space._permutations import (
+    Permutation,
+    all_permutations,
+    derangements,
+    from_lehmer,
+    perm_rank,
+    senders,
+    to_lehmer,
+)
+from snnas.space._space import (
+    Decision,
+    PointPolicy,
+    Policy,
+    SearchSpace,
+    load_space,
+    space_from_text,
+)
+
+__all__ = [
+    "DTYPES",
+    "Decision",
+    "DecisionSpec",
+    "NetworkConfig",
+    "ParityConfig",
+    "Permutation",
+    "PointPolicy",
+    "Policy",
+    "SearchSpace",
+    "SpaceConfig",
+    "SplitConfig",
+    "all_permutations",
+    "derangements",
+    "from_lehmer",
+    "load_space",
+    "perm_rank",
+    "senders",
+    "space_from_text",
+    "to_lehmer",
+]

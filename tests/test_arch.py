@@ -1,0 +1,37 @@
+from snnas.space import load_space
+from tests.conftest import SPACES
+
+
+def test_table1_parameter_counts():
+    s = load_space(SPACES / "sep_resnext56_8x16d_g4.toml")
+    plain, sep = s.arch.params(separable=False), s.arch.params(separable=True)
+    # The paper's Table 1: 4.39M and 4.54M.
+    assert plain == 4_394_676
+    assert sep == 4_539_444
+    assert abs(plain / 4.39e6 - 1) < 0.01 and abs(sep / 4.54e6 - 1) < 0.01
+
+
+def test_other_parameter_counts_are_pinned():
+    s = load_space(SPACES / "sep_resnext56_4x16d_g4.toml")
+    assert (s.arch.params(False), s.arch.params(True)) == (2_234_548, 2_379_316)
+    s = load_space(SPACES / "sep_resnext110_8x16d_g4.toml")
+    assert (s.arch.params(False), s.arch.params(True)) == (8_808_372, 8_969_268)
+    s = load_space(SPACES / "quickstart.toml")
+    assert (s.arch.params(False), s.arch.params(True)) == (48_002, 58_082)
+
+
+def test_params_per_device_sum_to_total():
+    s = load_space(SPACES / "sep_resnext56_4x16d_g4.toml")
+    per = s.arch.params_per_device()
+    assert sum(per) == s.arch.params(True)
+    assert per[1] == per[2] == per[3] < per[0]
+
+
+def test_points_every_alpha_blocks_and_aggregation():
+    s = load_space(SPACES / "sep_resnext56_4x16d_g4.toml")
+    pts = s.arch.points
+    assert [p.block for p in pts] == [1, 3, 5, 7, 9, 11, 13, 15, 17]
+    assert [p.aggregate_block for p in pts] == [3, 5, 7, 9, 11, 13, 15, 17, 17]
+    # The transfers sent at the end of stages 1 and 2 cross into the next stage.
+    assert [p.crossings for p in pts if p.crossings] == [(6,), (12,)]
+    assert [(p.channels, p.size) for p in pts] == [(64, 32)] * 3 + [(128, 16)] * 3 + [(256, 8)] * 3
