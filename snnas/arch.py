@@ -13,9 +13,10 @@ Conventions (see ``docs/supernet.md``):
   as in torchvision's ResNeXt.
 * Transmission point ``p`` sends after block ``(p + 1) * alpha - 1``; there are
   ``B // alpha`` points.
-* A transfer sent after block ``b`` is aggregated after block ``min(b + alpha, B - 1)``. Every
-  stage transition it crosses on the way applies that transition's shortcut convolution of the
-  receiving device to it, so its shape matches the receiver's stream (see docs/supernet.md).
+* A transfer sent after block ``b`` is added to the receiver's stream after block
+  ``min(b + alpha, last block of b's stage)``: it never crosses a stage boundary, so its shape
+  always matches the receiver's stream. A transfer sent after a stage's last block is added
+  at once: the receiver waits for it before starting the next stage (docs/supernet.md).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ class PointGeometry:
     aggregate_block: int  # ... and added to the receiver's stream after this block
     channels: int  # residual-stream width of one device at the send (N_total)
     size: int  # height = width of the stream at the send
-    crossings: tuple[int, ...]  # blocks whose shortcut convolution projects the transfer
 
     @property
     def elements(self) -> int:
@@ -102,19 +102,12 @@ class Architecture:
     def points(self) -> tuple[PointGeometry, ...]:
         """Every transmission point, in order (``B // alpha`` of them)."""
         points = []
-        last = self.num_blocks - 1
         for p in range(self.num_blocks // self.alpha):
             block = (p + 1) * self.alpha - 1
-            aggregate = min(block + self.alpha, last)
-            crossings = tuple(
-                b.index
-                for b in self.blocks[block + 1 : aggregate + 1]
-                if b.stage != self.blocks[b.index - 1].stage
-            )
             geo = self.blocks[block]
-            points.append(
-                PointGeometry(p, block, aggregate, geo.out_width, geo.out_size, crossings)
-            )
+            stage_end = max(b.index for b in self.blocks if b.stage == geo.stage)
+            aggregate = min(block + self.alpha, stage_end)
+            points.append(PointGeometry(p, block, aggregate, geo.out_width, geo.out_size))
         return tuple(points)
 
     # ----------------------------------------------------------------- parameters
@@ -178,8 +171,3 @@ class Architecture:
         """Multiply-accumulates of the classifier (device 0)."""
         net = self.network
         return net.stage_widths[-1] * net.num_classes
-
-    def projection_macs(self, block_index: int, channels: int) -> int:
-        """MACs to project ``channels`` received channels through a block's shortcut."""
-        block = self.blocks[block_index]
-        return channels * block.out_width * block.out_size**2

@@ -47,10 +47,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from snnas.cli import cost, space
+    from snnas.cli import cost, space, train
 
     cli.add_command(space.space)
     cli.add_command(cost.cost)
+    cli.add_command(train.train)
 
 
 _register()

@@ -24,7 +24,6 @@ class ComputeReport:
     block_flops: tuple[int, ...]  # per device, per block (same on every device)
     stem_flops: int  # device 0
     head_flops: int  # device 0
-    projection_flops: tuple[int, ...]  # per device: received transfers crossing a stage
     flops_per_device: tuple[int, ...]  # totals
     total_flops: int  # all devices
     params_per_device: tuple[int, ...]
@@ -43,7 +42,6 @@ def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
     stem = 2 * arch.stem_macs()
     head = 2 * arch.head_macs()
 
-    projection = [0] * g
     # Bytes waiting on each device while a block runs: transfers received but not yet added.
     pending = [[0] * arch.num_blocks for _ in range(g)]
     for geo, dec in zip(arch.points, decisions, strict=True):
@@ -51,8 +49,6 @@ def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
         for src, dst in enumerate(dec.perm):
             if src == dst or n_send == 0:
                 continue
-            for b in geo.crossings:
-                projection[dst] += 2 * arch.projection_macs(b, n_send)
             for b in range(geo.block + 1, geo.aggregate_block + 1):
                 pending[dst][b] += n_send * geo.size**2 * _FP32
 
@@ -67,14 +63,11 @@ def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
             peak = max(peak, live * _FP32 + pending[d][b])
         peaks.append(peak)
 
-    per_device = tuple(
-        sum(block_flops) + projection[d] + (stem + head if d == 0 else 0) for d in range(g)
-    )
+    per_device = tuple(sum(block_flops) + (stem + head if d == 0 else 0) for d in range(g))
     return ComputeReport(
         block_flops=block_flops,
         stem_flops=stem,
         head_flops=head,
-        projection_flops=tuple(projection),
         flops_per_device=per_device,
         total_flops=sum(per_device),
         params_per_device=arch.params_per_device(),

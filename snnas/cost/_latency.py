@@ -125,8 +125,8 @@ def _simulate(
         arrival = link_free[0] + (0.0 if free_links else profile.transfer_s(stem_bytes))
         link_free[0] = arrival
         clock[d] = arrival
-    # arrivals[block] -> list of (receiver, time, projection seconds)
-    arrivals: dict[int, list[tuple[int, float, float]]] = {}
+    # arrivals[block] -> list of (receiver, arrival time)
+    arrivals: dict[int, list[tuple[int, float]]] = {}
     by_block = {p.block: p for p in arch.points}
     for blk in arch.blocks:
         for d in range(g):
@@ -141,12 +141,9 @@ def _simulate(
                 start = max(clock[src], link_free[src])
                 done = start + (0.0 if free_links else profile.transfer_s(per_sender))
                 link_free[src] = done
-                macs = sum(arch.projection_macs(b, n_send) for b in geo.crossings)
-                arrivals.setdefault(geo.aggregate_block, []).append(
-                    (dst, done, 2 * macs / profile.flops)
-                )
-        for dst, arrived, projection_s in arrivals.pop(blk.index, []):
-            clock[dst] = max(clock[dst], arrived) + projection_s
+                arrivals.setdefault(geo.aggregate_block, []).append((dst, done))
+        for dst, arrived in arrivals.pop(blk.index, []):
+            clock[dst] = max(clock[dst], arrived)
     return clock[0] + 2 * arch.head_macs() / profile.flops
 
 
@@ -184,9 +181,10 @@ def alpha_scan(
     that can hide a transfer to the transfer's time, under a dense policy (every device sends
     its whole stream, ``dtype`` on the wire, to the next device).
 
-    ``hidden`` is true when every transfer that has blocks after it fits under them; the
-    transfer after the network's last block has nothing to hide behind and is left out (it is
-    counted in ``latency_s``).
+    ``hidden`` is true when every transfer that overlaps compute (it is added at least one
+    block after it is sent) fits under that compute, and there is at least one such transfer.
+    Transfers sent after a stage's last block are added at once and never hidden; they are
+    left out of the criterion and counted in ``latency_s`` and ``exposed_transfer_s``.
     """
     from snnas.space import SearchSpace as _Space
 

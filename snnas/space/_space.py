@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -283,6 +284,10 @@ class SearchSpace:
             number, i = divmod(number, len(d))
             indices.append(i)
         return self.decode(indices[::-1])
+
+    def sample(self, rng: random.Random) -> Policy:
+        """A policy drawn uniformly from the space (each decision independently)."""
+        return {d.label: d.choices[rng.randrange(len(d))] for d in self.decisions}
 
     def resolve(self, policy: Mapping[str, Any]) -> tuple[PointPolicy, ...]:
         """What happens at every transmission point under ``policy``."""

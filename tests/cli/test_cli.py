@@ -36,7 +36,7 @@ def test_space_show_json_paper_space():
 def test_space_show_table():
     result = run("space", "show", SPACES / "quickstart.toml")
     assert result.exit_code == 0
-    assert "t5.dtype" in result.output and "58,082" in result.output
+    assert "t5.dtype" in result.output and "20,618" in result.output
 
 
 def test_space_list_json():

@@ -1,0 +1,124 @@
+"""``snnas train``: train a plain ResNeXt, a fixed-policy Sep-ResNeXt or the supernet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snnas.cli._terminal import Terminal
+
+__all__ = ["train"]
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Train this fixed policy (a Sep-ResNeXt) instead of the supernet.",
+)
+@click.option("--plain", is_flag=True, help="Train the plain ResNeXt baseline instead.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["digits", "cifar10", "cifar100"]),
+    default="digits",
+    show_default=True,
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder holding the CIFAR python batches (cifar10/cifar100).",
+)
+@click.option("--epochs", type=int, help="Passes over the training split.")
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Initial learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-policies", type=int, help="Supernet: random policies scored at the end.")
+@click.option("--no-augment", is_flag=True, help="Train without data augmentation.")
+@click.option("--workers", type=int, default=None, help="Data-loader processes (CIFAR).")
+@click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
+@click.option("--name", help="Run name (folder under --runs-dir).")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+)
+@click.option("--resume", is_flag=True, help="Continue the run's last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+@click.pass_obj
+def train(
+    terminal: Terminal,
+    space_file: Path,
+    policy_file: Path | None,
+    plain: bool,
+    dataset: str,
+    data_dir: Path | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int,
+    eval_policies: int | None,
+    no_augment: bool,
+    workers: int | None,
+    device: str | None,
+    name: str | None,
+    runs_dir: Path,
+    resume: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Train on SPACE: the supernet (random policies), a fixed --policy, or the --plain
+    ResNeXt. Writes runs/<name>/ (config, metrics.jsonl, last.pt, final.json)."""
+    if plain and policy_file is not None:
+        raise click.UsageError("--plain and --policy exclude each other")
+
+    from snnas._run import RunDir
+    from snnas.cli._progress import progress_bars
+    from snnas.data import load_dataset
+    from snnas.space import load_space
+    from snnas.train import Accelerator, default_config
+    from snnas.train import train as run_training
+
+    space = load_space(space_file)
+    mode = "plain" if plain else "policy" if policy_file else "supernet"
+    policy = space.load_policy(policy_file) if policy_file else None
+    config = default_config(
+        mode,
+        dataset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        eval_policies=eval_policies,
+        workers=workers,
+        augment=False if no_augment else None,
+        policy={k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}
+        if policy
+        else None,
+    )
+    accel = Accelerator.pick(device)
+    data = load_dataset(
+        dataset,
+        input_size=space.network.input_size,
+        input_channels=space.network.input_channels,
+        data_dir=data_dir,
+    )
+    run = RunDir(runs_dir / (name or f"train-{space.name}-{mode}-{dataset}-s{seed}"))
+    terminal.info(
+        f"training {mode} on {space.name} ({dataset}: {data.size('train')} train, "
+        f"{data.size('val')} val, {data.size('test')} test) on {accel.device} -> {run.path}"
+    )
+    with progress_bars(terminal, mode) as progress:
+        result = run_training(
+            space, data, config, run, resume=resume, accel=accel, progress=progress
+        )
+    metrics = result.metrics
+    if as_json:
+        terminal.json(metrics)
+        return
+    for key, value in metrics.items():
+        terminal.info(
+            f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}"
+        )

@@ -1,0 +1,189 @@
+"""The weight-sharing Sep-ResNeXt supernet and the frozen single-policy network.
+
+All G devices run as one batched network: their residual streams are stacked along the
+channel axis (``[device 0 | device 1 | ... ]``, each ``w`` channels wide) and every
+convolution is grouped so that a device only touches its own slice. A transmission is a
+channel gather and a mask, not a loop over devices. Equations refer to Lin & Wang:
+
+    (2)  X_i^l = X_i^{l-1} + T_i^{l-1}(X_i^{l-1}) + D_i^l
+    (3)  D_{s(i)}^{l+alpha} = F(X_i^l)      F: keep the first N_send channels, cast the dtype
+
+See docs/supernet.md for where each transfer is added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snnas.arch import PointGeometry
+from snnas.errors import SnnasError
+from snnas.models.resnext import Bottleneck, Stem, _init_weights
+from snnas.space import PointPolicy, SearchSpace
+
+__all__ = ["FrozenSepResNeXt", "SepResNeXt", "TransferPlan", "make_plan"]
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """One transmission point as tensors: which stream channel feeds which, and what is kept."""
+
+    point: int
+    block: int  # sent after this block
+    aggregate_block: int  # added to the receivers' streams after this block
+    index: Tensor  # (G * w,) long: source channel of every receiver channel
+    mask: Tensor  # (G * w,) float: 1 where a channel is received, else 0
+    half: bool  # round the payload through float16
+    channels_sent: int  # received channels over all devices (= sum of mask)
+
+
+def make_plan(geo: PointGeometry, decision: PointPolicy, groups: int, device: Any) -> TransferPlan:
+    """Gather index and mask for one point: receiver ``j = s(i)`` gets the first ``N_send``
+    channels of sender ``i``'s stream in its own first ``N_send`` channels."""
+    w = geo.channels
+    n = decision.n_send(w)
+    index = torch.zeros(groups * w, dtype=torch.long)
+    mask = torch.zeros(groups * w)
+    for src, dst in enumerate(decision.perm):
+        if src != dst and n > 0:
+            index[dst * w : dst * w + n] = torch.arange(src * w, src * w + n)
+            mask[dst * w : dst * w + n] = 1.0
+    return TransferPlan(
+        point=geo.index,
+        block=geo.block,
+        aggregate_block=geo.aggregate_block,
+        index=index.to(device),
+        mask=mask.to(device),
+        half=decision.dtype == "float16",
+        channels_sent=int(mask.sum().item()),
+    )
+
+
+def transmit(x: Tensor, plan: TransferPlan) -> Tensor:
+    """Eq. (3): what every receiver gets, laid out in the receivers' channel slices."""
+    d = x.index_select(1, plan.index) * plan.mask.view(1, -1, 1, 1).to(x.dtype)  # (B, G*w, H, W)
+    if plan.half:
+        d = d.to(torch.float16).to(x.dtype)  # the wire's precision loss, seen by training
+    return d
+
+
+class _SepBase(nn.Module):
+    """Layers and the forward pass shared by the supernet and the frozen network."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        if space.parity.r > 0:
+            raise SnnasError(
+                f"space {space.name!r} asks for {space.parity.r} parity device(s); parity "
+                "streams are not implemented yet, set [parity] r = 0"
+            )
+        net = space.network
+        self.space = space
+        self.groups = space.groups
+        self.stem = Stem(net)
+        self.blocks = nn.ModuleList(
+            Bottleneck(b, net.cardinality, space.groups) for b in space.arch.blocks
+        )
+        self.fc = nn.Linear(net.stage_widths[-1], net.num_classes)
+        self.head_width = net.stage_widths[-1]
+
+    def _run(self, x: Tensor, plans: Sequence[TransferPlan]) -> Tensor:
+        # Table 1: the stem output is duplicated G times (the first transmission).
+        out = self.stem(x).repeat(1, self.groups, 1, 1)  # (B, G * stem, H, W)
+        sends = {plan.block: plan for plan in plans}
+        pending: list[tuple[TransferPlan, Tensor]] = []
+        for b, block in enumerate(self.blocks):
+            out = block(out)  # X^{l-1} + T(X^{l-1}), per device
+            for waiting, d in pending:
+                if waiting.aggregate_block == b:
+                    out = out + d  # eq. (2): + D^l
+            pending = [item for item in pending if item[0].aggregate_block != b]
+            send = sends.get(b)
+            if send is not None:
+                d = transmit(out, send)  # eq. (3)
+                if send.aggregate_block == b:  # sent at a stage's end: added at once
+                    out = out + d
+                else:
+                    pending.append((send, d))
+        out = out[:, : self.head_width]  # Table 1: keep device 0's stream only
+        out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # (B, C_last)
+        return self.fc(out)
+
+
+class SepResNeXt(_SepBase):
+    """The supernet: ``forward(x, policy)`` runs any policy of the space with shared weights."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__(space)
+        self._plans: dict[tuple[Any, ...], TransferPlan] = {}
+        _init_weights(self)
+
+    def plans(self, policy: Mapping[str, Any] | Sequence[PointPolicy]) -> list[TransferPlan]:
+        """Transfer plans of a policy (a ``{label: value}`` dict or resolved point policies);
+        points where nothing is sent are left out. Plans are cached per decision."""
+        decisions = self.space.resolve(policy) if isinstance(policy, Mapping) else policy
+        device = self.fc.weight.device
+        out = []
+        for geo, dec in zip(self.space.arch.points, decisions, strict=True):
+            key = (geo.index, dec.perm, dec.sparsity, dec.dtype, device)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = make_plan(geo, dec, self.groups, device)
+            if plan.channels_sent:
+                out.append(plan)
+        return out
+
+    def forward(self, x: Tensor, policy: Mapping[str, Any] | Sequence[PointPolicy]) -> Tensor:
+        return self._run(x, self.plans(policy))
+
+    def traffic_bytes(self, policy: Mapping[str, Any]) -> list[int]:
+        """Bytes each point's plan moves (received channels x H x W x wire bytes)."""
+        decisions = self.space.resolve(policy)
+        by_point = {p.point: p for p in self.plans(decisions)}
+        out = []
+        for geo, dec in zip(self.space.arch.points, decisions, strict=True):
+            plan = by_point.get(geo.index)
+            sent = plan.channels_sent if plan else 0
+            out.append(sent * geo.size * geo.size * dec.bytes_per_element)
+        return out
+
+    def freeze(self, policy: Mapping[str, Any]) -> FrozenSepResNeXt:
+        """A standalone network for one policy, with a copy of the current weights."""
+        frozen = FrozenSepResNeXt(self.space, policy)
+        frozen.load_state_dict(self.state_dict())
+        return frozen.to(self.fc.weight.device).train(self.training)
+
+
+class FrozenSepResNeXt(_SepBase):
+    """A Sep-ResNeXt with one policy baked in; its outputs equal the supernet's under it."""
+
+    def __init__(self, space: SearchSpace, policy: Mapping[str, Any]) -> None:
+        super().__init__(space)
+        self.policy = space.validate(policy)
+        decisions = space.resolve(self.policy)
+        self._frozen_plans = []
+        for geo, dec in zip(space.arch.points, decisions, strict=True):
+            plan = make_plan(geo, dec, space.groups, "cpu")
+            if plan.channels_sent:
+                self.register_buffer(f"plan{geo.index}_index", plan.index, persistent=False)
+                self.register_buffer(f"plan{geo.index}_mask", plan.mask, persistent=False)
+                self._frozen_plans.append(plan)
+        _init_weights(self)
+
+    def _current_plans(self) -> list[TransferPlan]:
+        out = []
+        for plan in self._frozen_plans:
+            index = getattr(self, f"plan{plan.point}_index")
+            if index is not plan.index:  # moved to another device: follow the buffers
+                mask = getattr(self, f"plan{plan.point}_mask")
+                plan = TransferPlan(**{**vars(plan), "index": index, "mask": mask})
+            out.append(plan)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, self._current_plans())

@@ -1,0 +1,80 @@
+"""Training configuration: a frozen dataclass with the paper's recipe as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from snnas.errors import ConfigError
+
+__all__ = ["TrainConfig", "default_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved in its folder and checkpoints)."""
+
+    mode: str  # "plain" (ResNeXt), "policy" (one fixed policy) or "supernet" (random policies)
+    dataset: str  # "digits", "cifar10" or "cifar100"
+    epochs: int  # passes over the training split
+    batch_size: int
+    lr: float  # initial SGD learning rate
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.25, 0.5, 0.75)  # fractions of training; lr /= 10 at each
+    seed: int = 0
+    augment: bool = True  # training augmentation (digits: random shifts; CIFAR: the paper's)
+    policy: dict[str, Any] | None = None  # the policy of mode "policy"
+    eval_policies: int = 50  # supernet: random policies scored on validation at the end
+    epoch_eval_policies: int = 5  # supernet: random policies scored after every epoch
+    workers: int = 0  # data-loader worker processes (CIFAR)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, not compared
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (tuples as lists)."""
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_json`."""
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["milestones"] = tuple(data.get("milestones", ()))
+        return cls(**data)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Fields that differ, ignoring the number of epochs and ``extra``."""
+        a, b = self.to_json(), other.to_json()
+        return [
+            f"{k}: {a[k]!r} != {b[k]!r}"
+            for k in a
+            if k not in ("epochs", "extra", "workers") and a[k] != b[k]
+        ]
+
+
+def default_config(mode: str, dataset: str, **overrides: Any) -> TrainConfig:
+    """The paper's recipe on CIFAR (SGD 0.9, lr 0.1 / 10 at 25/50/75%, wd 5e-4, batch 128,
+    200 epochs); a scaled-down budget for the bundled digits."""
+    if mode not in ("plain", "policy", "supernet"):
+        raise ConfigError(None, "mode", "plain, policy or supernet", mode)
+    if dataset == "digits":
+        # 30 epochs of 40 steps; decays at 50/75%: the paper's 25% decay is too early for
+        # so few steps (measured in docs/supernet.md).
+        base = TrainConfig(
+            mode=mode, dataset=dataset, epochs=30, batch_size=32, lr=0.1, milestones=(0.5, 0.75)
+        )
+    else:
+        base = TrainConfig(mode=mode, dataset=dataset, epochs=200, batch_size=128, lr=0.1)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    config = replace(base, **overrides)
+    for name in ("epochs", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(
+                None, f"--{name.replace('_', '-')}", "an integer >= 1", getattr(config, name)
+            )
+    if config.lr <= 0:
+        raise ConfigError(None, "--lr", "a positive number", config.lr)
+    return config

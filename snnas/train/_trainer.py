@@ -1,0 +1,405 @@
+"""Training runs: a plain ResNeXt, a fixed-policy Sep-ResNeXt, or the supernet.
+
+Determinism: the weights are initialised from ``seed``; the data order, the augmentation and
+the supernet's policies of epoch ``e`` come from generators seeded by ``(seed, e)``. A run
+resumed from the checkpoint of epoch ``e`` therefore continues exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from snnas._run import RunDir
+from snnas.data import DataSplits
+from snnas.errors import CheckpointError, DatasetError
+from snnas.models import ResNeXt, SepResNeXt
+from snnas.space import Policy, SearchSpace
+from snnas.train._config import TrainConfig
+
+__all__ = [
+    "Accelerator",
+    "TrainResult",
+    "batch_statistics",
+    "evaluate",
+    "recalibrate_bn",
+    "train",
+]
+
+CHECKPOINT = "last.pt"
+_POLICY_SEED = 7_919  # mixes the run seed into the supernet's policy stream
+_EVAL_SEED = 12_345  # the random policies scored at evaluation: the same for every run
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Where and how tensors run: the device, mixed precision and memory format."""
+
+    device: torch.device
+
+    @classmethod
+    def pick(cls, requested: str | None = None) -> Accelerator:
+        """``requested`` ("cpu", "cuda", "cuda:1"), or a GPU when one is present."""
+        if requested is None:
+            requested = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(requested)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise DatasetError(f"--device {requested}: no CUDA device is available")
+            torch.backends.cudnn.benchmark = True
+        return cls(device)
+
+    @property
+    def cuda(self) -> bool:
+        """Whether this is a GPU."""
+        return self.device.type == "cuda"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast on a GPU, nothing on the CPU."""
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Move a batch to the device (channels-last on a GPU)."""
+        if self.cuda:
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            return x, y.to(self.device, non_blocking=True)
+        return x, y
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move a model to the device (channels-last on a GPU)."""
+        model = model.to(self.device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports (also written to ``final.json``)."""
+
+    metrics: dict[str, Any]
+    model: nn.Module
+
+
+def _forward(model: nn.Module, x: Tensor, policy: Mapping[str, Any] | None) -> Tensor:
+    return model(x) if policy is None else model(x, policy)
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Evaluate with each batch's own normalisation statistics, leaving the running ones.
+
+    A supernet's running statistics average over every policy it was trained with and fit
+    none of them (measured in docs/supernet.md), so policies are scored with the statistics
+    of the scored batch, as weight-sharing NAS does. Batch norm layers are put in training
+    mode with momentum 0, so their running statistics do not move.
+    """
+    saved = [(m, m.training, m.momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m, _, _ in saved:
+        m.train()
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, training, momentum in saved:
+            m.train(training)
+            m.momentum = momentum
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    accel: Accelerator,
+    policy: Mapping[str, Any] | None = None,
+) -> None:
+    """Recompute every batch norm's running statistics under one policy (a cumulative
+    average over ``batches``), so the model can run in eval mode, one image at a time."""
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    for x, y in batches:
+        x, _ = accel.batch(x, y)
+        with accel.autocast():
+            _forward(model, x, policy)
+    model.train(was_training)
+    for m, momentum in zip(layers, saved, strict=True):
+        m.momentum = momentum
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    accel: Accelerator,
+    policy: Mapping[str, Any] | None = None,
+    *,
+    bn: str = "running",
+) -> float:
+    """Top-1 accuracy of ``model`` (under ``policy`` for a supernet) on ``batches``.
+
+    ``bn="running"`` uses the running statistics (eval mode); ``bn="batch"`` each batch's
+    own (see :func:`batch_statistics`).
+    """
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    context = batch_statistics(model) if bn == "batch" else contextlib.nullcontext()
+    with context:
+        for x, y in batches:
+            x, y = accel.batch(x, y)
+            with accel.autocast():
+                logits = _forward(model, x, policy)
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+class _Cached:
+    """An evaluation split held on the device once, for many policies to be scored on."""
+
+    def __init__(self, data: DataSplits, split: str, batch_size: int, accel: Accelerator):
+        self.batches = [accel.batch(x, y) for x, y in data.loader(split, batch_size)]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.batches)
+
+
+def _first(batches: Iterable[Any], n: int) -> Iterator[Any]:
+    for i, item in enumerate(batches):
+        if i == n:
+            return
+        yield item
+
+
+def _build(space: SearchSpace, config: TrainConfig) -> nn.Module:
+    if config.mode == "plain":
+        return ResNeXt(space.network)
+    return SepResNeXt(space)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Step schedule: ``lr`` divided by 10 at each milestone (a fraction of the epochs).
+
+    A function of the epoch alone, so a resumed run gets the same rates as a straight one.
+    """
+    milestones = [max(1, round(f * config.epochs)) for f in config.milestones]
+    return config.lr * 0.1 ** sum(1 for m in milestones if epoch >= m)
+
+
+def train(
+    space: SearchSpace,
+    data: DataSplits,
+    config: TrainConfig,
+    run: RunDir,
+    *,
+    resume: bool = False,
+    accel: Accelerator | None = None,
+    progress: Callable[[str, int, int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train per ``config``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
+    ``final.json`` into ``run``. ``progress(phase, done, total, info)`` reports steps."""
+    accel = accel or Accelerator.pick()
+    if space.network.num_classes != data.num_classes:
+        raise DatasetError(
+            f"space {space.name!r} has {space.network.num_classes} classes but {data.name} has "
+            f"{data.num_classes}: set network.num_classes = {data.num_classes}"
+        )
+    if (data.input_size, data.input_channels) != (
+        space.network.input_size,
+        space.network.input_channels,
+    ):
+        raise DatasetError(f"{data.name} inputs do not match space {space.name!r}")
+    policy = space.validate(config.policy) if config.mode == "policy" and config.policy else None
+    if config.mode == "policy" and policy is None:
+        raise CheckpointError("mode 'policy' needs a policy")
+
+    torch.manual_seed(config.seed)
+    model = accel.prepare(_build(space, config))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+    metrics: list[dict[str, Any]] = []
+    start_epoch = 0
+    identity = {"config": config.to_json(), "space_hash": space.hash}
+
+    run.create()
+    if run.has_checkpoint(CHECKPOINT):
+        if not resume:
+            raise CheckpointError(
+                f"{run.path} already holds a run: pass --resume to continue it, or another --name"
+            )
+        state = run.load_checkpoint(CHECKPOINT)
+        _check_same_run(state, space, config, run)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        metrics = list(state["metrics"])
+    run.write_json("config.json", {**identity, "space": space.to_json()})
+
+    train_loader = data.loader(
+        "train",
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        augment=config.augment,
+        workers=config.workers,
+        pin_memory=accel.cuda,
+    )
+    val = _Cached(data, "val", 256, accel)
+    eval_rng = random.Random(_EVAL_SEED)
+    epoch_policies = [space.sample(eval_rng) for _ in range(config.epoch_eval_policies)]
+    no_comm = space.no_communication_policy()
+
+    for epoch in range(start_epoch, config.epochs):
+        tic = time.perf_counter()
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        elif hasattr(train_loader, "generator") and train_loader.generator is not None:
+            train_loader.generator.manual_seed(config.seed * 1_000_003 + epoch)
+        policy_rng = random.Random(config.seed * _POLICY_SEED + epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        total_steps = len(train_loader)  # type: ignore[arg-type]
+        for step, (x, y) in enumerate(train_loader):
+            x, y = accel.batch(x, y)
+            step_policy: Policy | None = policy
+            if config.mode == "supernet":
+                step_policy = space.sample(policy_rng)  # eq. (9): Monte Carlo over policies
+            with accel.autocast():
+                logits = _forward(model, x, step_policy)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * y.numel()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += y.numel()
+            if progress:
+                progress(
+                    "train", step + 1, total_steps, {"epoch": epoch + 1, "loss": loss_sum / seen}
+                )
+        elapsed = time.perf_counter() - tic
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": learning_rate(config, epoch),
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "time_s": elapsed,
+            "images_per_s": seen / elapsed,
+        }
+        if config.mode == "supernet":
+            accs = [evaluate(model, val, accel, p, bn="batch") for p in epoch_policies]
+            record["val_acc_mean"] = statistics.fmean(accs)
+            record["val_acc_nocomm"] = evaluate(model, val, accel, no_comm, bn="batch")
+        else:
+            record["val_acc"] = evaluate(model, val, accel, policy)
+        metrics.append(record)
+        run.write_jsonl("metrics.jsonl", metrics)
+        run.save_checkpoint(
+            CHECKPOINT,
+            {
+                **identity,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "metrics": metrics,
+            },
+        )
+        if progress:
+            progress("epoch", epoch + 1, config.epochs, record)
+
+    final = _final_metrics(space, data, config, model, accel, policy, run, progress)
+    final["train_time_s"] = sum(m["time_s"] for m in metrics)
+    final["epochs"] = config.epochs
+    run.write_json("final.json", final)
+    return TrainResult(final, model)
+
+
+def _check_same_run(
+    state: dict[str, Any], space: SearchSpace, config: TrainConfig, run: RunDir
+) -> None:
+    if state.get("space_hash") != space.hash:
+        raise CheckpointError(
+            f"{run.path}: the checkpoint is for space hash {state.get('space_hash')!r}, "
+            f"not {space.hash!r} ({space.name}); use another --name"
+        )
+    saved = TrainConfig.from_json(state["config"])
+    diff = saved.differences(config)
+    if diff:
+        raise CheckpointError(
+            f"{run.path}: cannot resume with a different configuration ({'; '.join(diff)})"
+        )
+
+
+def _final_metrics(
+    space: SearchSpace,
+    data: DataSplits,
+    config: TrainConfig,
+    model: nn.Module,
+    accel: Accelerator,
+    policy: Policy | None,
+    run: RunDir,
+    progress: Callable[[str, int, int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    val = _Cached(data, "val", 256, accel)
+    test = _Cached(data, "test", 256, accel)
+    out: dict[str, Any] = {"mode": config.mode, "dataset": data.name, "space": space.name}
+    if config.mode != "supernet":
+        out["val_acc"] = evaluate(model, val, accel, policy)
+        out["test_acc"] = evaluate(model, test, accel, policy)
+        return out
+    # The supernet: score random policies on validation, select on validation only, and
+    # report the test accuracy of the selected policy once, at the end.
+    rng = random.Random(_EVAL_SEED + 1)
+    scored = []
+    for i in range(config.eval_policies):
+        candidate = space.sample(rng)
+        scored.append((evaluate(model, val, accel, candidate, bn="batch"), i, candidate))
+        if progress:
+            progress("eval", i + 1, config.eval_policies, {})
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    best_acc, _, best = scored[0]
+    accs = [s[0] for s in scored]
+    no_comm = space.no_communication_policy()
+    out.update(
+        {
+            "random_policies": len(accs),
+            "val_acc_best": best_acc,
+            "val_acc_mean": statistics.fmean(accs),
+            "val_acc_worst": min(accs),
+            "val_acc_nocomm": evaluate(model, val, accel, no_comm, bn="batch"),
+            "test_acc_best": evaluate(model, test, accel, best, bn="batch"),
+            "test_acc_nocomm": evaluate(model, test, accel, no_comm, bn="batch"),
+        }
+    )
+    # What the selected policy gives once frozen with its own running statistics, as it
+    # would be deployed (one image at a time, eval mode).
+    frozen = model.freeze(best)  # type: ignore[operator]
+    calib = data.loader("train", 256, shuffle=True, seed=config.seed)
+    recalibrate_bn(frozen, _first(calib, 8), accel)
+    out["test_acc_best_recalibrated"] = evaluate(frozen, test, accel)
+    run.write_json("best_policy.json", {**space.policy_to_json(best), "val_acc": best_acc})
+    return out
