@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 quickstart: $(STAMP)
 	$(VENV)/bin/snnas space show search_spaces/quickstart.toml
-	$(VENV)/bin/snnas cost search_spaces/sep_resnext56_4x16d_g4.toml \
-		--policy search_spaces/policies/table6_sparsity_fp16.json --device rpi3b+
+	$(VENV)/bin/snnas train search_spaces/quickstart.toml --name quickstart-supernet --resume
+	$(VENV)/bin/snnas cost search_spaces/quickstart.toml \
+		--policy runs/quickstart-supernet/best_policy.json --device rpi3b+
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check snnas tests benchmarks

@@ -106,10 +106,11 @@ def train(
         data_dir=data_dir,
     )
     run = RunDir(runs_dir / (name or f"train-{space.name}-{mode}-{dataset}-s{seed}"))
-    terminal.info(
-        f"training {mode} on {space.name} ({dataset}: {data.size('train')} train, "
-        f"{data.size('val')} val, {data.size('test')} test) on {accel.device} -> {run.path}"
-    )
+    if not as_json:
+        terminal.info(
+            f"training {mode} on {space.name} ({dataset}: {data.size('train')} train, "
+            f"{data.size('val')} val, {data.size('test')} test) on {accel.device} -> {run.path}"
+        )
     with progress_bars(terminal, mode) as progress:
         result = run_training(
             space, data, config, run, resume=resume, accel=accel, progress=progress

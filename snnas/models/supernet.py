@@ -26,50 +26,68 @@ from snnas.errors import SnnasError
 from snnas.models.resnext import Bottleneck, Stem, _init_weights
 from snnas.space import PointPolicy, SearchSpace
 
-__all__ = ["FrozenSepResNeXt", "SepResNeXt", "TransferPlan", "make_plan"]
+__all__ = ["FrozenSepResNeXt", "SepResNeXt", "TransferPlan", "aggregate", "make_plan", "transmit"]
 
 
 @dataclass(frozen=True)
 class TransferPlan:
-    """One transmission point as tensors: which stream channel feeds which, and what is kept."""
+    """One transmission point as tensors: who receives from whom, and how much."""
 
     point: int
     block: int  # sent after this block
     aggregate_block: int  # added to the receivers' streams after this block
-    index: Tensor  # (G * w,) long: source channel of every receiver channel
-    mask: Tensor  # (G * w,) float: 1 where a channel is received, else 0
+    channels: int  # w, the stream width of one device
+    n_send: int  # channels sent by every sender (the first ones of its stream)
+    source: Tensor  # (G,) long: the device each device receives from (itself: nothing)
+    receives: Tensor  # (1, G, 1, 1, 1) float: 1 for devices that receive, else 0
+    all_receive: bool  # no device keeps its data (a derangement): no masking needed
     half: bool  # round the payload through float16
-    channels_sent: int  # received channels over all devices (= sum of mask)
+    channels_sent: int  # n_send x senders
 
 
 def make_plan(geo: PointGeometry, decision: PointPolicy, groups: int, device: Any) -> TransferPlan:
-    """Gather index and mask for one point: receiver ``j = s(i)`` gets the first ``N_send``
-    channels of sender ``i``'s stream in its own first ``N_send`` channels."""
-    w = geo.channels
-    n = decision.n_send(w)
-    index = torch.zeros(groups * w, dtype=torch.long)
-    mask = torch.zeros(groups * w)
+    """Receiver ``j = s(i)`` gets the first ``N_send`` channels of sender ``i``'s stream,
+    added to its own first ``N_send`` channels."""
+    n = decision.n_send(geo.channels)
+    source = list(range(groups))
     for src, dst in enumerate(decision.perm):
-        if src != dst and n > 0:
-            index[dst * w : dst * w + n] = torch.arange(src * w, src * w + n)
-            mask[dst * w : dst * w + n] = 1.0
+        source[dst] = src
+    receives = [1.0 if source[j] != j and n > 0 else 0.0 for j in range(groups)]
     return TransferPlan(
         point=geo.index,
         block=geo.block,
         aggregate_block=geo.aggregate_block,
-        index=index.to(device),
-        mask=mask.to(device),
+        channels=geo.channels,
+        n_send=n,
+        source=torch.tensor(source, dtype=torch.long, device=device),
+        receives=torch.tensor(receives, device=device).view(1, groups, 1, 1, 1),
+        all_receive=all(receives),
         half=decision.dtype == "float16",
-        channels_sent=int(mask.sum().item()),
+        channels_sent=n * int(sum(receives)),
     )
 
 
 def transmit(x: Tensor, plan: TransferPlan) -> Tensor:
-    """Eq. (3): what every receiver gets, laid out in the receivers' channel slices."""
-    d = x.index_select(1, plan.index) * plan.mask.view(1, -1, 1, 1).to(x.dtype)  # (B, G*w, H, W)
+    """Eq. (3): the payload every device receives, ``(B, G, N_send, H, W)``; zeros for a
+    device that receives nothing."""
+    b, _, h, w = x.shape
+    streams = x.view(b, -1, plan.channels, h, w)  # (B, G, w, H, W)
+    if plan.n_send < plan.channels:
+        streams = streams[:, :, : plan.n_send]  # (B, G, n, H, W): the first channels only
+    d = streams.index_select(1, plan.source)
+    if not plan.all_receive:
+        d = d * plan.receives.to(d.dtype)
     if plan.half:
         d = d.to(torch.float16).to(x.dtype)  # the wire's precision loss, seen by training
     return d
+
+
+def aggregate(x: Tensor, d: Tensor, plan: TransferPlan) -> Tensor:
+    """Eq. (2): add a payload to the first ``N_send`` channels of every receiver's stream."""
+    if plan.n_send < plan.channels:
+        # Zero channels up to the stream width; backward is a view, no scatter.
+        d = F.pad(d, (0, 0, 0, 0, 0, plan.channels - plan.n_send))  # (B, G, w, H, W)
+    return x + d.flatten(1, 2)
 
 
 class _SepBase(nn.Module):
@@ -101,13 +119,13 @@ class _SepBase(nn.Module):
             out = block(out)  # X^{l-1} + T(X^{l-1}), per device
             for waiting, d in pending:
                 if waiting.aggregate_block == b:
-                    out = out + d  # eq. (2): + D^l
+                    out = aggregate(out, d, waiting)  # eq. (2): + D^l
             pending = [item for item in pending if item[0].aggregate_block != b]
             send = sends.get(b)
             if send is not None:
                 d = transmit(out, send)  # eq. (3)
                 if send.aggregate_block == b:  # sent at a stage's end: added at once
-                    out = out + d
+                    out = aggregate(out, d, send)
                 else:
                     pending.append((send, d))
         out = out[:, : self.head_width]  # Table 1: keep device 0's stream only
@@ -148,7 +166,7 @@ class SepResNeXt(_SepBase):
         out = []
         for geo, dec in zip(self.space.arch.points, decisions, strict=True):
             plan = by_point.get(geo.index)
-            sent = plan.channels_sent if plan else 0
+            sent = plan.channels_sent if plan else 0  # from the tensors the forward uses
             out.append(sent * geo.size * geo.size * dec.bytes_per_element)
         return out
 
@@ -170,18 +188,21 @@ class FrozenSepResNeXt(_SepBase):
         for geo, dec in zip(space.arch.points, decisions, strict=True):
             plan = make_plan(geo, dec, space.groups, "cpu")
             if plan.channels_sent:
-                self.register_buffer(f"plan{geo.index}_index", plan.index, persistent=False)
-                self.register_buffer(f"plan{geo.index}_mask", plan.mask, persistent=False)
+                self.register_buffer(f"plan{geo.index}_source", plan.source, persistent=False)
+                self.register_buffer(f"plan{geo.index}_receives", plan.receives, persistent=False)
                 self._frozen_plans.append(plan)
         _init_weights(self)
 
     def _current_plans(self) -> list[TransferPlan]:
         out = []
         for plan in self._frozen_plans:
-            index = getattr(self, f"plan{plan.point}_index")
-            if index is not plan.index:  # moved to another device: follow the buffers
-                mask = getattr(self, f"plan{plan.point}_mask")
-                plan = TransferPlan(**{**vars(plan), "index": index, "mask": mask})
+            source = getattr(self, f"plan{plan.point}_source")
+            if source is not plan.source:  # moved to another device: follow the buffers
+                moved = {
+                    name: getattr(self, f"plan{plan.point}_{name}")
+                    for name in ("source", "receives")
+                }
+                plan = TransferPlan(**{**vars(plan), **moved})
             out.append(plan)
         return out
 

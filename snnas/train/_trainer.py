@@ -391,6 +391,11 @@ def _final_metrics(
             "val_acc_mean": statistics.fmean(accs),
             "val_acc_worst": min(accs),
             "val_acc_nocomm": evaluate(model, val, accel, no_comm, bn="batch"),
+            # The same policies with the supernet's shared running statistics, to show why
+            # scoring uses batch statistics (docs/supernet.md).
+            "val_acc_mean_running_bn": statistics.fmean(
+                evaluate(model, val, accel, s[2]) for s in scored
+            ),
             "test_acc_best": evaluate(model, test, accel, best, bn="batch"),
             "test_acc_nocomm": evaluate(model, test, accel, no_comm, bn="batch"),
         }

@@ -5,7 +5,7 @@ import torch
 
 from snnas.cost import communication
 from snnas.models import ResNeXt, SepResNeXt, make_plan
-from snnas.models.supernet import transmit
+from snnas.models.supernet import aggregate, transmit
 from snnas.space import PointPolicy, load_space, space_from_text
 from tests.conftest import SMALL_TOML, SPACES
 
@@ -63,13 +63,19 @@ def test_transmit_sends_the_first_channels_to_the_destination():
     decision = PointPolicy(perm=(1, 2, 0, 3), sparsity=50.0, dtype="float32")
     plan = make_plan(geo, decision, 4, "cpu")
     x = torch.randn(2, 4 * w, geo.size, geo.size)
+    streams = x.view(2, 4, w, geo.size, geo.size)
     d = transmit(x, plan)
     n = 4  # floor(8 * 50%)
+    assert d.shape == (2, 4, n, geo.size, geo.size)  # only the first n channels travel
     for src, dst in [(0, 1), (1, 2), (2, 0)]:
-        assert torch.equal(d[:, dst * w : dst * w + n], x[:, src * w : src * w + n])
-        assert not d[:, dst * w + n : (dst + 1) * w].any()  # the rest is not sent
-    assert not d[:, 3 * w : 4 * w].any()  # device 3 keeps its data, receives nothing
+        assert torch.equal(d[:, dst], streams[:, src, :n])
+    assert not d[:, 3].any()  # device 3 keeps its data, receives nothing
     assert plan.channels_sent == 3 * n
+    out = aggregate(x, d, plan).view(2, 4, w, geo.size, geo.size)
+    for src, dst in [(0, 1), (1, 2), (2, 0)]:
+        assert torch.equal(out[:, dst, :n], streams[:, dst, :n] + streams[:, src, :n])
+        assert torch.equal(out[:, dst, n:], streams[:, dst, n:])  # eq. (2) on N_send only
+    assert torch.equal(out[:, 3], streams[:, 3])
 
 
 def test_float16_rounding_is_applied_on_the_wire():
