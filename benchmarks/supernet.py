@@ -149,9 +149,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=None, help="batch size for every space")
     parser.add_argument(
-        "--spaces", nargs="+",
+        "--spaces",
+        nargs="+",
         default=["search_spaces/quickstart.toml", "search_spaces/sep_resnext56_4x16d_g4.toml"],
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     results = []
@@ -180,8 +181,10 @@ def main() -> None:
             f"{r['train_memory_ratio']:>7.2f}{r['train_images_per_s']:>13.1f}"
             f"{r['infer_images_per_s']:>13.1f}"
         )
-    print("train x: supernet step / no-transmission step (target <= 1.15); "
-          "infer x: supernet / frozen (target <= 1.05)")  # fmt: skip
+    print(
+        "train x: supernet step / no-transmission step (target <= 1.15); "
+        "infer x: supernet / frozen (target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,11 +41,12 @@ class ConfigError(SnnasError):
         self.expected = expected
         self.found = found
         self.line = line
-        where = self.path or "<config>"
-        if line is not None:
+        where = self.path
+        if where is not None and line is not None:
             where = f"{where}:{line}"
         found_text = found if isinstance(found, str) and found.startswith("<") else repr(found)
-        super().__init__(f"{where}: {key}: expected {expected}, found {found_text}")
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{key}: expected {expected}, found {found_text}")
 
 
 class PolicyError(SnnasError):

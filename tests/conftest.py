@@ -11,33 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
 POLICIES = SPACES / "policies"
 
-SMALL_TOML = """
-name = "tiny"
-
-[network]
-depth = 11
-cardinality = 4
-bottleneck_width = 2
-stage_widths = [8, 16, 32]
-stem_width = 4
-num_classes = 10
-input_size = 8
-input_channels = 1
-
-[split]
-groups = 4
-alpha = 1
-
-[decisions.permutation]
-choices = "all"
-
-[decisions.sparsity]
-p_min = 50
-levels = 3
-
-[decisions.dtype]
-choices = ["float32", "float16"]
-"""
+#: A tiny space (depth 11, 8x8 inputs, G = 4, alpha = 1) for fast tests; also a file for
+#: the tests that run the real command in a subprocess.
+TINY_SPACE = Path(__file__).resolve().parent / "tiny.toml"
+SMALL_TOML = TINY_SPACE.read_text()
 
 
 @pytest.fixture

@@ -47,11 +47,14 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from snnas.cli import cost, space, train
+    from snnas.cli import compare, cost, list_, search, space, train
 
     cli.add_command(space.space)
     cli.add_command(cost.cost)
     cli.add_command(train.train)
+    cli.add_command(search.search)
+    cli.add_command(compare.compare)
+    cli.add_command(list_.list_command)
 
 
 _register()

@@ -71,16 +71,33 @@ def cost(
     from rich.table import Table
 
     table = Table(
-        "pt", "blk", "perm", "level", "wire", "sent", "HxW", "tx", "bytes", "baseline", "ratio",
+        "pt",
+        "blk",
+        "perm",
+        "level",
+        "wire",
+        "sent",
+        "HxW",
+        "tx",
+        "bytes",
+        "baseline",
+        "ratio",
         title=f"{space.name}: {policy_file.name}",
-    )  # fmt: skip
+    )
     for p in comm.points:
         table.add_row(
-            str(p.point), str(p.block), "".join(map(str, p.perm)), f"{p.sparsity:g}%",
-            p.dtype.replace("float", "fp"), f"{p.n_send}/{p.channels}", f"{p.size}x{p.size}",
-            str(p.senders), f"{p.bytes:,}", f"{p.baseline_bytes:,}",
+            str(p.point),
+            str(p.block),
+            "".join(map(str, p.perm)),
+            f"{p.sparsity:g}%",
+            p.dtype.replace("float", "fp"),
+            f"{p.n_send}/{p.channels}",
+            f"{p.size}x{p.size}",
+            str(p.senders),
+            f"{p.bytes:,}",
+            f"{p.baseline_bytes:,}",
             f"{100 * p.bytes / p.baseline_bytes:.2f}%",
-        )  # fmt: skip
+        )
     terminal.print(table)
     terminal.info(
         f"policy {comm.policy_bytes:,} B / ring all-reduce baseline {comm.baseline_bytes:,} B "

@@ -58,8 +58,14 @@ def show(terminal: Terminal, file: Path, as_json: bool) -> None:
     )
     table = Table("label", "kind", "choices", "points", "values")
     for d in s.decisions:
-        shown = ["".join(map(str, c)) if isinstance(c, tuple) else f"{c:g}" if isinstance(
-            c, float) else str(c) for c in d.choices[:5]]  # fmt: skip
+        shown = [
+            "".join(map(str, c))
+            if isinstance(c, tuple)
+            else f"{c:g}"
+            if isinstance(c, float)
+            else str(c)
+            for c in d.choices[:5]
+        ]
         more = " ..." if len(d) > 5 else ""
         points = ",".join(map(str, d.points)) if len(d.points) < 6 else f"{len(d.points)} points"
         table.add_row(d.label, d.kind, str(len(d)), points, " ".join(shown) + more)

@@ -68,7 +68,7 @@ def train(
     runs_dir: Path,
     resume: bool,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Train on SPACE: the supernet (random policies), a fixed --policy, or the --plain
     ResNeXt. Writes runs/<name>/ (config, metrics.jsonl, last.pt, final.json)."""
     if plain and policy_file is not None:

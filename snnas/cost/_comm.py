@@ -114,10 +114,20 @@ def communication(space: SearchSpace, policy: Mapping[str, Any]) -> CommReport:
         previous = geo.block
         rows.append(
             PointBytes(
-                geo.index, geo.block, dec.perm, dec.sparsity, dec.dtype, geo.channels, n_send,
-                geo.size, count, per_sender, per_sender * count, base,
+                geo.index,
+                geo.block,
+                dec.perm,
+                dec.sparsity,
+                dec.dtype,
+                geo.channels,
+                n_send,
+                geo.size,
+                count,
+                per_sender,
+                per_sender * count,
+                base,
             )
-        )  # fmt: skip
+        )
     baseline = sum(baseline_block_bytes(space, b.index) for b in space.arch.blocks)
     net = space.network
     stem = (space.groups - 1) * net.stem_width * net.input_size**2 * _FP32

@@ -6,10 +6,10 @@ controller's reward split; the test split is only for final reports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -19,9 +19,18 @@ from snnas.data._digits import DIGITS_SPLIT, load_digits_tensors
 from snnas.data._loader import TensorLoader
 from snnas.errors import DatasetError
 
-__all__ = ["DATASETS", "DIGITS_SPLIT", "DataSplits", "TensorLoader", "load_dataset"]
+__all__ = ["DATASETS", "DIGITS_SPLIT", "Batches", "DataSplits", "TensorLoader", "load_dataset"]
 
 DATASETS = ("digits", "cifar10", "cifar100")
+
+
+class Batches(Protocol):
+    """What :meth:`DataSplits.loader` returns: batches of ``(images, labels)`` with a length."""
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
 
 #: Fraction of the CIFAR training set held out for validation (the paper: 10%).
 VAL_FRACTION = 0.1
@@ -52,7 +61,7 @@ class DataSplits:
         augment: bool = False,
         workers: int = 0,
         pin_memory: bool = False,
-    ) -> Iterable[tuple[Tensor, Tensor]]:
+    ) -> Batches:
         """Batches of ``split``. ``augment`` applies the training augmentation."""
         images, labels = self.tensors[split]
         if self.transforms is None:

@@ -282,7 +282,7 @@ def train(
             group["lr"] = learning_rate(config, epoch)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        total_steps = len(train_loader)  # type: ignore[arg-type]
+        total_steps = len(train_loader)
         for step, (x, y) in enumerate(train_loader):
             x, y = accel.batch(x, y)
             step_policy: Policy | None = policy

@@ -47,9 +47,12 @@ def test_space_list_json():
 
 def test_cost_json_ratio():
     result = run(
-        "cost", SPACES / "sep_resnext56_4x16d_g4.toml",
-        "--policy", POLICIES / "table6_sparsity.json", "--json",
-    )  # fmt: skip
+        "cost",
+        SPACES / "sep_resnext56_4x16d_g4.toml",
+        "--policy",
+        POLICIES / "table6_sparsity.json",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert round(data["ratio"], 4) == 0.2440
@@ -87,8 +90,11 @@ def test_real_process_error_and_debug_traceback(tmp_path, debug):
     env = dict(os.environ, SNNAS_DEBUG=debug)
     proc = subprocess.run(
         [sys.executable, "-m", "snnas", "space", "show", str(path)],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "split.alpha" in proc.stderr
     assert ("Traceback" in proc.stderr) == (debug == "1")

@@ -9,8 +9,21 @@ from tests.conftest import SMALL_TOML
 def test_train_cli_json(tmp_path):
     space = tmp_path / "tiny.toml"
     space.write_text(SMALL_TOML)
-    args = ["train", str(space), "--epochs", "1", "--batch-size", "128", "--eval-policies", "3",
-            "--runs-dir", str(tmp_path / "runs"), "--name", "t", "--json"]  # fmt: skip
+    args = [
+        "train",
+        str(space),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "128",
+        "--eval-policies",
+        "3",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "t",
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output[result.output.index("{") :])

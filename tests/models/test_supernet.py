@@ -91,8 +91,10 @@ def test_float16_rounding_is_applied_on_the_wire():
     net = SepResNeXt(space).eval()
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.3)
-    policy = {k: ([1, 0, 3, 2] if k.endswith("perm") else v)
-              for k, v in space.sample(random.Random(0)).items()}  # fmt: skip
+    policy = {
+        k: ([1, 0, 3, 2] if k.endswith("perm") else v)
+        for k, v in space.sample(random.Random(0)).items()
+    }
     half = {k: ("float16" if k.endswith("dtype") else v) for k, v in policy.items()}
     full = {k: ("float32" if k.endswith("dtype") else v) for k, v in policy.items()}
     xin = torch.randn(4, 1, 8, 8) * 3.3

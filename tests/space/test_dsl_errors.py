@@ -34,22 +34,52 @@ def _error(write_space, text):
         ("p_min = 50", "p_min = 120", "decisions.sparsity.p_min", "(0, 100]", "120"),
         ("depth = 11", "depth = 12", "network.depth", "3 * blocks_per_stage", "12"),
         ("cardinality = 4", "cardinality = 6", "network.cardinality", "multiple of", "6"),
-        ('choices = "all"', 'choices = "some"', "decisions.permutation.choices", "derangements",
-         "some"),
-        ('choices = "all"', "fixed = [0, 1, 1, 3]", "decisions.permutation.fixed",
-         "a permutation of 0..3", "[0, 1, 1, 3]"),
-        ('choices = "all"', "fixed = [0, 1, 2]", "decisions.permutation.fixed",
-         "a permutation of 0..3", "[0, 1, 2]"),
-        ('choices = "all"', "choices = [[0, 1, 2, 3], [0, 0, 2, 3]]",
-         "decisions.permutation.choices", "permutations of 0..3", "[0, 0, 2, 3]"),
-        ('choices = ["float32", "float16"]', 'choices = ["float32", "int8"]',
-         "decisions.dtype.choices", "dtype names", "int8"),
+        (
+            'choices = "all"',
+            'choices = "some"',
+            "decisions.permutation.choices",
+            "derangements",
+            "some",
+        ),
+        (
+            'choices = "all"',
+            "fixed = [0, 1, 1, 3]",
+            "decisions.permutation.fixed",
+            "a permutation of 0..3",
+            "[0, 1, 1, 3]",
+        ),
+        (
+            'choices = "all"',
+            "fixed = [0, 1, 2]",
+            "decisions.permutation.fixed",
+            "a permutation of 0..3",
+            "[0, 1, 2]",
+        ),
+        (
+            'choices = "all"',
+            "choices = [[0, 1, 2, 3], [0, 0, 2, 3]]",
+            "decisions.permutation.choices",
+            "permutations of 0..3",
+            "[0, 0, 2, 3]",
+        ),
+        (
+            'choices = ["float32", "float16"]',
+            'choices = ["float32", "int8"]',
+            "decisions.dtype.choices",
+            "dtype names",
+            "int8",
+        ),
         ("[split]", "[splitt]", "splitt", "did you mean 'split'", "unknown key"),
-        ("levels = 3", "levels = 3\nvalues = [50, 100]", "decisions.sparsity.values",
-         "not both", "both"),
+        (
+            "levels = 3",
+            "levels = 3\nvalues = [50, 100]",
+            "decisions.sparsity.values",
+            "not both",
+            "both",
+        ),
         ("input_size = 8", "input_size = 6", "network.input_size", "multiple of 4", "6"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_are_named(write_space, old, new, key, expected, found):
     assert old in SMALL_TOML
     error, message = _error(write_space, SMALL_TOML.replace(old, new, 1))
@@ -96,14 +126,35 @@ def test_parity_r_validates(write_space):
 
 
 _values = st.one_of(
-    st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=8), st.booleans(),
-    st.lists(st.integers(-2, 5), max_size=5), st.just("all"), st.just("derangements"),
-)  # fmt: skip
+    st.integers(-5, 300),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.booleans(),
+    st.lists(st.integers(-2, 5), max_size=5),
+    st.just("all"),
+    st.just("derangements"),
+)
 _keys = st.sampled_from(
-    ["depth", "cardinality", "bottleneck_width", "stage_widths", "stem_width", "num_classes",
-     "input_size", "input_channels", "groups", "alpha", "p_min", "levels", "choices", "fixed",
-     "tie", "values", "r"]
-)  # fmt: skip
+    [
+        "depth",
+        "cardinality",
+        "bottleneck_width",
+        "stage_widths",
+        "stem_width",
+        "num_classes",
+        "input_size",
+        "input_channels",
+        "groups",
+        "alpha",
+        "p_min",
+        "levels",
+        "choices",
+        "fixed",
+        "tie",
+        "values",
+        "r",
+    ]
+)
 
 
 def _toml_value(value):

@@ -68,8 +68,14 @@ def test_tied_and_fixed_decisions(write_space):
     assert s.labels == ("dtype", "t0.perm", "t1.perm", "t2.perm")
     assert s.decision("dtype").points == (0, 1, 2)
     assert s.size == 2 * 24**3
-    points = s.resolve({"dtype": "float16", "t0.perm": [1, 0, 3, 2], "t1.perm": [0, 1, 2, 3],
-                        "t2.perm": [3, 2, 1, 0]})  # fmt: skip
+    points = s.resolve(
+        {
+            "dtype": "float16",
+            "t0.perm": [1, 0, 3, 2],
+            "t1.perm": [0, 1, 2, 3],
+            "t2.perm": [3, 2, 1, 0],
+        }
+    )
     assert [p.sparsity for p in points] == [75.0] * 3
     assert [p.dtype for p in points] == ["float16"] * 3
 

@@ -71,8 +71,9 @@ def test_resume_continues_exactly(tmp_path, space, digits):
             raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        train(space, digits, _config(epochs=3), RunDir(tmp_path / "b"), accel=CPU,
-              progress=interrupt)  # fmt: skip
+        train(
+            space, digits, _config(epochs=3), RunDir(tmp_path / "b"), accel=CPU, progress=interrupt
+        )
     assert not (tmp_path / "b" / "final.json").exists()
     resumed = train(
         space, digits, _config(epochs=3), RunDir(tmp_path / "b"), resume=True, accel=CPU
@@ -117,8 +118,11 @@ def test_corrupt_checkpoint_is_refused(tmp_path, space, digits):
 
 def test_fixed_policy_and_class_mismatch(tmp_path, space, digits):
     policy = space.sample(__import__("random").Random(0))
-    config = _config("policy", epochs=1, policy={k: list(v) if isinstance(v, tuple) else v
-                                                  for k, v in policy.items()})  # fmt: skip
+    config = _config(
+        "policy",
+        epochs=1,
+        policy={k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()},
+    )
     result = train(space, digits, config, RunDir(tmp_path / "p"), accel=CPU)
     assert {"val_acc", "test_acc"} <= set(result.metrics)
     other = space_from_text(SMALL_TOML.replace("num_classes = 10", "num_classes = 7"))

@@ -1,0 +1,131 @@
+"""``snnas search``: search a communication policy with one strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snnas.cli._terminal import Terminal
+
+__all__ = ["search"]
+
+
+@click.command()
+@click.argument("space_file", metavar="SPACE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--strategy",
+    default="reinforce",
+    show_default=True,
+    help="reinforce, random, evolution or optuna:<sampler> (see snnas list).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Search configuration TOML ([search], [reward], [strategy]).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one setting, e.g. --set search.iterations=5 (repeatable).",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["digits", "cifar10", "cifar100"]),
+    default="digits",
+    show_default=True,
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="CIFAR folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", help="Run name (folder under --runs-dir).")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+)
+@click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
+@click.option(
+    "--storage",
+    help="Optuna storage URL shared by workers (default: a journal file in the run folder).",
+)
+@click.option("--study", help="Optuna study name (default: the run name).")
+@click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def search(
+    terminal: Terminal,
+    space_file: Path,
+    strategy: str,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    dataset: str,
+    data_dir: Path | None,
+    seed: int,
+    name: str | None,
+    runs_dir: Path,
+    resume: bool,
+    storage: str | None,
+    study: str | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Search SPACE for a communication policy; write runs/<name>/ (events, checkpoints,
+    best_policy.json, summary.json, plots, an Optuna study)."""
+    from snnas._run import RunDir
+    from snnas.cli._progress import progress_bars
+    from snnas.data import load_dataset
+    from snnas.search import load_search_config, make_strategy, run_search
+    from snnas.space import load_space
+    from snnas.train import Accelerator
+
+    space = load_space(space_file)
+    config = load_search_config(dataset, config_file, list(overrides))
+    # Refuse a bad strategy name or option before loading data or printing anything.
+    make_strategy(strategy, space, seed, **config.strategy.get(strategy.split(":")[0], {}))
+    accel = Accelerator.pick(device)
+    net = space.network
+    data = load_dataset(
+        dataset, input_size=net.input_size, input_channels=net.input_channels, data_dir=data_dir
+    )
+    label = strategy.replace(":", "-")
+    run = RunDir(runs_dir / (name or f"search-{space.name}-{label}-s{seed}"))
+    if not as_json:
+        terminal.info(
+            f"searching {space.name} ({float(space.size):.3g} policies) with {strategy}, "
+            f"{config.iterations} iterations, reward {config.reward}, on {accel.device} "
+            f"-> {run.path}"
+        )
+    with progress_bars(terminal, strategy) as progress:
+        result = run_search(
+            space,
+            data,
+            config,
+            strategy,
+            run,
+            seed=seed,
+            resume=resume,
+            accel=accel,
+            storage=storage,
+            study=study,
+            progress=progress,
+        )
+    summary = result.summary
+    if as_json:
+        terminal.json(summary)
+        return
+    terminal.success(
+        f"best policy: validation accuracy {summary['best_val_acc']:.4f}, communication "
+        f"{100 * summary['best_comm_ratio']:.2f}% of all-reduce "
+        f"(test {summary['best_test_acc']:.4f}; no communication "
+        f"{summary['no_comm_val_acc']:.4f})"
+    )
+    terminal.info(
+        f"{summary['evaluations']} evaluations in {summary['search_time_s']:.1f} s; "
+        f"{len(summary['pareto_front'])} policies on the Pareto front"
+    )
+    terminal.info(f"wrote {run.path}/best_policy.json, summary.json, search_curve.png, pareto.png")
+    terminal.info(f"browse: optuna-dashboard {summary['storage']}")

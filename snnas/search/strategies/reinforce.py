@@ -1,0 +1,207 @@
+"""An LSTM controller trained with REINFORCE (Zoph & Le, 2017; Pham et al., 2018, ENAS).
+
+One LSTM step per labelled decision, in the space's order: the input is the embedding of the
+previous decision's choice (a learned start vector for the first), the output goes through
+that decision's own softmax head, which has exactly the decision's number of choices (so no
+choice is ever invalid). Logits are divided by a temperature and squashed by ``c * tanh``
+(ENAS), the update is REINFORCE with an exponential-moving-average baseline and an entropy
+bonus, optimised with Adam. Defaults and their sources are in docs/search.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snnas.search.strategies._base import Reward, Strategy, register_strategy
+from snnas.space import Policy, SearchSpace
+
+__all__ = ["Controller", "Reinforce"]
+
+
+class Controller(nn.Module):
+    """Autoregressive policy over a sequence of categorical decisions."""
+
+    def __init__(
+        self, sizes: list[int], hidden: int = 100, temperature: float = 5.0, tanh: float = 2.5
+    ) -> None:
+        super().__init__()
+        self.sizes = sizes
+        self.temperature = temperature
+        self.tanh = tanh
+        self.start = nn.Parameter(torch.zeros(1, hidden))
+        self.lstm = nn.LSTMCell(hidden, hidden)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, hidden) for n in sizes)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in sizes)
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.1, 0.1)
+
+    def _logits(self, step: int, h: Tensor) -> Tensor:
+        logits = self.heads[step](h) / self.temperature
+        if self.tanh > 0:
+            logits = self.tanh * torch.tanh(logits)
+        return logits
+
+    def _steps(self, batch: int, choose: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the decisions in order; ``choose(step, logits)`` picks each (batch,) choice."""
+        h = c = torch.zeros(batch, self.start.shape[1])
+        x = self.start.expand(batch, -1)
+        picks, log_prob, entropy = [], torch.zeros(batch), torch.zeros(batch)
+        for step in range(len(self.sizes)):
+            h, c = self.lstm(x, (h, c))
+            logits = self._logits(step, h)  # (B, n_step)
+            log_p = torch.log_softmax(logits, dim=-1)
+            choice = choose(step, logits)  # (B,)
+            log_prob = log_prob + log_p.gather(1, choice[:, None]).squeeze(1)
+            entropy = entropy - (log_p.exp() * log_p).sum(-1)
+            picks.append(choice)
+            x = self.embeddings[step](choice)
+        return torch.stack(picks, 1), log_prob, entropy
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` index sequences drawn from the policy, ``(n, D)``."""
+        with torch.no_grad():
+            return self._steps(
+                n,
+                lambda s, logits: torch.multinomial(logits.softmax(-1), 1, generator=generator)[
+                    :, 0
+                ],
+            )[0]
+
+    def evaluate(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies of given sequences (teacher forcing), ``(B,)``."""
+        _, log_prob, entropy = self._steps(len(indices), lambda s, logits: indices[:, s])
+        return log_prob, entropy
+
+    def greedy(self) -> tuple[list[int], list[float]]:
+        """The argmax sequence and the probability of each of its choices."""
+        probs: list[float] = []
+
+        def pick(step: int, logits: Tensor) -> Tensor:
+            p = logits.softmax(-1)
+            choice = p.argmax(-1)
+            probs.append(float(p[0, choice[0]]))
+            return choice
+
+        with torch.no_grad():
+            indices = self._steps(1, pick)[0][0].tolist()
+        return indices, probs
+
+
+@register_strategy("reinforce")
+class Reinforce(Strategy):
+    """REINFORCE over a :class:`Controller`; one update every ``batch`` rewards."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        hidden: int = 100,
+        temperature: float = 5.0,
+        tanh_constant: float = 2.5,
+        entropy_weight: float = 1e-4,
+        baseline_decay: float = 0.95,
+        lr: float = 1e-3,
+        batch: int = 1,
+        grad_clip: float = 5.0,
+    ) -> None:
+        super().__init__(space, seed)
+        if batch < 1 or not 0 <= baseline_decay < 1 or lr <= 0 or temperature <= 0:
+            raise ValueError("need batch >= 1, 0 <= baseline_decay < 1, lr > 0, temperature > 0")
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.controller = Controller(
+            [len(d) for d in space.decisions], hidden, temperature, tanh_constant
+        )
+        torch.random.set_rng_state(generator_state)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
+        self.entropy_weight = entropy_weight
+        self.baseline_decay = baseline_decay
+        self.batch = batch
+        self.grad_clip = grad_clip
+        self.baseline: float | None = None
+        self.buffer: list[tuple[list[int], float]] = []
+        self.updates = 0
+        self._stats: dict[str, Any] = {}
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.asked)
+
+    def ask(self) -> Policy:
+        indices = self.controller.sample(1, self._generator())[0].tolist()
+        self.asked += 1
+        return self.space.decode(indices)
+
+    def ask_batch(self, n: int) -> list[Policy]:
+        indices = self.controller.sample(n, self._generator()).tolist()
+        self.asked += 1
+        return [self.space.decode(i) for i in indices]
+
+    def sample_for_training(self) -> Policy:
+        return self.ask()  # the shared weights train under the controller's distribution
+
+    def tell(self, policy: Policy, reward: Reward) -> None:
+        self.buffer.append((list(self.space.encode(policy)), self.scalar(reward)))
+        self.told += 1
+        if len(self.buffer) >= self.batch:
+            self._update()
+
+    def _update(self) -> None:
+        indices = torch.tensor([code for code, _ in self.buffer])
+        rewards = torch.tensor([r for _, r in self.buffer])
+        self.buffer = []
+        mean_reward = float(rewards.mean())
+        if self.baseline is None:
+            self.baseline = mean_reward
+        advantage = rewards - self.baseline  # before the baseline moves: an unbiased signal
+        self.baseline = (
+            self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_reward
+        )
+        log_prob, entropy = self.controller.evaluate(indices)
+        loss = -(log_prob * advantage).mean() - self.entropy_weight * entropy.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(
+            torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip or math.inf)
+        )
+        self.optimizer.step()
+        self.updates += 1
+        greedy, probs = self.controller.greedy()
+        self._stats = {
+            "update": self.updates,
+            "mean_reward": mean_reward,
+            "baseline": self.baseline,
+            "advantage": float(advantage.mean()),
+            "entropy": float(entropy.detach().mean()),
+            "grad_norm": norm,
+            "argmax_probs": {d.label: p for d, p in zip(self.space.decisions, probs, strict=True)},
+            "argmax_policy": greedy,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+    def argmax_policy(self) -> Policy:
+        """The controller's most likely policy."""
+        return self.space.decode(self.controller.greedy()[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "baseline": self.baseline,
+            "buffer": [[code, r] for code, r in self.buffer],
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.controller.load_state_dict(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+        self.buffer = [(list(code), float(r)) for code, r in state["buffer"]]
+        self.updates = state["updates"]

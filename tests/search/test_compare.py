@@ -1,0 +1,113 @@
+import json
+
+import pytest
+
+from snnas._run import RunDir
+from snnas.data import load_dataset
+from snnas.errors import ConfigError
+from snnas.search import load_search_config
+from snnas.search._compare import compare
+from snnas.space import space_from_text
+from snnas.train import Accelerator
+from tests.conftest import SMALL_TOML
+
+CPU = Accelerator.pick("cpu")
+
+
+@pytest.fixture(scope="module")
+def space():
+    return space_from_text(SMALL_TOML)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", input_size=8, input_channels=1)
+
+
+def test_fixed_mode_gives_equal_budgets_and_a_report(tmp_path, space, digits):
+    config = load_search_config("digits")
+    report = compare(
+        space,
+        digits,
+        config,
+        ["random", "evolution"],
+        seeds=2,
+        budget=8,
+        run=RunDir(tmp_path / "c"),
+        accel=CPU,
+        supernet_epochs=1,
+    )
+    assert set(report["results"]) == {"random", "evolution"}
+    for result in report["results"].values():
+        at = result["best_so_far"]
+        assert at["25%"]["mean"] <= at["50%"]["mean"] <= at["100%"]["mean"]
+        assert result["evals_to_95pct"]["seeds"] == 2
+        assert space.check(result["final"]["best_policy"]) is None
+    evaluations = RunDir(tmp_path / "c").read_jsonl("evaluations.jsonl")
+    assert len(evaluations) == 2 * 2 * 8
+    best = max(e["reward"] for e in evaluations)
+    assert report["threshold_95pct"] == pytest.approx(0.95 * best)
+    # the same policy always gets the same reward: frozen weights, the same images
+    by_policy = {}
+    for e in evaluations:
+        key = json.dumps(e["policy"], sort_keys=True)
+        assert by_policy.setdefault(key, e["reward"]) == e["reward"]
+    assert (tmp_path / "c" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    text = (tmp_path / "c" / "report.md").read_text()
+    assert "| random |" in text and "| evolution |" in text
+    assert json.loads((tmp_path / "c" / "report.json").read_text()) == report
+
+
+def test_full_mode_runs_a_search_per_seed(tmp_path, space, digits):
+    config = load_search_config(
+        "digits",
+        None,
+        [
+            "search.train_steps=3",
+            "search.strategy_steps=2",
+            "search.samples=2",
+            "search.topk=1",
+        ],
+    )
+    report = compare(
+        space,
+        digits,
+        config,
+        ["reinforce", "random"],
+        seeds=2,
+        budget=2,
+        run=RunDir(tmp_path / "f"),
+        mode="full",
+        accel=CPU,
+    )
+    assert report["iterations"] == 2 and report["budget"] == 2 * (2 + 2)
+    for name in ("reinforce", "random"):
+        per = report["results"][name]["per_iteration"]
+        assert len(per["train_loss"][0]) == 2 and len(per["mean_sampled_accuracy"][0]) == 2
+        assert (tmp_path / "f" / f"{name}-s1" / "summary.json").is_file()
+
+
+def test_compare_refuses_pareto_and_bad_names(tmp_path, space, digits):
+    with pytest.raises(ConfigError, match="pareto"):
+        compare(
+            space,
+            digits,
+            load_search_config("digits", None, ['reward.mode="pareto"']),
+            ["random"],
+            1,
+            4,
+            RunDir(tmp_path / "x"),
+            accel=CPU,
+        )
+    with pytest.raises(ConfigError, match="--strategy"):
+        compare(
+            space,
+            digits,
+            load_search_config("digits"),
+            ["random", "bogus"],
+            1,
+            4,
+            RunDir(tmp_path / "y"),
+            accel=CPU,
+        )
+    assert not (tmp_path / "y" / "supernet").exists()  # refused before any training
