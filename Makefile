@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 quickstart: $(STAMP)
 	$(VENV)/bin/snnas space show search_spaces/quickstart.toml
-	$(VENV)/bin/snnas train search_spaces/quickstart.toml --name quickstart-supernet --resume
+	$(VENV)/bin/snnas search search_spaces/quickstart.toml --name quickstart --resume
 	$(VENV)/bin/snnas cost search_spaces/quickstart.toml \
-		--policy runs/quickstart-supernet/best_policy.json --device rpi3b+
+		--policy runs/quickstart/best_policy.json --device rpi3b+
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check snnas tests benchmarks

@@ -27,3 +27,19 @@ def write_space(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def space():
+    """The tiny space as a SearchSpace."""
+    from snnas.space import space_from_text
+
+    return space_from_text(SMALL_TOML)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The bundled digits at the tiny space's 8x8 input."""
+    from snnas.data import load_dataset
+
+    return load_dataset("digits", input_size=8, input_channels=1)

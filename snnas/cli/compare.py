@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from snnas.cli._options import data_options, run_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["compare"]
@@ -36,22 +37,8 @@ __all__ = ["compare"]
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--supernet-epochs", type=int, help="fixed mode: supernet training epochs.")
-@click.option(
-    "--dataset",
-    type=click.Choice(["digits", "cifar10", "cifar100"]),
-    default="digits",
-    show_default=True,
-)
-@click.option("--data-dir", type=click.Path(path_type=Path))
-@click.option("--name", help="Run name (folder under --runs-dir).")
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-)
-@click.option("--device")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json.")
+@data_options
+@run_options
 @click.pass_obj
 def compare(
     terminal: Terminal,
@@ -73,7 +60,7 @@ def compare(
     """Compare search strategies on SPACE; write report.md, report.json and curves.png."""
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
-    from snnas.data import load_dataset
+    from snnas.data import load_for_space
     from snnas.search import load_search_config
     from snnas.search._compare import compare as run_compare
     from snnas.search.strategies._base import parse_names
@@ -84,10 +71,7 @@ def compare(
     config = load_search_config(dataset, config_file, list(overrides))
     names = parse_names(strategies)
     accel = Accelerator.pick(device)
-    net = space.network
-    data = load_dataset(
-        dataset, input_size=net.input_size, input_channels=net.input_channels, data_dir=data_dir
-    )
+    data = load_for_space(dataset, space, data_dir)
     run = RunDir(runs_dir / (name or f"compare-{space.name}-{mode}"))
     if not as_json:
         terminal.info(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from snnas.cli._options import data_options, run_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["search"]
@@ -32,29 +33,15 @@ __all__ = ["search"]
     metavar="KEY=VALUE",
     help="Override one setting, e.g. --set search.iterations=5 (repeatable).",
 )
-@click.option(
-    "--dataset",
-    type=click.Choice(["digits", "cifar10", "cifar100"]),
-    default="digits",
-    show_default=True,
-)
-@click.option("--data-dir", type=click.Path(path_type=Path), help="CIFAR folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--name", help="Run name (folder under --runs-dir).")
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-)
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 @click.option(
     "--storage",
     help="Optuna storage URL shared by workers (default: a journal file in the run folder).",
 )
 @click.option("--study", help="Optuna study name (default: the run name).")
-@click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@data_options
+@run_options
 @click.pass_obj
 def search(
     terminal: Terminal,
@@ -77,7 +64,7 @@ def search(
     best_policy.json, summary.json, plots, an Optuna study)."""
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
-    from snnas.data import load_dataset
+    from snnas.data import load_for_space
     from snnas.search import load_search_config, make_strategy, run_search
     from snnas.space import load_space
     from snnas.train import Accelerator
@@ -87,10 +74,7 @@ def search(
     # Refuse a bad strategy name or option before loading data or printing anything.
     make_strategy(strategy, space, seed, **config.strategy.get(strategy.split(":")[0], {}))
     accel = Accelerator.pick(device)
-    net = space.network
-    data = load_dataset(
-        dataset, input_size=net.input_size, input_channels=net.input_channels, data_dir=data_dir
-    )
+    data = load_for_space(dataset, space, data_dir)
     label = strategy.replace(":", "-")
     run = RunDir(runs_dir / (name or f"search-{space.name}-{label}-s{seed}"))
     if not as_json:

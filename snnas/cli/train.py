@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from snnas.cli._options import data_options, run_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["train"]
@@ -20,17 +21,6 @@ __all__ = ["train"]
     help="Train this fixed policy (a Sep-ResNeXt) instead of the supernet.",
 )
 @click.option("--plain", is_flag=True, help="Train the plain ResNeXt baseline instead.")
-@click.option(
-    "--dataset",
-    type=click.Choice(["digits", "cifar10", "cifar100"]),
-    default="digits",
-    show_default=True,
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Folder holding the CIFAR python batches (cifar10/cifar100).",
-)
 @click.option("--epochs", type=int, help="Passes over the training split.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Initial learning rate.")
@@ -38,16 +28,9 @@ __all__ = ["train"]
 @click.option("--eval-policies", type=int, help="Supernet: random policies scored at the end.")
 @click.option("--no-augment", is_flag=True, help="Train without data augmentation.")
 @click.option("--workers", type=int, default=None, help="Data-loader processes (CIFAR).")
-@click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
-@click.option("--name", help="Run name (folder under --runs-dir).")
-@click.option(
-    "--runs-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-)
 @click.option("--resume", is_flag=True, help="Continue the run's last checkpoint.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+@data_options
+@run_options
 @click.pass_obj
 def train(
     terminal: Terminal,
@@ -76,7 +59,7 @@ def train(
 
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
-    from snnas.data import load_dataset
+    from snnas.data import load_for_space
     from snnas.space import load_space
     from snnas.train import Accelerator, default_config
     from snnas.train import train as run_training
@@ -99,12 +82,7 @@ def train(
         else None,
     )
     accel = Accelerator.pick(device)
-    data = load_dataset(
-        dataset,
-        input_size=space.network.input_size,
-        input_channels=space.network.input_channels,
-        data_dir=data_dir,
-    )
+    data = load_for_space(dataset, space, data_dir)
     run = RunDir(runs_dir / (name or f"train-{space.name}-{mode}-{dataset}-s{seed}"))
     if not as_json:
         terminal.info(

@@ -6,6 +6,7 @@ controller's reward split; the test split is only for final reports.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,17 @@ from snnas.data._cifar import CIFAR_LAYOUT, CifarDataset, cifar_transforms, read
 from snnas.data._digits import DIGITS_SPLIT, load_digits_tensors
 from snnas.data._loader import TensorLoader
 from snnas.errors import DatasetError
+from snnas.space import SearchSpace
 
-__all__ = ["DATASETS", "DIGITS_SPLIT", "Batches", "DataSplits", "TensorLoader", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DIGITS_SPLIT",
+    "Batches",
+    "DataSplits",
+    "TensorLoader",
+    "load_dataset",
+    "load_for_space",
+]
 
 DATASETS = ("digits", "cifar10", "cifar100")
 
@@ -30,6 +40,23 @@ class Batches(Protocol):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
 
     def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class EpochDataLoader(torch.utils.data.DataLoader[tuple[Tensor, Tensor]]):
+    """A DataLoader whose shuffle order (and workers' augmentation seeds) depend only on
+    ``seed`` and the epoch chosen with :meth:`set_epoch`, like :class:`TensorLoader`."""
+
+    def __init__(self, dataset: CifarDataset, seed: int, **kwargs: Any) -> None:
+        super().__init__(dataset, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the shuffle order of ``epoch``."""
+        assert self.generator is not None
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
 
 
 #: Fraction of the CIFAR training set held out for validation (the paper: 10%).
@@ -47,6 +74,21 @@ class DataSplits:
     tensors: dict[str, tuple[Tensor, Tensor]]  # split -> (images, labels)
     transforms: dict[str, Any] | None = None  # CIFAR: split -> per-sample transform
 
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse a space whose classes or input shape differ from this dataset's."""
+        net = space.network
+        if net.num_classes != self.num_classes:
+            raise DatasetError(
+                f"space {space.name!r} has {net.num_classes} classes but {self.name} has "
+                f"{self.num_classes}: set network.num_classes = {self.num_classes}"
+            )
+        if (net.input_size, net.input_channels) != (self.input_size, self.input_channels):
+            raise DatasetError(
+                f"{self.name} inputs are {self.input_channels}x{self.input_size}x"
+                f"{self.input_size} but space {space.name!r} expects {net.input_channels}x"
+                f"{net.input_size}x{net.input_size}"
+            )
+
     def size(self, split: str) -> int:
         """Number of examples in ``split``."""
         return len(self.tensors[split][1])
@@ -59,25 +101,41 @@ class DataSplits:
         shuffle: bool = False,
         seed: int = 0,
         augment: bool = False,
-        workers: int = 0,
+        workers: int | None = None,
         pin_memory: bool = False,
     ) -> Batches:
-        """Batches of ``split``. ``augment`` applies the training augmentation."""
+        """Batches of ``split``. ``augment`` applies the training augmentation.
+
+        CIFAR batches come from ``workers`` loader processes; ``None`` means up to 8 when
+        feeding a GPU (``pin_memory``) and none on the CPU, where they would compete with
+        the model for the same cores.
+        """
         images, labels = self.tensors[split]
         if self.transforms is None:
             shift = max(1, self.input_size // 8) if augment else 0
             return TensorLoader(images, labels, batch_size, shuffle=shuffle, seed=seed, shift=shift)
         transform = self.transforms["train" if augment else "eval"]
-        generator = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(
+        if workers is None:
+            workers = min(8, os.cpu_count() or 1) if pin_memory else 0
+        return EpochDataLoader(
             CifarDataset(images, labels, transform),
+            seed,
             batch_size=batch_size,
             shuffle=shuffle,
-            generator=generator,
             num_workers=workers,
             pin_memory=pin_memory,
             persistent_workers=workers > 0,
         )
+
+
+def load_for_space(name: str, space: SearchSpace, data_dir: str | Path | None = None) -> DataSplits:
+    """:func:`load_dataset` at the space's input size and channels, checked against it."""
+    net = space.network
+    data = load_dataset(
+        name, input_size=net.input_size, input_channels=net.input_channels, data_dir=data_dir
+    )
+    data.check_space(space)
+    return data
 
 
 def load_dataset(

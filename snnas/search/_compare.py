@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from snnas._run import RunDir
-from snnas.data import DataSplits
+from snnas.data import DataSplits, TensorLoader
 from snnas.errors import ConfigError
 from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig
@@ -157,8 +157,6 @@ def _fixed(
     assert isinstance(model, SepResNeXt)
     images, labels = data.tensors["val"]
     n = min(len(labels), EVAL_IMAGES)
-    from snnas.data import TensorLoader
-
     if data.transforms is None:
         fixed_batches = list(TensorLoader(images[:n], labels[:n], config.eval_batch_size))
     else:

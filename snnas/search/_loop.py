@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from snnas import __version__
 from snnas._run import RunDir
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError, DatasetError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig
 from snnas.search._plots import plot_pareto, plot_search_curve
@@ -53,7 +53,7 @@ def _batches_from(
     data: DataSplits, config: SearchConfig, seed: int, step: int, accel: Accelerator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Training batches from global step ``step`` on: epoch ``e`` is shuffled by (seed, e)."""
-    loader: Any = data.loader(
+    loader = data.loader(
         "train",
         config.batch_size,
         shuffle=True,
@@ -64,10 +64,7 @@ def _batches_from(
     per_epoch = len(loader)
     epoch, skip = divmod(step, per_epoch)
     while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        elif getattr(loader, "generator", None) is not None:
-            loader.generator.manual_seed(seed * 1_000_003 + epoch)
+        loader.set_epoch(epoch)
         for i, batch in enumerate(loader):
             if i >= skip:
                 yield batch
@@ -95,11 +92,7 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search; write the run folder; return the summary."""
     accel = accel or Accelerator.pick()
-    if space.network.num_classes != data.num_classes:
-        raise DatasetError(
-            f"space {space.name!r} has {space.network.num_classes} classes but {data.name} has "
-            f"{data.num_classes}: set network.num_classes = {data.num_classes}"
-        )
+    data.check_space(space)
     multi = config.reward == "pareto"
     options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
     if multi and strategy_name.startswith("optuna"):
@@ -223,7 +216,9 @@ def run_search(
                     "strategy",
                     step + 1,
                     config.strategy_steps,
-                    {"best": max(e["reward"] for e in events)},
+                    {"best": max(e["reward"] for e in events), "entropy": stats.get("entropy")}
+                    if stats
+                    else {"best": max(e["reward"] for e in events)},
                 )
         # Phase 3: sample policies and score each.
         sampled = strategy.ask_batch(config.samples)
@@ -345,7 +340,9 @@ def _finish(
         model, [accel.batch(x, y) for x, y in test_batches], accel, best_policy, bn="batch"
     )
     no_comm = space.no_communication_policy()
-    front = pareto_front([(e["accuracy"], e["comm_ratio"], e["index"]) for e in events])
+    # The front of the last iteration: its policies were all scored with the same weights.
+    last = [e for e in events if e["iteration"] == state["iteration"]]
+    front = pareto_front([(e["accuracy"], e["comm_ratio"], e["index"]) for e in last])
     summary = {
         "space": space.name,
         "space_hash": space.hash,

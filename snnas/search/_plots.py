@@ -54,23 +54,27 @@ def plot_search_curve(events: list[dict[str, Any]], path: Path, title: str) -> N
 def plot_pareto(
     events: list[dict[str, Any]], front: list[tuple[float, float, Any]], path: Path, title: str
 ) -> None:
-    """Accuracy against communication ratio for every evaluation, the Pareto front drawn."""
+    """Accuracy against communication ratio for every evaluation (coloured by iteration), and
+    the Pareto front of the last iteration drawn."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    points = ax.scatter(
         [e["comm_ratio"] for e in events],
         [e["accuracy"] for e in events],
+        c=[e["iteration"] for e in events],
+        cmap="viridis",
         s=8,
-        alpha=0.35,
+        alpha=0.5,
         label="evaluated policies",
     )
+    fig.colorbar(points, ax=ax, label="iteration")
     if front:
         ax.step(
             [f[1] for f in front],
             [f[0] for f in front],
             where="post",
             color="C3",
-            label="Pareto front",
+            label="Pareto front (last iteration)",
         )
         ax.scatter([f[1] for f in front], [f[0] for f in front], color="C3", s=18)
     ax.set_xlabel("communication ratio (policy bytes / ring all-reduce bytes)")

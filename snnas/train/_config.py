@@ -28,7 +28,7 @@ class TrainConfig:
     policy: dict[str, Any] | None = None  # the policy of mode "policy"
     eval_policies: int = 50  # supernet: random policies scored on validation at the end
     epoch_eval_policies: int = 5  # supernet: random policies scored after every epoch
-    workers: int = 0  # data-loader worker processes (CIFAR)
+    workers: int | None = None  # CIFAR loader processes; None: up to 8 on a GPU, 0 on a CPU
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, not compared
 
     def to_json(self) -> dict[str, Any]:

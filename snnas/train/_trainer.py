@@ -216,16 +216,7 @@ def train(
     """Train per ``config``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
     ``final.json`` into ``run``. ``progress(phase, done, total, info)`` reports steps."""
     accel = accel or Accelerator.pick()
-    if space.network.num_classes != data.num_classes:
-        raise DatasetError(
-            f"space {space.name!r} has {space.network.num_classes} classes but {data.name} has "
-            f"{data.num_classes}: set network.num_classes = {data.num_classes}"
-        )
-    if (data.input_size, data.input_channels) != (
-        space.network.input_size,
-        space.network.input_channels,
-    ):
-        raise DatasetError(f"{data.name} inputs do not match space {space.name!r}")
+    data.check_space(space)
     policy = space.validate(config.policy) if config.mode == "policy" and config.policy else None
     if config.mode == "policy" and policy is None:
         raise CheckpointError("mode 'policy' needs a policy")
@@ -273,10 +264,7 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         tic = time.perf_counter()
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        elif hasattr(train_loader, "generator") and train_loader.generator is not None:
-            train_loader.generator.manual_seed(config.seed * 1_000_003 + epoch)
+        train_loader.set_epoch(epoch)
         policy_rng = random.Random(config.seed * _POLICY_SEED + epoch)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch)

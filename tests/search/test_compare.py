@@ -3,25 +3,12 @@ import json
 import pytest
 
 from snnas._run import RunDir
-from snnas.data import load_dataset
 from snnas.errors import ConfigError
 from snnas.search import load_search_config
 from snnas.search._compare import compare
-from snnas.space import space_from_text
 from snnas.train import Accelerator
-from tests.conftest import SMALL_TOML
 
 CPU = Accelerator.pick("cpu")
-
-
-@pytest.fixture(scope="module")
-def space():
-    return space_from_text(SMALL_TOML)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", input_size=8, input_channels=1)
 
 
 def test_fixed_mode_gives_equal_budgets_and_a_report(tmp_path, space, digits):

@@ -56,3 +56,23 @@ def test_bad_overrides():
         load_search_config("digits", None, ["iterations=3"])
     with pytest.raises(ConfigError, match=r"search\.samples"):
         load_search_config("digits", None, ["search.samples=many"])
+
+
+def test_shipped_configs_spell_out_the_defaults():
+    from dataclasses import replace
+
+    from tests.conftest import ROOT
+
+    digits = load_search_config("digits", ROOT / "configs" / "search_digits.toml")
+    assert replace(digits, strategy={}) == load_search_config("digits")
+    assert digits.strategy["reinforce"]["hidden"] == 100
+    paper = load_search_config("cifar100", ROOT / "configs" / "search_paper.toml")
+    assert paper == load_search_config("cifar100")
+    # ...and the strategy tables repeat the constructors' defaults.
+    import inspect
+
+    from snnas.search import STRATEGIES
+
+    for name, options in digits.strategy.items():
+        signature = inspect.signature(STRATEGIES[name].__init__).parameters
+        assert {k: signature[k].default for k in options} == options, name

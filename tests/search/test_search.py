@@ -9,12 +9,10 @@ import time
 import pytest
 
 from snnas._run import RunDir
-from snnas.data import load_dataset
 from snnas.errors import CheckpointError, ConfigError
 from snnas.search import load_search_config, run_search
-from snnas.space import space_from_text
 from snnas.train import Accelerator
-from tests.conftest import SMALL_TOML, TINY_SPACE
+from tests.conftest import TINY_SPACE
 
 TINY = [
     "search.iterations=2",
@@ -25,16 +23,6 @@ TINY = [
     "search.batch_size=64",
 ]
 CPU = Accelerator.pick("cpu")
-
-
-@pytest.fixture(scope="module")
-def space():
-    return space_from_text(SMALL_TOML)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", input_size=8, input_channels=1)
 
 
 def _search(space, digits, path, strategy="reinforce", extra=(), **kw):
@@ -222,3 +210,28 @@ def test_scorer_is_deterministic_and_uses_batch_statistics(space, digits):
     assert scorer.accuracy(policy) == scorer.accuracy(policy)
     assert scorer.accuracy(policy) == evaluate(model, batches, CPU, policy, bn="batch")
     assert scorer.accuracy(policy, batch=5) == scorer.accuracy(policy, batch=5 % len(batches))
+
+
+def test_two_workers_share_one_rdb_study(tmp_path, space, digits):
+    """A real SQL storage (SQLite through SQLAlchemy, as PostgreSQL would be used)."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = _search(space, digits, tmp_path / "a", strategy="random", storage=url, study="shared")
+    b = _search(
+        space, digits, tmp_path / "b", strategy="random", seed=1, storage=url, study="shared"
+    )
+    study = optuna.load_study(study_name="shared", storage=url)
+    keys = {t.user_attrs["event"] for t in study.get_trials()}
+    assert len(keys) == len(a.events) + len(b.events) == len(study.get_trials())
+    assert a.summary["storage"] == url
+    # resuming a finished worker adds nothing twice
+    _search(
+        space, digits, tmp_path / "a", strategy="random", storage=url, study="shared", resume=True
+    )
+    assert len(optuna.load_study(study_name="shared", storage=url).get_trials()) == len(keys)
+
+
+def test_unreachable_storage_is_one_clear_error(tmp_path, space, digits):
+    with pytest.raises(ConfigError, match="--storage"):
+        _search(space, digits, tmp_path / "x", storage="nosuchdb://nowhere/db")

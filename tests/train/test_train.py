@@ -4,23 +4,12 @@ import pytest
 import torch
 
 from snnas._run import RunDir
-from snnas.data import load_dataset
 from snnas.errors import CheckpointError, DatasetError
 from snnas.space import space_from_text
 from snnas.train import Accelerator, default_config, train
 from tests.conftest import SMALL_TOML
 
 CPU = Accelerator.pick("cpu")
-
-
-@pytest.fixture(scope="module")
-def space():
-    return space_from_text(SMALL_TOML)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", input_size=8, input_channels=1)
 
 
 def _config(mode="supernet", **kw):
