@@ -77,9 +77,7 @@ def train(
         eval_policies=eval_policies,
         workers=workers,
         augment=False if no_augment else None,
-        policy={k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}
-        if policy
-        else None,
+        policy=space.policy_to_json(policy)["policy"] if policy else None,
     )
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)

@@ -3,12 +3,13 @@
 All G devices run as one batched network: their residual streams are stacked along the
 channel axis (``[device 0 | device 1 | ... ]``, each ``w`` channels wide) and every
 convolution is grouped so that a device only touches its own slice. A transmission is a
-channel gather and a mask, not a loop over devices. Equations refer to Lin & Wang:
+gather over the device axis, a mask and an addition, not a loop over devices. Equations refer
+to Lin & Wang:
 
     (2)  X_i^l = X_i^{l-1} + T_i^{l-1}(X_i^{l-1}) + D_i^l
     (3)  D_{s(i)}^{l+alpha} = F(X_i^l)      F: keep the first N_send channels, cast the dtype
 
-See docs/supernet.md for where each transfer is added.
+docs/supernet.md states them as implemented (ReLU placement, where each transfer is added).
 """
 
 from __future__ import annotations

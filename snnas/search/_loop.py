@@ -187,7 +187,7 @@ def run_search(
         model.train()
         first = iteration * train_steps
         batches = _batches_from(data, config, seed, first, accel)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=accel.device)  # on the device: no sync per step
         for step in range(train_steps):
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, first + step, total_steps)
@@ -197,11 +197,11 @@ def run_search(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach())
-            if progress:
+            loss_sum += loss.detach()
+            if progress and (step % 20 == 19 or step + 1 == train_steps):
                 progress("train", step + 1, train_steps, {"iteration": iteration + 1})
         state["train_log"].append(
-            {"iteration": iteration + 1, "train_loss": loss_sum / max(train_steps, 1)}
+            {"iteration": iteration + 1, "train_loss": float(loss_sum) / max(train_steps, 1)}
         )
         # Phase 2: the strategy learns from validation minibatches.
         for step in range(config.strategy_steps):

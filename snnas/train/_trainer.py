@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from snnas._run import RunDir
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, DatasetError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.models import ResNeXt, SepResNeXt
 from snnas.space import Policy, SearchSpace
 from snnas.train._config import TrainConfig
@@ -54,7 +54,7 @@ class Accelerator:
         device = torch.device(requested)
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise DatasetError(f"--device {requested}: no CUDA device is available")
+                raise ConfigError(None, "--device", "an available device", requested)
             torch.backends.cudnn.benchmark = True
         return cls(device)
 
@@ -269,7 +269,10 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, epoch)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums stay on the device: no host synchronisation on every step.
+        loss_sum = torch.zeros((), device=accel.device)
+        correct = torch.zeros((), dtype=torch.long, device=accel.device)
+        seen = 0
         total_steps = len(train_loader)
         for step, (x, y) in enumerate(train_loader):
             x, y = accel.batch(x, y)
@@ -282,19 +285,18 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * y.numel()
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.argmax(1) == y).sum()
             seen += y.numel()
-            if progress:
-                progress(
-                    "train", step + 1, total_steps, {"epoch": epoch + 1, "loss": loss_sum / seen}
-                )
+            if progress and (step % 20 == 19 or step + 1 == total_steps):
+                info = {"epoch": epoch + 1, "loss": float(loss_sum) / seen}
+                progress("train", step + 1, total_steps, info)
         elapsed = time.perf_counter() - tic
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": learning_rate(config, epoch),
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
+            "train_loss": float(loss_sum) / seen,
+            "train_acc": int(correct) / seen,
             "time_s": elapsed,
             "images_per_s": seen / elapsed,
         }
