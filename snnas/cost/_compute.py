@@ -1,7 +1,7 @@
 """Per-device compute, parameters and activation memory of a separable network.
 
 FLOPs are ``2 x`` multiply-accumulates of the convolutions and the classifier; batch norm,
-ReLU and additions are left out (they are under 2% of the total for these networks).
+ReLU and additions are left out, as FLOP counts usually do.
 """
 
 from __future__ import annotations
