@@ -12,7 +12,7 @@ from typing import Any
 
 from snnas._run import RunDir
 from snnas.data import DataSplits, TensorLoader
-from snnas.errors import ConfigError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig
 from snnas.search._loop import run_search
@@ -177,39 +177,44 @@ def _fixed(
             cache[key] = (reward, acc, ratio)
         return cache[key]
 
+    # Finished (strategy, seed) runs are kept in evaluations.jsonl, rewritten atomically after
+    # each one, so an interrupted comparison picks up where it stopped.
+    identity = {"space_hash": space.hash, "budget": budget, "config": config.to_json(),
+                "supernet": train_config.to_json()}  # fmt: skip
+    evaluations = _previous_evaluations(run, identity, budget)
+    run.write_json("compare.json", identity)
+    for e in evaluations:
+        policy = space.validate(e["policy"])
+        cache[space.encode(policy)] = (e["reward"], e["accuracy"], e["comm_ratio"])
     curves: dict[str, list[list[float]]] = {}
     finals: dict[str, Any] = {}
-    evaluations = []
     total = len(strategies) * seeds * budget
     done = 0
     for name in strategies:
         curves[name] = []
         best_overall: tuple[float, dict[str, Any]] | None = None
         for seed in range(seeds):
-            strategy = make_strategy(name, space, seed, **_options(config, name))
-            rewards = []
-            for i in range(budget):
-                policy = strategy.ask()
-                reward, acc, ratio = score(policy)
-                strategy.tell(policy, reward)
-                rewards.append(reward)
-                evaluations.append(
-                    {
-                        "strategy": name,
-                        "seed": seed,
-                        "evaluation": i + 1,
-                        "policy": space.policy_to_json(policy)["policy"],
-                        "reward": reward,
-                        "accuracy": acc,
-                        "comm_ratio": ratio,
-                    }
-                )
-                if best_overall is None or reward > best_overall[0]:
-                    best_overall = (reward, policy)
-                done += 1
-                if progress and done % 10 == 0:
-                    progress("compare", done, total, {"strategy": name, "seed": seed})
-            curves[name].append(rewards)
+            records = [e for e in evaluations if (e["strategy"], e["seed"]) == (name, seed)]
+            if not records:
+                strategy = make_strategy(name, space, seed, **_options(config, name))
+                for i in range(budget):
+                    policy = strategy.ask()
+                    reward, acc, ratio = score(policy)
+                    strategy.tell(policy, reward)
+                    records.append({
+                        "strategy": name, "seed": seed, "evaluation": i + 1,
+                        "policy": space.policy_to_json(policy)["policy"], "reward": reward,
+                        "accuracy": acc, "comm_ratio": ratio,
+                    })  # fmt: skip
+                    if progress and (done + i + 1) % 10 == 0:
+                        progress("compare", done + i + 1, total, {"strategy": name, "seed": seed})
+                evaluations += records
+                run.write_jsonl("evaluations.jsonl", evaluations)
+            done += budget
+            for e in records:
+                if best_overall is None or e["reward"] > best_overall[0]:
+                    best_overall = (e["reward"], space.validate(e["policy"]))
+            curves[name].append([e["reward"] for e in records])
         assert best_overall is not None
         policy = best_overall[1]
         finals[name] = {
@@ -218,7 +223,6 @@ def _fixed(
             "val_acc_full": full_val.accuracy(policy),
             "comm_ratio": full_val.ratio(policy),
         }
-    run.write_jsonl("evaluations.jsonl", evaluations)
     stats, threshold = _summarise(curves, budget)
     for name in strategies:
         stats[name]["final"] = finals[name]
@@ -247,6 +251,22 @@ def _fixed(
         "supernet": trained.metrics,
         "results": stats,
     }
+
+
+def _previous_evaluations(
+    run: RunDir, identity: dict[str, Any], budget: int
+) -> list[dict[str, Any]]:
+    """Complete (strategy, seed) runs of an earlier, interrupted call with the same settings."""
+    if (run / "compare.json").exists() and run.read_json("compare.json") != identity:
+        raise CheckpointError(
+            f"{run.path} holds a comparison with other settings (space, budget or configuration);"
+            " use another --name"
+        )
+    records = run.read_jsonl("evaluations.jsonl")  # [] when there is none
+    counts: dict[tuple[str, int], int] = {}
+    for e in records:
+        counts[(e["strategy"], e["seed"])] = counts.get((e["strategy"], e["seed"]), 0) + 1
+    return [e for e in records if counts[(e["strategy"], e["seed"])] == budget]
 
 
 def _full(

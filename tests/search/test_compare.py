@@ -3,7 +3,7 @@ import json
 import pytest
 
 from snnas._run import RunDir
-from snnas.errors import ConfigError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.search import load_search_config
 from snnas.search._compare import compare
 from snnas.train import Accelerator
@@ -94,3 +94,34 @@ def test_compare_refuses_pareto_and_bad_names(tmp_path, space, digits):
             accel=CPU,
         )
     assert not (tmp_path / "y" / "supernet").exists()  # refused before any training
+
+
+def test_an_interrupted_comparison_picks_up_where_it_stopped(tmp_path, space, digits):
+    config = load_search_config("digits")
+    args = (space, digits, config, ["random", "evolution"], 2, 6)
+    straight = compare(*args, RunDir(tmp_path / "a"), accel=CPU, supernet_epochs=1)
+
+    def stop(phase, done, total, info):
+        if phase == "compare" and info.get("strategy") == "evolution":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(*args, RunDir(tmp_path / "b"), accel=CPU, supernet_epochs=1, progress=stop)
+    kept = RunDir(tmp_path / "b").read_jsonl("evaluations.jsonl")
+    pairs = {(e["strategy"], e["seed"]) for e in kept}
+    assert ("random", 0) in pairs and ("evolution", 1) not in pairs  # stopped part-way
+    assert len(kept) == 6 * len(pairs)  # only whole (strategy, seed) runs are kept
+    resumed = compare(*args, RunDir(tmp_path / "b"), accel=CPU, supernet_epochs=1)
+    assert resumed["results"] == straight["results"]
+    with pytest.raises(CheckpointError, match="other settings"):
+        compare(
+            space,
+            digits,
+            config,
+            ["random"],
+            2,
+            7,
+            RunDir(tmp_path / "b"),
+            accel=CPU,
+            supernet_epochs=1,
+        )

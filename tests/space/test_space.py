@@ -2,6 +2,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from snnas.errors import PolicyError
 from snnas.space import load_space, space_from_text
@@ -129,3 +131,33 @@ def test_no_communication_policy_uses_identity():
     s = space_from_text(SMALL_TOML)
     points = s.resolve(s.no_communication_policy())
     assert all(p.perm == (0, 1, 2, 3) for p in points)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 30)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.dictionaries(
+        st.sampled_from(["t0.perm", "t1.sparsity", "t2.dtype", "policy", "space_hash", "x"]),
+        _json_values,
+        max_size=6,
+    )
+)
+def test_fuzz_policy_json_never_tracebacks(data):
+    s = space_from_text(SMALL_TOML)
+    try:
+        policy = s.policy_from_json(data)
+    except PolicyError:
+        return
+    assert s.check(policy) is None
