@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from snnas._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from snnas.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_FORMAT", "RunDir"]
+__all__ = ["CHECKPOINT_FORMAT", "Progress", "RunDir"]
 
 CHECKPOINT_FORMAT = "snnas-checkpoint-v1"
+
+#: ``progress(phase, done, total, info)``: how long work reports its steps (the CLI draws
+#: rich bars from it; tests use it to interrupt runs).
+Progress = Callable[[str, int, int, dict[str, Any]], None]
 
 
 class RunDir:

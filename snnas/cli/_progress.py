@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from snnas._run import Progress
 from snnas.cli._terminal import Terminal
 
 __all__ = ["progress_bars"]
 
-ProgressFn = Callable[[str, int, int, dict[str, Any]], None]
-
 
 @contextmanager
-def progress_bars(terminal: Terminal, title: str) -> Iterator[ProgressFn]:
+def progress_bars(terminal: Terminal, title: str) -> Iterator[Progress]:
     """Yield a ``progress(phase, done, total, info)`` callback that drives rich bars: one
     per phase (``epoch``, ``train``, ``eval``, ...), with the latest figures beside them."""
     from rich.progress import (

@@ -60,7 +60,7 @@ def train(
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
-    from snnas.space import load_space
+    from snnas.space import load_space, policy_json
     from snnas.train import Accelerator, default_config
     from snnas.train import train as run_training
 
@@ -77,7 +77,7 @@ def train(
         eval_policies=eval_policies,
         workers=workers,
         augment=False if no_augment else None,
-        policy=space.policy_to_json(policy)["policy"] if policy else None,
+        policy=policy_json(policy) if policy else None,
     )
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from snnas._run import RunDir
+from snnas._run import Progress, RunDir
 from snnas.data import DataSplits, TensorLoader
 from snnas.errors import CheckpointError, ConfigError
 from snnas.models import SepResNeXt
@@ -19,12 +18,11 @@ from snnas.search._loop import run_search
 from snnas.search._plots import plot_compare
 from snnas.search._reward import PolicyScorer, make_reward
 from snnas.search.strategies import make_strategy
-from snnas.space import SearchSpace
+from snnas.space import SearchSpace, policy_json
 from snnas.train import Accelerator, default_config, train
 
 __all__ = ["compare"]
 
-Progress = Callable[[str, int, int, dict[str, Any]], None]
 FRACTIONS = (0.25, 0.5, 1.0)
 #: fixed mode scores every policy on the same validation images, at most this many
 EVAL_IMAGES = 1024
@@ -203,7 +201,7 @@ def _fixed(
                     strategy.tell(policy, reward)
                     records.append({
                         "strategy": name, "seed": seed, "evaluation": i + 1,
-                        "policy": space.policy_to_json(policy)["policy"], "reward": reward,
+                        "policy": policy_json(policy), "reward": reward,
                         "accuracy": acc, "comm_ratio": ratio,
                     })  # fmt: skip
                     if progress and (done + i + 1) % 10 == 0:
@@ -218,7 +216,7 @@ def _fixed(
         assert best_overall is not None
         policy = best_overall[1]
         finals[name] = {
-            "best_policy": space.policy_to_json(policy)["policy"],
+            "best_policy": policy_json(policy),
             "best_reward": best_overall[0],
             "val_acc_full": full_val.accuracy(policy),
             "comm_ratio": full_val.ratio(policy),

@@ -10,7 +10,7 @@ uninterrupted run exactly, down to ``best_policy.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from snnas import __version__
-from snnas._run import RunDir
+from snnas._run import Progress, RunDir
 from snnas.data import DataSplits
 from snnas.errors import CheckpointError, ConfigError
 from snnas.models import SepResNeXt
@@ -27,13 +27,13 @@ from snnas.search._plots import plot_pareto, plot_search_curve
 from snnas.search._record import StudyRecorder
 from snnas.search._reward import PolicyScorer, make_reward, pareto_front
 from snnas.search.strategies import Strategy, make_strategy
-from snnas.space import Policy, SearchSpace
+from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator, evaluate
+from snnas.train._trainer import step_schedule
 
 __all__ = ["SearchResult", "run_search"]
 
 CHECKPOINT = "last.pt"
-Progress = Callable[[str, int, int, dict[str, Any]], None]
 
 
 @dataclass
@@ -43,10 +43,6 @@ class SearchResult:
     summary: dict[str, Any]
     best_policy: Policy
     events: list[dict[str, Any]]
-
-
-def _policy_json(policy: Policy) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}
 
 
 def _batches_from(
@@ -69,11 +65,6 @@ def _batches_from(
             if i >= skip:
                 yield batch
         epoch, skip = epoch + 1, 0
-
-
-def _learning_rate(config: SearchConfig, step: int, total: int) -> float:
-    milestones = [max(1, round(f * total)) for f in config.milestones]
-    return config.lr * 0.1 ** sum(1 for m in milestones if step >= m)
 
 
 def run_search(
@@ -172,7 +163,7 @@ def run_search(
                 "iteration": iteration,
                 "phase": phase,
                 "strategy": strategy.label,
-                "policy": _policy_json(policy),
+                "policy": policy_json(policy),
                 "reward": scalar,
                 "accuracy": acc,
                 "comm_ratio": ratio,
@@ -190,7 +181,7 @@ def run_search(
         loss_sum = torch.zeros((), device=accel.device)  # on the device: no sync per step
         for step in range(train_steps):
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, first + step, total_steps)
+                group["lr"] = step_schedule(config.lr, config.milestones, first + step, total_steps)
             x, y = accel.batch(*next(batches))
             with accel.autocast():
                 loss = F.cross_entropy(model(x, strategy.sample_for_training()), y)

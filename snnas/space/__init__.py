@@ -23,6 +23,7 @@ from snnas.space._space import (
     Policy,
     SearchSpace,
     load_space,
+    policy_json,
     space_from_text,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "from_lehmer",
     "load_space",
     "perm_rank",
+    "policy_json",
     "senders",
     "space_from_text",
     "to_lehmer",

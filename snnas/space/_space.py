@@ -32,7 +32,7 @@ from snnas.space._permutations import (
 )
 from snnas.space._toml import TomlSource
 
-__all__ = ["Decision", "PointPolicy", "Policy", "SearchSpace", "load_space"]
+__all__ = ["Decision", "PointPolicy", "Policy", "SearchSpace", "load_space", "policy_json"]
 
 #: A policy: one value per decision label (permutation tuple, sparsity percent, dtype name).
 Policy = dict[str, Any]
@@ -101,6 +101,11 @@ class PointPolicy:
     def bytes_per_element(self) -> int:
         """Wire size of one element."""
         return DTYPES[self.dtype]
+
+
+def policy_json(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy with JSON values (permutation tuples as lists); no validation."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}
 
 
 def _show(value: Any) -> str:
@@ -365,7 +370,7 @@ class SearchSpace:
         return {
             "space": self.name,
             "space_hash": self.hash,
-            "policy": {k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()},
+            "policy": policy_json(policy),
         }
 
     def policy_from_json(self, data: Any, source: str = "<policy>") -> Policy:

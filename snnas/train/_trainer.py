@@ -11,7 +11,7 @@ import contextlib
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnas._run import RunDir
+from snnas._run import Progress, RunDir
 from snnas.data import DataSplits
 from snnas.errors import CheckpointError, ConfigError
 from snnas.models import ResNeXt, SepResNeXt
@@ -194,13 +194,18 @@ def _build(space: SearchSpace, config: TrainConfig) -> nn.Module:
     return SepResNeXt(space)
 
 
-def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """Step schedule: ``lr`` divided by 10 at each milestone (a fraction of the epochs).
+def step_schedule(lr: float, milestones: Sequence[float], t: int, total: int) -> float:
+    """``lr`` divided by 10 at each milestone (a fraction of ``total``), at time ``t``.
 
-    A function of the epoch alone, so a resumed run gets the same rates as a straight one.
+    A function of ``t`` alone, so a resumed run gets the same rates as a straight one.
     """
-    milestones = [max(1, round(f * config.epochs)) for f in config.milestones]
-    return config.lr * 0.1 ** sum(1 for m in milestones if epoch >= m)
+    ends = [max(1, round(f * total)) for f in milestones]
+    return lr * 0.1 ** sum(1 for m in ends if t >= m)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    """The training run's rate at ``epoch`` (milestones are fractions of the epochs)."""
+    return step_schedule(config.lr, config.milestones, epoch, config.epochs)
 
 
 def train(
@@ -211,7 +216,7 @@ def train(
     *,
     resume: bool = False,
     accel: Accelerator | None = None,
-    progress: Callable[[str, int, int, dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train per ``config``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
     ``final.json`` into ``run``. ``progress(phase, done, total, info)`` reports steps."""
@@ -352,7 +357,7 @@ def _final_metrics(
     accel: Accelerator,
     policy: Policy | None,
     run: RunDir,
-    progress: Callable[[str, int, int, dict[str, Any]], None] | None,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     val = _Cached(data, "val", 256, accel)
     test = _Cached(data, "test", 256, accel)
