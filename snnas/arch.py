@@ -14,9 +14,15 @@ Conventions (see ``docs/supernet.md``):
 * Transmission point ``p`` sends after block ``(p + 1) * alpha - 1``; there are
   ``B // alpha`` points.
 * A transfer sent after block ``b`` is added to the receiver's stream after block
-  ``min(b + alpha, last block of b's stage)``: it never crosses a stage boundary, so its shape
-  always matches the receiver's stream. A transfer sent after a stage's last block is added
-  at once: the receiver waits for it before starting the next stage (docs/supernet.md).
+  ``min(b + overlap, last block of b's stage)`` (:meth:`Architecture.aggregation_block`, the
+  one schedule every consumer reads). ``overlap`` defaults to ``alpha - 1``: the paper's
+  alpha = 1 is fully synchronous (the receiver waits, nothing overlaps) and alpha > 1 lets
+  ``alpha - 1`` blocks of compute hide the transfer. A transfer never crosses a stage
+  boundary, so its shape always matches the receiver's stream (docs/supernet.md).
+* Within block ``b`` every device does, in this order: compute the block; add the transfers
+  sent at earlier blocks that are due at ``b``; send its own transfer (if ``b`` is a
+  transmission point); add the transfers sent at ``b`` and due at ``b``. The supernet, the
+  latency simulation, liveness, the plan and the runtime all follow this order.
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from functools import cached_property
 
 from snnas.space._config import NetworkConfig
 
-__all__ = ["Architecture", "BlockGeometry", "PointGeometry"]
+__all__ = ["Architecture", "BlockGeometry", "PointGeometry", "default_overlap"]
+
+
+def default_overlap(network: NetworkConfig, alpha: int) -> int:
+    """The paper's reading of alpha (Section 3.3, Fig. 3): ``alpha - 1`` blocks of compute
+    between a send and the addition, never more than a stage holds."""
+    return min(alpha - 1, network.blocks_per_stage - 1)
 
 
 @dataclass(frozen=True)
@@ -67,14 +79,23 @@ class PointGeometry:
 class Architecture:
     """Geometry of a Sep-ResNeXt (or plain ResNeXt) with G devices and staleness alpha."""
 
-    def __init__(self, network: NetworkConfig, groups: int, alpha: int) -> None:
+    def __init__(
+        self, network: NetworkConfig, groups: int, alpha: int, overlap: int | None = None
+    ) -> None:
         if groups < 1:
             raise ValueError(f"groups must be >= 1, got {groups}")
         if not 1 <= alpha <= network.num_blocks:
             raise ValueError(f"alpha must be in [1, {network.num_blocks}], got {alpha}")
+        if overlap is None:
+            overlap = default_overlap(network, alpha)
+        if not 0 <= overlap < network.blocks_per_stage:
+            raise ValueError(
+                f"overlap must be in [0, {network.blocks_per_stage - 1}], got {overlap}"
+            )
         self.network = network
         self.groups = groups
         self.alpha = alpha
+        self.overlap = overlap  # blocks computed between a send and the addition
 
     @cached_property
     def blocks(self) -> tuple[BlockGeometry, ...]:
@@ -98,6 +119,16 @@ class Architecture:
         """B, the number of bottleneck blocks."""
         return len(self.blocks)
 
+    def stage_end(self, block: int) -> int:
+        """The last block of ``block``'s stage."""
+        per = self.network.blocks_per_stage
+        return (block // per + 1) * per - 1
+
+    def aggregation_block(self, send_block: int) -> int:
+        """The schedule: a transfer sent after ``send_block`` is added to the receiver's stream
+        after this block, ``min(send_block + overlap, last block of its stage)``."""
+        return min(send_block + self.overlap, self.stage_end(send_block))
+
     @cached_property
     def points(self) -> tuple[PointGeometry, ...]:
         """Every transmission point, in order (``B // alpha`` of them)."""
@@ -105,8 +136,7 @@ class Architecture:
         for p in range(self.num_blocks // self.alpha):
             block = (p + 1) * self.alpha - 1
             geo = self.blocks[block]
-            stage_end = max(b.index for b in self.blocks if b.stage == geo.stage)
-            aggregate = min(block + self.alpha, stage_end)
+            aggregate = self.aggregation_block(block)
             points.append(PointGeometry(p, block, aggregate, geo.out_width, geo.out_size))
         return tuple(points)
 

@@ -15,6 +15,20 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.3f} MB"
 
 
+def _ranges(blocks: tuple[int, ...]) -> str:
+    """``(3, 4, 5, 8)`` -> ``"3-5, 8"``."""
+    parts: list[str] = []
+    start = prev = blocks[0]
+    for b in (*blocks[1:], None):
+        if b is not None and b == prev + 1:
+            prev = b
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if b is not None:
+            start = prev = b
+    return ", ".join(parts)
+
+
 @click.command()
 @click.argument("space_file", metavar="SPACE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -82,6 +96,7 @@ def cost(
         "bytes",
         "baseline",
         "ratio",
+        "live tx",
         title=f"{space.name}: {policy_file.name}",
     )
     for p in comm.points:
@@ -97,6 +112,7 @@ def cost(
             f"{p.bytes:,}",
             f"{p.baseline_bytes:,}",
             f"{100 * p.bytes / p.baseline_bytes:.2f}%",
+            str(p.live_senders),
         )
     terminal.print(table)
     terminal.info(
@@ -104,15 +120,22 @@ def cost(
         f"= [bold]{100 * comm.ratio:.2f}%[/bold]"
     )
     terminal.info(
+        f"live (reaches device 0's head): {comm.live_policy_bytes:,} B = "
+        f"[bold]{100 * comm.live_ratio:.2f}%[/bold]"
+    )
+    terminal.info(
         f"stem broadcast (first transmission) {comm.stem_bytes:,} B: "
         f"{100 * comm.ratio_with_stem:.2f}% with it on both sides, "
         f"{100 * comm.ratio_stem_policy_only:.2f}% on the policy side only"
     )
-    dev = Table("device", "GFLOPs", "params", "peak activations")
+    dev = Table("device", "GFLOPs", "live GFLOPs", "skipped blocks", "params", "peak activations")
     for d in range(space.groups):
+        skipped = comp.skipped_blocks[d]
         dev.add_row(
             str(d),
             f"{comp.flops_per_device[d] / 1e9:.4f}",
+            f"{comp.live_flops_per_device[d] / 1e9:.4f}",
+            _ranges(skipped) if skipped else "-",
             f"{comp.params_per_device[d]:,}",
             _mb(comp.peak_activation_bytes[d]),
         )
@@ -121,7 +144,8 @@ def cost(
         f"{profile.name}: latency {1e3 * lat.latency_s:.2f} ms "
         f"(compute {1e3 * lat.compute_only_s:.2f} ms, "
         f"exposed transfers {1e3 * lat.exposed_transfer_s:.2f} ms); one device "
-        f"{1e3 * lat.single_device_s:.2f} ms, speedup {lat.speedup:.2f}x"
+        f"{1e3 * lat.single_device_s:.2f} ms, speedup {lat.speedup:.2f}x; "
+        f"without pruning dead work {1e3 * lat.raw_latency_s:.2f} ms"
     )
     alpha = data["min_hiding_alpha"]
     terminal.info(

@@ -11,6 +11,8 @@ Definitions (``docs/cost-model.md``):
 * The stem output (``stem_width * H * W`` float32) is sent from device 0 to the ``G - 1``
   others before the first block, by both the separable network and the baseline. It is
   reported as its own line; ``ratio`` leaves it out and ``ratio_with_stem`` adds it to both.
+* Live bytes count only the payloads that can reach the head (``_liveness.py``): what a plan
+  sends. ``live_ratio`` is their share of the same baseline; the search charges these.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from snnas.space import PointPolicy, SearchSpace, senders
 
-__all__ = ["CommReport", "PointBytes", "baseline_block_bytes", "communication"]
+__all__ = ["CommReport", "PointBytes", "baseline_block_bytes", "communication", "stem_bytes"]
 
 _FP32 = 4
 
@@ -42,6 +44,8 @@ class PointBytes:
     bytes_per_sender: int
     bytes: int  # all senders together
     baseline_bytes: int  # ring all-reduce of the blocks since the previous point
+    live_senders: int  # senders whose payload can reach the head
+    live_bytes: int  # their bytes
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,18 @@ class CommReport:
     stem_bytes: int
     policy_bytes: int
     baseline_bytes: int
+    live_policy_bytes: int  # payloads that can reach the head
+    live_stem_bytes: int  # the stem sent only to devices with live blocks
 
     @property
     def ratio(self) -> float:
         """Policy bytes over baseline bytes, stem excluded on both sides."""
         return self.policy_bytes / self.baseline_bytes
+
+    @property
+    def live_ratio(self) -> float:
+        """Live policy bytes over baseline bytes, stem excluded on both sides."""
+        return self.live_policy_bytes / self.baseline_bytes
 
     @property
     def ratio_with_stem(self) -> float:
@@ -82,7 +93,10 @@ class CommReport:
             "stem_bytes": self.stem_bytes,
             "policy_bytes": self.policy_bytes,
             "baseline_bytes": self.baseline_bytes,
+            "live_policy_bytes": self.live_policy_bytes,
+            "live_stem_bytes": self.live_stem_bytes,
             "ratio": self.ratio,
+            "live_ratio": self.live_ratio,
             "ratio_with_stem": self.ratio_with_stem,
             "ratio_stem_policy_only": self.ratio_stem_policy_only,
         }
@@ -105,13 +119,17 @@ def point_bytes(space: SearchSpace, point: int, decision: PointPolicy) -> tuple[
 
 def communication(space: SearchSpace, policy: Mapping[str, Any]) -> CommReport:
     """Bytes sent by ``policy`` against the all-reduce baseline."""
+    from snnas.cost._liveness import liveness
+
     decisions = space.resolve(policy)
+    live = liveness(space, policy)
     rows = []
     previous = -1
     for geo, dec in zip(space.arch.points, decisions, strict=True):
         n_send, per_sender, count = point_bytes(space, geo.index, dec)
         base = sum(baseline_block_bytes(space, b) for b in range(previous + 1, geo.block + 1))
         previous = geo.block
+        live_here = [t for t in live.live_transfers if t.point == geo.index]
         rows.append(
             PointBytes(
                 geo.index,
@@ -126,9 +144,23 @@ def communication(space: SearchSpace, policy: Mapping[str, Any]) -> CommReport:
                 per_sender,
                 per_sender * count,
                 base,
+                len(live_here),
+                sum(t.bytes for t in live_here),
             )
         )
     baseline = sum(baseline_block_bytes(space, b.index) for b in space.arch.blocks)
+    per_device_stem = stem_bytes(space)
+    return CommReport(
+        tuple(rows),
+        (space.groups - 1) * per_device_stem,
+        sum(r.bytes for r in rows),
+        baseline,
+        sum(r.live_bytes for r in rows),
+        len(live.stem_receivers) * per_device_stem,
+    )
+
+
+def stem_bytes(space: SearchSpace) -> int:
+    """Bytes of the stem's output sent to one other device (float32)."""
     net = space.network
-    stem = (space.groups - 1) * net.stem_width * net.input_size**2 * _FP32
-    return CommReport(tuple(rows), stem, sum(r.bytes for r in rows), baseline)
+    return net.stem_width * net.input_size**2 * _FP32

@@ -28,15 +28,30 @@ class ComputeReport:
     total_flops: int  # all devices
     params_per_device: tuple[int, ...]
     peak_activation_bytes: tuple[int, ...]  # per device, batch 1, float32
+    live_flops_per_device: tuple[int, ...]  # what a plan computes: dead blocks skipped
+    skipped_blocks: tuple[tuple[int, ...], ...]  # per device, blocks that cannot reach the head
+
+    @property
+    def live_total_flops(self) -> int:
+        """All devices' live FLOPs."""
+        return sum(self.live_flops_per_device)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+        data: dict[str, Any] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()
+        }
+        data["skipped_blocks"] = [list(b) for b in self.skipped_blocks]
+        data["live_total_flops"] = self.live_total_flops
+        return data
 
 
 def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
     """Compute, parameters and peak activation memory per device under ``policy``."""
+    from snnas.cost._liveness import liveness
+
     arch, g = space.arch, space.groups
+    flow = liveness(space, policy)
     decisions = space.resolve(policy)
     block_flops = tuple(2 * arch.block_macs(b) for b in arch.blocks)
     stem = 2 * arch.stem_macs()
@@ -64,6 +79,10 @@ def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
         peaks.append(peak)
 
     per_device = tuple(sum(block_flops) + (stem + head if d == 0 else 0) for d in range(g))
+    live_per_device = tuple(
+        sum(block_flops[b] for b in flow.live_blocks[d]) + (stem + head if d == 0 else 0)
+        for d in range(g)
+    )
     return ComputeReport(
         block_flops=block_flops,
         stem_flops=stem,
@@ -72,4 +91,6 @@ def compute(space: SearchSpace, policy: Mapping[str, Any]) -> ComputeReport:
         total_flops=sum(per_device),
         params_per_device=arch.params_per_device(),
         peak_activation_bytes=tuple(peaks),
+        live_flops_per_device=live_per_device,
+        skipped_blocks=tuple(flow.skipped_blocks(d) for d in range(g)),
     )

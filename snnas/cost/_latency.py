@@ -3,7 +3,8 @@
 Per-device latency = compute (``FLOPs / FLOP/s``) plus the part of every transfer that is not
 hidden: a transfer sent after block ``b`` leaves when the sender's link is free and takes
 ``latency + 8 * bytes / bandwidth`` seconds; the receiver waits for it only when it reaches the
-block where the transfer is aggregated (``b + alpha``, or the last block).
+block where the transfer is added (``Architecture.aggregation_block``: ``b + alpha - 1`` by
+default, never past the stage's last block).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "alpha_scan",
     "get_profile",
     "latency",
+    "simulate",
 ]
 
 
@@ -90,14 +92,19 @@ def get_profile(name_or_path: str) -> DeviceProfile:
 
 @dataclass(frozen=True)
 class LatencyReport:
-    """Estimated latency of one inference (batch 1) under a policy and a profile."""
+    """Estimated latency of one inference (batch 1) under a policy and a profile.
+
+    Figures are for the live schedule (dead blocks and transfers pruned, as a plan runs it);
+    ``raw_latency_s`` runs every block and transfer.
+    """
 
     profile: str
     latency_s: float  # device 0 finishes the head
     compute_only_s: float  # the same with free, instant transfers
     exposed_transfer_s: float  # latency_s - compute_only_s
-    single_device_s: float  # the whole separable network computed on one device
+    single_device_s: float  # the whole (live) separable network computed on one device
     speedup: float  # single_device_s / latency_s
+    raw_latency_s: float  # every block and every transfer, live or not
     point_transfer_s: tuple[float, ...]  # per point, one sender's transfer time
     point_overlap_s: tuple[float, ...]  # per point, compute available to hide it
 
@@ -106,56 +113,82 @@ class LatencyReport:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
-def _simulate(
-    space: SearchSpace, policy: Mapping[str, Any], profile: DeviceProfile, free_links: bool
+def simulate(
+    space: SearchSpace,
+    policy: Mapping[str, Any],
+    profile: DeviceProfile,
+    *,
+    free_links: bool = False,
+    live: bool = True,
 ) -> float:
-    """Event simulation in lockstep over blocks; returns when device 0 finishes."""
-    from snnas.cost._comm import point_bytes
+    """When device 0 finishes the head, in seconds.
+
+    Every device follows the forward pass's order within a block (``snnas/arch.py``): compute
+    the block, wait for and add the transfers due now that were sent earlier, send its own,
+    then wait for and add the transfers sent in this block. A link carries one transfer at a
+    time and a sender does not wait for its transfer to arrive. With ``live`` (what a plan
+    runs) dead blocks cost nothing and dead transfers are not sent.
+    """
+    from snnas.cost._comm import stem_bytes
+    from snnas.cost._liveness import liveness
 
     arch, g = space.arch, space.groups
-    decisions = space.resolve(policy)
-    flops = [2 * arch.block_macs(b) for b in arch.blocks]
+    flow = liveness(space, policy)
+    transfers = flow.live_transfers if live else flow.transfers
+    computes = (
+        [set(flow.live_blocks[d]) for d in range(g)]
+        if live
+        else [set(range(arch.num_blocks)) for _ in range(g)]
+    )
+    cost = [2 * arch.block_macs(b) / profile.flops for b in arch.blocks]
+
+    def transfer_s(nbytes: int) -> float:
+        return 0.0 if free_links else profile.transfer_s(nbytes)
+
     clock = [0.0] * g
     link_free = [0.0] * g
-    net = space.network
-    stem_bytes = net.stem_width * net.input_size**2 * 4
-    clock[0] = 2 * arch.stem_macs() / profile.flops
-    link_free[0] = clock[0]
-    for d in range(1, g):  # device 0 sends the stem output to every other device in turn
-        arrival = link_free[0] + (0.0 if free_links else profile.transfer_s(stem_bytes))
-        link_free[0] = arrival
-        clock[d] = arrival
-    # arrivals[block] -> list of (receiver, arrival time)
-    arrivals: dict[int, list[tuple[int, float]]] = {}
-    by_block = {p.block: p for p in arch.points}
+    clock[0] = link_free[0] = 2 * arch.stem_macs() / profile.flops
+    receivers = flow.stem_receivers if live else tuple(range(1, g))
+    for d in receivers:  # device 0 sends the stem's output to each device in turn
+        link_free[0] += transfer_s(stem_bytes(space))
+        clock[d] = link_free[0]
+    sends: dict[int, list[Any]] = {}
+    for t in transfers:
+        sends.setdefault(t.send_block, []).append(t)
+    due: dict[int, list[tuple[int, float]]] = {}  # block -> (receiver, arrival), sent earlier
     for blk in arch.blocks:
+        b = blk.index
         for d in range(g):
-            clock[d] += flops[blk.index] / profile.flops
-        geo = by_block.get(blk.index)
-        if geo is not None:  # send after this block
-            dec = decisions[geo.index]
-            n_send, per_sender, _ = point_bytes(space, geo.index, dec)
-            for src, dst in enumerate(dec.perm):
-                if src == dst or n_send == 0:
-                    continue
-                start = max(clock[src], link_free[src])
-                done = start + (0.0 if free_links else profile.transfer_s(per_sender))
-                link_free[src] = done
-                arrivals.setdefault(geo.aggregate_block, []).append((dst, done))
-        for dst, arrived in arrivals.pop(blk.index, []):
-            clock[dst] = max(clock[dst], arrived)
+            if b in computes[d]:
+                clock[d] += cost[b]
+        for dst, arrival in due.pop(b, []):
+            clock[dst] = max(clock[dst], arrival)
+        same_block = []
+        for t in sends.get(b, []):
+            start = max(clock[t.src], link_free[t.src])
+            link_free[t.src] = done = start + transfer_s(t.bytes)
+            if t.same_block:
+                same_block.append((t.dst, done))
+            else:
+                due.setdefault(t.aggregate_block, []).append((t.dst, done))
+        for dst, arrival in same_block:
+            clock[dst] = max(clock[dst], arrival)
     return clock[0] + 2 * arch.head_macs() / profile.flops
 
 
 def latency(space: SearchSpace, policy: Mapping[str, Any], profile: DeviceProfile) -> LatencyReport:
     """Latency estimate for one inference under ``policy`` on devices like ``profile``."""
     from snnas.cost._comm import point_bytes
+    from snnas.cost._liveness import liveness
 
     arch = space.arch
-    total = _simulate(space, policy, profile, free_links=False)
-    compute_only = _simulate(space, policy, profile, free_links=True)
-    all_flops = arch.groups * sum(2 * arch.block_macs(b) for b in arch.blocks)
-    single = (all_flops + 2 * arch.stem_macs() + 2 * arch.head_macs()) / profile.flops
+    total = simulate(space, policy, profile)
+    compute_only = simulate(space, policy, profile, free_links=True)
+    flow = liveness(space, policy)
+    live_flops = sum(
+        2 * arch.block_macs(arch.blocks[b]) for blocks in flow.live_blocks for b in blocks
+    )
+    single = (live_flops + 2 * arch.stem_macs() + 2 * arch.head_macs()) / profile.flops
     transfers, overlaps = [], []
     for geo, dec in zip(arch.points, space.resolve(policy), strict=True):
         _, per_sender, _ = point_bytes(space, geo.index, dec)
@@ -169,6 +202,7 @@ def latency(space: SearchSpace, policy: Mapping[str, Any], profile: DeviceProfil
         exposed_transfer_s=total - compute_only,
         single_device_s=single,
         speedup=single / total,
+        raw_latency_s=simulate(space, policy, profile, live=False),
         point_transfer_s=tuple(transfers),
         point_overlap_s=tuple(overlaps),
     )
@@ -181,11 +215,14 @@ def alpha_scan(
     that can hide a transfer to the transfer's time, under a dense policy (every device sends
     its whole stream, ``dtype`` on the wire, to the next device).
 
-    ``hidden`` is true when every transfer that overlaps compute (it is added at least one
-    block after it is sent) fits under that compute, and there is at least one such transfer.
-    Transfers sent after a stage's last block are added at once and never hidden; they are
-    left out of the criterion and counted in ``latency_s`` and ``exposed_transfer_s``.
+    Alpha takes its default overlap, ``alpha - 1`` blocks. ``hidden`` is true when every
+    transfer that overlaps compute (it is added at least one block after it is sent) fits
+    under that compute, and there is at least one such transfer. Transfers added in the block
+    that sent them (all of them at alpha = 1, the synchronous case; those sent at a stage's
+    last block otherwise) are never hidden; they are left out of the criterion and counted in
+    ``latency_s`` and ``exposed_transfer_s``.
     """
+    from snnas.arch import default_overlap
     from snnas.space import SearchSpace as _Space
 
     rows = []
@@ -199,7 +236,8 @@ def alpha_scan(
             )
             for s in space.config.decisions
         )
-        config = replace(space.config, split=replace(space.split, alpha=alpha), decisions=specs)
+        split = replace(space.split, alpha=alpha, overlap=default_overlap(space.network, alpha))
+        config = replace(space.config, split=split, decisions=specs)
         dense = _Space(config)
         report = latency(dense, {}, profile)
         ratios = [

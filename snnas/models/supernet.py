@@ -9,7 +9,9 @@ to Lin & Wang:
     (2)  X_i^l = X_i^{l-1} + T_i^{l-1}(X_i^{l-1}) + D_i^l
     (3)  D_{s(i)}^{l+alpha} = F(X_i^l)      F: keep the first N_send channels, cast the dtype
 
-docs/supernet.md states them as implemented (ReLU placement, where each transfer is added).
+docs/supernet.md states them as implemented (ReLU placement, where each transfer is added:
+``Architecture.aggregation_block``, the one schedule shared with the cost model, the plan and
+the runtime).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class _SepBase(nn.Module):
             send = sends.get(b)
             if send is not None:
                 d = transmit(out, send)  # eq. (3)
-                if send.aggregate_block == b:  # sent at a stage's end: added at once
+                if send.aggregate_block == b:  # due in the block that sends it (arch.py)
                     out = aggregate(out, d, send)
                 else:
                     pending.append((send, d))

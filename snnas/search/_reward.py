@@ -31,7 +31,7 @@ class PolicyScorer:
     """Scores policies on validation minibatches with the supernet's shared weights.
 
     Accuracy uses each batch's own normalisation statistics (docs/supernet.md); the
-    communication ratio comes from the cost model and is cached per policy.
+    communication ratio is the cost model's live ratio, cached per policy.
     """
 
     def __init__(
@@ -46,10 +46,11 @@ class PolicyScorer:
         self._ratios: dict[tuple[int, ...], float] = {}
 
     def ratio(self, policy: Mapping[str, Any]) -> float:
-        """Communication ratio of ``policy`` (cost model, stem excluded)."""
+        """Live communication ratio of ``policy``: the bytes that can reach the head, which
+        is what a deployed plan sends (cost model, stem excluded)."""
         key = self.space.encode(policy)
         if key not in self._ratios:
-            self._ratios[key] = communication(self.space, policy).ratio
+            self._ratios[key] = communication(self.space, policy).live_ratio
         return self._ratios[key]
 
     def accuracy(self, policy: Mapping[str, Any], batch: int | None = None) -> float:

@@ -67,6 +67,7 @@ class SplitConfig:
 
     groups: int  # G, the number of data devices
     alpha: int  # staleness: one transmission point every alpha blocks
+    overlap: int  # blocks computed between a send and its addition (default alpha - 1)
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,20 @@ def _parse_split(src: TomlSource, root: dict[str, Any], network: NetworkConfig) 
             f"a multiple of split.groups = {groups} (each device owns C/G paths)",
             network.cardinality,
         )
+    from snnas.arch import default_overlap  # arch imports this module: import at call time
+
     alpha = src.get_int(table, "split", "alpha", default=1, minimum=1, maximum=network.num_blocks)
-    return SplitConfig(groups=groups, alpha=alpha)
+    # The paper's alpha = 1 is synchronous: a transfer is added right after the block that
+    # sent it; alpha > 1 overlaps alpha - 1 blocks (docs/supernet.md). ``overlap`` overrides.
+    overlap = src.get_int(
+        table,
+        "split",
+        "overlap",
+        default=default_overlap(network, alpha),
+        minimum=0,
+        maximum=network.blocks_per_stage - 1,
+    )
+    return SplitConfig(groups=groups, alpha=alpha, overlap=overlap)
 
 
 def _parse_parity(src: TomlSource, root: dict[str, Any], groups: int) -> ParityConfig:

@@ -121,7 +121,8 @@ class SearchSpace:
 
     def __init__(self, config: SpaceConfig) -> None:
         self.config = config
-        self.arch = Architecture(config.network, config.split.groups, config.split.alpha)
+        split = config.split
+        self.arch = Architecture(config.network, split.groups, split.alpha, split.overlap)
         decisions: list[Decision] = []
         points = tuple(range(len(self.arch.points)))
         # A fixed decision is a constant, not a decision: it has no label and no policy entry.
@@ -167,6 +168,11 @@ class SearchSpace:
     def alpha(self) -> int:
         """The staleness factor."""
         return self.config.split.alpha
+
+    @property
+    def overlap(self) -> int:
+        """Blocks computed between a send and its addition (``alpha - 1`` by default)."""
+        return self.config.split.overlap
 
     @property
     def num_points(self) -> int:

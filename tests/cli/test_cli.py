@@ -57,8 +57,11 @@ def test_cost_json_ratio():
     data = json.loads(result.output)
     assert round(data["ratio"], 4) == 0.2440
     assert data["policy_bytes"] == 4_030_464
-    assert data["min_hiding_alpha"] == 1
+    assert data["min_hiding_alpha"] == 2
     assert len(data["points"]) == 9
+    # Only the payload into device 0 at the last point reaches the head there.
+    assert data["live_ratio"] < data["ratio"]
+    assert data["points"][-1]["live_senders"] == 1
     assert data["latency"]["speedup"] > 1
 
 

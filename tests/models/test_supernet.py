@@ -143,32 +143,55 @@ def test_without_communication_only_device_0_matters():
     assert not torch.equal(net(x, talk), before_talk)  # device 1 sends to device 0
 
 
-def test_staleness_adds_a_transfer_alpha_blocks_later():
-    space = space_from_text(ALPHA2_TOML)
-    point = space.arch.points[1]
-    assert (point.block, point.aggregate_block) == (3, 5)
-    torch.manual_seed(0)
-    net = SepResNeXt(space).eval()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.normal_(m.weight)
+def _block_outputs(net, x, policy):
     outputs = {}
     hooks = [
         block.register_forward_hook(lambda m, i, o, b=b: outputs.__setitem__(b, o))
         for b, block in enumerate(net.blocks)
     ]
-    x = torch.randn(2, 1, 8, 8)
-    quiet = space.no_communication_policy()
-    net(x, quiet)
-    reference = dict(outputs)
-    only_point1 = dict(quiet, **{"t1.perm": (1, 0, 3, 2)})
-    net(x, only_point1)
+    net(x, policy)
     for h in hooks:
         h.remove()
-    # Blocks 4 and 5 run before the transfer of block 3 is added (after block 5).
-    for b in range(6):
+    return outputs
+
+
+@pytest.mark.parametrize(("alpha", "overlap", "sent", "added"), [(2, None, 3, 4), (2, 2, 3, 5)])
+def test_staleness_adds_a_transfer_alpha_minus_one_blocks_later(alpha, overlap, sent, added):
+    text = (
+        ALPHA2_TOML
+        if overlap is None
+        else ALPHA2_TOML.replace("alpha = 2", f"alpha = {alpha}\noverlap = {overlap}")
+    )
+    space = space_from_text(text)
+    point = space.arch.points[1]
+    assert (point.block, point.aggregate_block) == (sent, added)
+    torch.manual_seed(0)
+    net = SepResNeXt(space).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(m.weight)
+    x = torch.randn(2, 1, 8, 8)
+    quiet = space.no_communication_policy()
+    reference = _block_outputs(net, x, quiet)
+    outputs = _block_outputs(net, x, dict(quiet, **{"t1.perm": (1, 0, 3, 2)}))
+    # The blocks up to ``added`` run before the transfer sent after block 3 is added.
+    for b in range(added + 1):
         assert torch.equal(outputs[b], reference[b]), b
-    assert not torch.equal(outputs[6], reference[6])
+    assert not torch.equal(outputs[added + 1], reference[added + 1])
+
+
+def test_alpha_one_adds_before_the_next_block():
+    space = space_from_text(ALPHA2_TOML.replace("alpha = 2", "alpha = 1"))
+    assert space.overlap == 0
+    torch.manual_seed(0)
+    net = SepResNeXt(space).eval()
+    x = torch.randn(2, 1, 8, 8)
+    quiet = space.no_communication_policy()
+    reference = _block_outputs(net, x, quiet)
+    outputs = _block_outputs(net, x, dict(quiet, **{"t3.perm": (1, 0, 3, 2)}))
+    for b in range(4):  # the transfer is sent after block 3 and added at once
+        assert torch.equal(outputs[b], reference[b]), b
+    assert not torch.equal(outputs[4], reference[4])
 
 
 def test_parity_devices_are_refused_until_implemented():
