@@ -139,6 +139,8 @@ def run_search(
             **identity,
             "versions": {"snnas": __version__, "torch": torch.__version__},
             "space": space.to_json(),
+            # The space file itself, so fine-tuning and export rebuild the same space.
+            "space_toml": space.config.source,
         },
     )
 

@@ -7,7 +7,7 @@ was expected and what was found.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class SpaceConfig:
     parity: ParityConfig
     decisions: tuple[DecisionSpec, ...]  # in the order permutation, sparsity, dtype
     path: str | None = None
+    source: str | None = field(default=None, compare=False, repr=False)  # the TOML text
 
 
 def _parse_network(src: TomlSource, root: dict[str, Any]) -> NetworkConfig:
@@ -304,4 +305,4 @@ def parse_space(src: TomlSource) -> SpaceConfig:
     split = _parse_split(src, root, network)
     parity = _parse_parity(src, root, split.groups)
     decisions = _parse_decisions(src, root, split.groups)
-    return SpaceConfig(name, description, network, split, parity, decisions, src.path)
+    return SpaceConfig(name, description, network, split, parity, decisions, src.path, src.text)
