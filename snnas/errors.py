@@ -12,7 +12,9 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "PlanError",
     "PolicyError",
+    "RuntimeFailure",
     "SnnasError",
 ]
 
@@ -59,3 +61,11 @@ class DatasetError(SnnasError):
 
 class CheckpointError(SnnasError):
     """A checkpoint or run folder is corrupt or does not match the requested run."""
+
+
+class PlanError(SnnasError):
+    """A deployment plan is invalid, tampered with, incomplete or from a newer snnas."""
+
+
+class RuntimeFailure(SnnasError):
+    """A device of a running plan failed, hung or answered wrongly."""

@@ -47,13 +47,16 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from snnas.cli import compare, cost, list_, search, space, train
+    from snnas.cli import compare, cost, export, finetune, list_, plan, search, space, train
 
     cli.add_command(space.space)
     cli.add_command(cost.cost)
     cli.add_command(train.train)
     cli.add_command(search.search)
     cli.add_command(compare.compare)
+    cli.add_command(finetune.finetune)
+    cli.add_command(export.export)
+    cli.add_command(plan.plan)
     cli.add_command(list_.list_command)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from snnas.data._cifar import CIFAR_LAYOUT, CifarDataset, cifar_transforms, read_cifar
-from snnas.data._digits import DIGITS_SPLIT, load_digits_tensors
+from snnas.data._digits import DIGITS_SPLIT, load_digits_splits
 from snnas.data._loader import TensorLoader
 from snnas.errors import DatasetError
 from snnas.space import SearchSpace
@@ -73,6 +73,7 @@ class DataSplits:
     input_channels: int
     tensors: dict[str, tuple[Tensor, Tensor]]  # split -> (images, labels)
     transforms: dict[str, Any] | None = None  # CIFAR: split -> per-sample transform
+    normalization: dict[str, Any] | None = None  # how raw images become inputs (plans)
 
     def check_space(self, space: SearchSpace) -> None:
         """Refuse a space whose classes or input shape differ from this dataset's."""
@@ -92,6 +93,14 @@ class DataSplits:
     def size(self, split: str) -> int:
         """Number of examples in ``split``."""
         return len(self.tensors[split][1])
+
+    def eval_tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """``split`` as network inputs (float, normalised, no augmentation) and labels."""
+        images, labels = self.tensors[split]
+        if self.transforms is None:
+            return images, labels
+        transform = self.transforms["eval"]
+        return torch.stack([transform(img) for img in images]), labels
 
     def loader(
         self,
@@ -143,8 +152,8 @@ def load_dataset(
 ) -> DataSplits:
     """Load ``name`` ("digits", "cifar10" or "cifar100") with fixed, seeded splits."""
     if name == "digits":
-        tensors = load_digits_tensors(input_size, input_channels)
-        return DataSplits(name, 10, input_size, input_channels, tensors)
+        tensors, norm = load_digits_splits(input_size, input_channels)
+        return DataSplits(name, 10, input_size, input_channels, tensors, normalization=norm)
     if name not in CIFAR_LAYOUT:
         raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     if input_size != 32 or input_channels != 3:
@@ -169,4 +178,12 @@ def load_dataset(
         "train": cifar_transforms(mean, std, train=True),
         "eval": cifar_transforms(mean, std, train=False),
     }
-    return DataSplits(name, CIFAR_LAYOUT[name].classes, 32, 3, tensors, transforms)
+    norm = {
+        "source": f"{name} python batches: 3x32x32 uint8 images",
+        "scale": 1 / 255,
+        "mean": mean,
+        "std": std,
+        "formula": "x = (pixels * scale - mean) / std, per channel",
+    }
+    classes = CIFAR_LAYOUT[name].classes
+    return DataSplits(name, classes, 32, 3, tensors, transforms, normalization=norm)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DIGITS_SPLIT", "load_digits_tensors"]
+__all__ = ["DIGITS_SPLIT", "load_digits_splits", "load_digits_tensors"]
 
 #: Fixed split sizes (seed 0, stratified by class): train / validation / test.
 DIGITS_SPLIT = (1257, 180, 360)
@@ -15,6 +15,26 @@ DIGITS_SPLIT = (1257, 180, 360)
 def load_digits_tensors(size: int, channels: int) -> dict[str, tuple[Tensor, Tensor]]:
     """Train, validation and test tensors, resized to ``size`` x ``size`` and normalised with
     the training split's mean and standard deviation. The split is the same for every run."""
+    return load_digits_splits(size, channels)[0]
+
+
+def _normalization(size: int, channels: int, mean: float, std: float) -> dict[str, object]:
+    """How raw 8x8 digits become network inputs (for a deployment plan's input spec)."""
+    return {
+        "source": "scikit-learn load_digits: 8x8 images, pixel values 0..16",
+        "scale": 1 / 16,
+        "resize": {"size": size, "mode": "bilinear", "align_corners": False},
+        "channels": f"the gray channel repeated {channels} time(s)",
+        "mean": [mean] * channels,
+        "std": [std] * channels,
+        "formula": "x = (resize(pixels * scale) - mean) / std",
+    }
+
+
+def load_digits_splits(
+    size: int, channels: int
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, object]]:
+    """:func:`load_digits_tensors` and the normalisation it applied (for plans)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -39,4 +59,4 @@ def load_digits_tensors(size: int, channels: int) -> dict[str, tuple[Tensor, Ten
         t = torch.tensor(sorted(idx))
         out[name] = (images[t].contiguous(), labels[t])
     assert tuple(len(out[k][1]) for k in ("train", "val", "test")) == DIGITS_SPLIT
-    return out
+    return out, _normalization(size, channels, float(mean), float(std))

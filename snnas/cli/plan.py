@@ -1,0 +1,54 @@
+"""``snnas plan``: inspect and verify deployment plan folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snnas.cli._terminal import Terminal
+
+__all__ = ["plan"]
+
+
+@click.group()
+def plan() -> None:
+    """Check deployment plans (docs/plan.md)."""
+
+
+@plan.command("verify")
+@click.argument("folder", metavar="PLAN", type=click.Path(path_type=Path))
+@click.option(
+    "--split",
+    type=click.Choice(["val", "test"]),
+    default="val",
+    show_default=True,
+    help="Images to execute the plan on.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def verify(terminal: Terminal, folder: Path, split: str, as_json: bool) -> None:
+    """Check PLAN (schema, checksums, space hash), execute it device by device from its own
+    files and compare with the frozen network; exit 1 if they disagree."""
+    from snnas.errors import PlanError
+    from snnas.plan import verify_plan
+
+    report = verify_plan(folder, split)
+    if as_json:
+        terminal.json(report)
+    else:
+        terminal.info(
+            f"{report['plan']}: {report['devices']} devices, {report['images']} {split} images, "
+            f"compared with {report['compared_with']}"
+        )
+        terminal.info(
+            f"top-1 agreement {report['top1_agreement']:.4f}, max abs logit difference "
+            f"{report['max_abs_diff']:.2e}, accuracy {report['accuracy']:.4f}"
+        )
+    if not report["passed"]:
+        raise PlanError(
+            f"{folder}: the plan disagrees with the frozen network (top-1 agreement "
+            f"{report['top1_agreement']:.4f}, max abs difference {report['max_abs_diff']:.2e})"
+        )
+    if not as_json:
+        terminal.success("the plan answers as the frozen network does")

@@ -1,0 +1,375 @@
+"""Loading a plan folder safely, and ``snnas plan verify``.
+
+Loading checks, in this order, and refuses with one line naming the file and the reason: the
+folder and ``plan.json`` exist and parse; the schema version is one this snnas reads; the
+JSON Schema; the space file's hash and the plan's network and schedule against it; every
+send has its receive; every file named by the plan is a plain file inside the folder whose
+SHA-256 matches; weights files hold exactly the tensors their device needs, in the right
+shapes. Weights are safetensors: loading one never runs code.
+
+``verify_plan`` then executes the whole plan in one process, device by device, from the
+plan's own files (a mailbox stands in for the network), and compares the answers with the
+frozen network's on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from snnas.arch import Architecture
+from snnas.errors import PlanError, SnnasError
+from snnas.plan._export import PLAN_FILE, sha256_file
+from snnas.plan._program import (
+    WIRE_DTYPES,
+    DeviceNet,
+    Op,
+    Receive,
+    Send,
+    architecture_of,
+    device_ops,
+    run_device,
+)
+from snnas.plan._schema import validate_plan
+from snnas.plan._weights import expected_shapes
+
+__all__ = ["LoadedPlan", "compare_logits", "drive", "execute_plan", "load_plan", "verify_plan"]
+
+#: A plan passes verification when every answer agrees and no logit differs by more.
+MAX_ABS_DIFF = 1e-3
+
+
+@dataclass
+class LoadedPlan:
+    """A plan folder that passed every check of :func:`load_plan`."""
+
+    folder: Path
+    data: dict[str, Any]
+    arch: Architecture
+    ops: dict[int, list[Op]] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> int:
+        """Number of devices."""
+        return int(self.data["schedule"]["groups"])
+
+    def device(self, d: int) -> dict[str, Any]:
+        """Device ``d``'s entry."""
+        entry: dict[str, Any] = self.data["devices"][d]
+        return entry
+
+    def weights(self, d: int) -> dict[str, Tensor]:
+        """Device ``d``'s tensors (checked names and shapes); {} for an idle device."""
+        entry = self.device(d)
+        if entry["weights"] is None:
+            return {}
+        path = self.folder / entry["weights"]["file"]
+        tensors = _read_safetensors(path)
+        expected = expected_shapes(self.arch, entry["blocks"], entry["head"])
+        if set(tensors) != set(expected):
+            missing = sorted(set(expected) - set(tensors))
+            extra = sorted(set(tensors) - set(expected))
+            raise PlanError(
+                f"{path}: weights do not match device {d}'s blocks "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        for name, shape in expected.items():
+            t = tensors[name]
+            if tuple(t.shape) != shape or t.dtype != torch.float32:
+                raise PlanError(
+                    f"{path}: {name} is {t.dtype} {tuple(t.shape)}, expected float32 {shape}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise PlanError(f"{path}: {name} holds NaN or infinite values")
+        return tensors
+
+    def net(self, d: int) -> DeviceNet:
+        """Device ``d``'s network from its weights file."""
+        return DeviceNet(self.arch, self.device(d)["blocks"], self.weights(d))
+
+    def reference(self) -> dict[str, Tensor]:
+        """The frozen network's logits and the labels of the splits it was exported with."""
+        path = self.folder / self.data["reference"]["file"]
+        return _read_safetensors(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PlanError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlanError(f"{path}: missing (not a plan folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlanError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _check_file(folder: Path, entry: Mapping[str, Any], what: str) -> None:
+    path = folder / entry["file"]
+    if path.is_symlink() or not path.is_file():
+        raise PlanError(f"{path}: {what} is missing (or not a plain file)")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise PlanError(
+            f"{path}: checksum mismatch (sha256 {digest[:16]}..., the plan says "
+            f"{entry['sha256'][:16]}...): the file was changed after export"
+        )
+
+
+def _check_space(folder: Path, plan: Mapping[str, Any], arch: Architecture) -> None:
+    from snnas.space import space_from_text
+
+    path = folder / plan["space"]["file"]
+    if path.is_symlink() or not path.is_file():
+        raise PlanError(f"{path}: the plan's space file is missing")
+    try:
+        space = space_from_text(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: unreadable ({exc})") from None
+    except SnnasError as exc:
+        raise PlanError(f"{path}: not a valid space ({exc})") from None
+    if space.hash != plan["space"]["hash"]:
+        raise PlanError(
+            f"{path}: space hash {space.hash} differs from the plan's {plan['space']['hash']}"
+        )
+    same = (
+        space.arch.network == arch.network
+        and (space.groups, space.alpha, space.overlap) == (arch.groups, arch.alpha, arch.overlap)
+        and [(p.block, p.aggregate_block) for p in space.arch.points]
+        == [(p["send_block"], p["aggregate_block"]) for p in plan["schedule"]["points"]]
+    )
+    if not same:
+        raise PlanError(
+            f"{folder / PLAN_FILE}: network or schedule differs from its space file {path.name}"
+        )
+    if space.check(plan["policy"]) is not None:
+        raise PlanError(f"{folder / PLAN_FILE}: policy: {space.check(plan['policy'])}")
+
+
+def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
+    """Every send has exactly one matching receive, and the totals add up."""
+    groups = plan["schedule"]["groups"]
+    devices = plan["devices"]
+    if len(devices) != groups or [e["device"] for e in devices] != list(range(groups)):
+        raise PlanError(f"{source}: devices must be listed once each, 0..{groups - 1}")
+    sends: dict[tuple[int, int, Any], dict[str, Any]] = {}
+    for e in devices:
+        for s in e["sends"]:
+            if not 0 <= s["to"] < groups or s["to"] == e["device"]:
+                raise PlanError(f"{source}: device {e['device']} sends to device {s['to']}")
+            key = (e["device"], s["to"], s["point"])
+            if key in sends:
+                raise PlanError(f"{source}: device {e['device']} sends twice at {s['point']}")
+            sends[key] = s
+    received = 0
+    for e in devices:
+        for r in e["receives"]:
+            s = sends.get((r["from"], e["device"], r["point"]))
+            same = s is not None and all(
+                s[k] == r[k] for k in ("kind", "channels", "wire_dtype", "shape", "bytes")
+            )
+            if not same or s is None or s["after_block"] != r["sent_after_block"]:
+                raise PlanError(
+                    f"{source}: device {e['device']}'s receive from device {r['from']} "
+                    f"at point {r['point']} has no matching send"
+                )
+            received += 1
+    if received != len(sends):
+        raise PlanError(f"{source}: {len(sends) - received} send(s) are never received")
+    total = sum(s["bytes"] for s in sends.values())
+    if total != plan["totals"]["bytes_per_image"]:
+        raise PlanError(
+            f"{source}: totals.bytes_per_image is {plan['totals']['bytes_per_image']}, "
+            f"the sends add up to {total}"
+        )
+
+
+def load_plan(folder: str | Path) -> LoadedPlan:
+    """Open and check a plan folder (module docstring); nothing is executed."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PlanError(f"{root}: no such plan folder")
+    source = str(root / PLAN_FILE)
+    data = _read_json(root / PLAN_FILE)
+    validate_plan(data, source)
+    try:
+        arch = architecture_of(data)
+    except (ValueError, TypeError) as exc:
+        raise PlanError(f"{source}: network/schedule: {exc}") from None
+    _check_space(root, data, arch)
+    _check_wiring(data, source)
+    for e in data["devices"]:
+        if e["weights"] is not None:
+            _check_file(root, e["weights"], f"device {e['device']}'s weights")
+        elif e["blocks"] or e["head"]:
+            raise PlanError(f"{source}: device {e['device']} computes but has no weights file")
+        for seg in e.get("onnx", []):
+            _check_file(root, seg, f"device {e['device']}'s ONNX segment {seg['index']}")
+    _check_file(root, data["reference"], "the reference logits")
+    plan = LoadedPlan(root, data, arch)
+    for d in range(plan.groups):
+        plan.ops[d] = device_ops(plan.device(d))
+    return plan
+
+
+@torch.no_grad()
+def execute_plan(
+    plan: LoadedPlan, images: Tensor, nets: Mapping[int, DeviceNet] | None = None
+) -> Tensor:
+    """Run every device of ``plan`` on ``images`` in this process and return device 0's
+    logits (see :func:`drive`)."""
+    nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.groups)}
+    inputs = set(plan.data["input"]["devices"])
+    gens = {
+        d: run_device(nets[d], plan.ops[d], images if d in inputs else None)
+        for d in range(plan.groups)
+    }
+    return drive(gens, len(images))
+
+
+def drive(gens: Mapping[int, Generator[tuple[str, Any, Any], Any, Any]], batch: int) -> Tensor:
+    """Run device generators (``run_device`` and the like) to the end in one process. A
+    mailbox carries the payloads; a device whose payload has not been sent yet waits (is
+    skipped) until it has. A plan that can never finish is refused."""
+    active = dict(gens)
+    mailbox: dict[tuple[int, int, int], Tensor] = {}
+    requests: dict[int, Any] = {}
+    logits: Tensor | None = None
+
+    def advance(d: int, value: Tensor | None) -> None:
+        nonlocal logits
+        try:
+            requests[d] = active[d].send(value) if d in requests else next(active[d])
+        except StopIteration as stop:
+            requests.pop(d, None)
+            del active[d]
+            if stop.value is not None:
+                logits = stop.value
+
+    for d in list(active):
+        advance(d, None)
+    while active:
+        moved = False
+        for d in list(active):
+            kind, op, tensor = requests[d]
+            if kind == "send":
+                send: Send = op
+                mailbox[(d, send.to, send.tag)] = tensor
+                advance(d, None)
+                moved = True
+                continue
+            receive: Receive = op
+            key = (receive.src, d, receive.tag)
+            if key not in mailbox:
+                continue
+            payload = mailbox.pop(key)
+            expected = (batch, *receive.shape)
+            dtype = WIRE_DTYPES[receive.wire_dtype]
+            if tuple(payload.shape) != expected or payload.dtype != dtype:
+                raise PlanError(
+                    f"device {d} expected {expected} {receive.wire_dtype} from device "
+                    f"{receive.src}, got {tuple(payload.shape)} {payload.dtype}"
+                )
+            advance(d, payload)
+            moved = True
+        if not moved:
+            waiting = {d: (requests[d][1].src, requests[d][1].point) for d in active}
+            raise PlanError(f"the plan cannot finish: devices wait on (sender, point) {waiting}")
+    if mailbox:
+        raise PlanError(f"payloads sent but never received: {sorted(mailbox)}")
+    if logits is None:
+        raise PlanError("no device produced logits (the plan has no head)")
+    return logits
+
+
+def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor) -> dict[str, Any]:
+    """Agreement of ``logits`` with ``reference``, and accuracy against ``labels``."""
+    agree = (logits.argmax(1) == reference.argmax(1)).float().mean()
+    diff = (logits - reference).abs().max()
+    return {
+        "images": len(labels),
+        "top1_agreement": float(agree),
+        "max_abs_diff": float(diff),
+        "accuracy": float((logits.argmax(1) == labels).float().mean()),
+        "reference_accuracy": float((reference.argmax(1) == labels).float().mean()),
+    }
+
+
+def _frozen_reference(plan: LoadedPlan, images: Tensor) -> tuple[Tensor, str] | None:
+    """The frozen network's logits recomputed from the source run, when it is reachable
+    and unchanged since export."""
+    from snnas._run import RunDir
+    from snnas.space import space_from_text
+    from snnas.train._finetune import load_finetuned
+
+    source = plan.data.get("source")
+    if not source:
+        return None
+    checkpoint = Path(source["run"]) / source["checkpoint"]
+    if not checkpoint.is_file() or sha256_file(checkpoint) != source["sha256"]:
+        return None
+    space = space_from_text((plan.folder / plan.data["space"]["file"]).read_text("utf-8"))
+    model = load_finetuned(RunDir(checkpoint.parent), space)
+    with torch.no_grad():
+        logits = torch.cat([model(images[i : i + 256]) for i in range(0, len(images), 256)])
+    return logits, str(checkpoint)
+
+
+def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
+    """Check and execute the plan (module docstring); the report has ``top1_agreement``,
+    ``max_abs_diff``, ``accuracy``, ``passed`` and what it was compared with."""
+    from snnas.data import load_dataset
+
+    plan = load_plan(folder)
+    reference = plan.reference()
+    if f"{split}.logits" not in reference:
+        raise PlanError(f"{plan.folder}: no reference logits for split {split!r}")
+    labels = reference[f"{split}.labels"]
+    net = plan.data["network"]
+    data = load_dataset(
+        plan.data["input"]["dataset"],
+        input_size=net["input_size"],
+        input_channels=net["input_channels"],
+    )
+    images, data_labels = data.eval_tensors(split)
+    if not torch.equal(data_labels, labels):
+        raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
+    logits = execute_plan(plan, images)
+    frozen = _frozen_reference(plan, images)
+    stored = reference[f"{split}.logits"]
+    if frozen is not None:
+        compared, against = frozen
+    else:
+        compared, against = stored, str(plan.folder / plan.data["reference"]["file"])
+    report = compare_logits(logits, compared, labels)
+    report.update(
+        {
+            "plan": str(plan.folder),
+            "split": split,
+            "compared_with": against,
+            "stored_reference_max_abs_diff": float((compared - stored).abs().max()),
+            "devices": plan.groups,
+            "bytes_per_image": plan.data["totals"]["bytes_per_image"],
+        }
+    )
+    report["passed"] = (
+        report["top1_agreement"] == 1.0
+        and math.isfinite(report["max_abs_diff"])
+        and report["max_abs_diff"] <= MAX_ABS_DIFF
+    )
+    return report

@@ -1,0 +1,332 @@
+"""Fine-tuning the selected policy (Lin & Wang, Section 3.2: "fine-tune with a small learning
+rate to get the best result").
+
+The policy is baked in (:class:`~snnas.models.FrozenSepResNeXt`) and starts from the search's
+shared weights. Batch norm first gets running statistics of *this* policy (the supernet's
+average over every policy fits none of them, docs/supernet.md), then the network trains with
+SGD and a cosine learning rate. After every epoch the running statistics are recalibrated on
+training images and the network is scored in eval mode, as a device would run it (one image
+at a time, running statistics only), so batch size never changes an answer. The checkpoint
+is selected on validation; the test split is scored once, at the end, for the selected one.
+
+Determinism: the data order and augmentation of epoch ``e`` come from generators seeded by
+``(seed, e)`` and the rate is a function of the absolute step, so a run resumed from the
+checkpoint of epoch ``e`` continues exactly as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from snnas._run import Progress, RunDir
+from snnas.data import DataSplits
+from snnas.errors import CheckpointError, ConfigError
+from snnas.models import FrozenSepResNeXt
+from snnas.space import Policy, SearchSpace, policy_json
+from snnas.train._trainer import Accelerator, _Cached, _first, evaluate, recalibrate_bn
+
+__all__ = [
+    "FINETUNE_DIR",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "default_finetune_config",
+    "finetune",
+    "load_finetuned",
+]
+
+#: Sub-folder of a search run that holds its fine-tuning.
+FINETUNE_DIR = "finetune"
+LAST = "last.pt"
+BEST = "best.pt"
+_CALIB_SEED = 4_243  # the training images used to recalibrate batch norm
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that determines a fine-tuning run (saved with its checkpoints)."""
+
+    epochs: int  # passes over the training split
+    lr: float  # initial SGD learning rate; cosine decay to 0 over all steps
+    batch_size: int
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True  # the dataset's training augmentation
+    calib_batches: int = 8  # training batches (no augmentation) to recalibrate batch norm
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FinetuneConfig:
+        """Inverse of :meth:`to_json` (unknown keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def default_finetune_config(dataset: str, **overrides: Any) -> FinetuneConfig:
+    """The paper's recipe on CIFAR (lr 1e-4, 45 epochs, batch 128); on digits 15 epochs at
+    lr 0.01 (measured in docs/plan.md: what fits the quickstart's budget)."""
+    if dataset == "digits":
+        base = FinetuneConfig(epochs=15, lr=0.01, batch_size=32)
+    else:
+        base = FinetuneConfig(epochs=45, lr=1e-4, batch_size=128)
+    config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    for name in ("epochs", "batch_size", "calib_batches"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(None, f"--{name.replace('_', '-')}", "an integer >= 1", value)
+    for name, low in (("lr", 0.0), ("momentum", 0.0), ("weight_decay", 0.0)):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < low or (name == "lr" and value == 0):
+            expected = "a positive finite number" if name == "lr" else "a finite number >= 0"
+            raise ConfigError(None, f"--{name.replace('_', '-')}", expected, value)
+    return config
+
+
+@dataclass
+class FinetuneResult:
+    """What a finished fine-tuning reports (also ``final.json``) and the selected network."""
+
+    metrics: dict[str, Any]
+    model: FrozenSepResNeXt
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    """``lr`` at absolute step ``step`` of ``total``, decayed to 0 along a half cosine."""
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def finetune(
+    space: SearchSpace,
+    data: DataSplits,
+    policy: Mapping[str, Any],
+    supernet_state: Mapping[str, torch.Tensor],
+    config: FinetuneConfig,
+    run: RunDir,
+    *,
+    source: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    accel: Accelerator | None = None,
+    progress: Progress | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``policy``'s frozen network from ``supernet_state``; write ``run``.
+
+    ``source`` (the search run it comes from) is recorded in ``config.json``.
+    """
+    accel = accel or Accelerator.pick()
+    data.check_space(space)
+    policy = space.validate(policy)
+    identity = {
+        "space_hash": space.hash,
+        "policy": policy_json(policy),
+        "dataset": data.name,
+        "config": config.to_json(),
+    }
+    model = FrozenSepResNeXt(space, policy)
+    try:
+        model.load_state_dict(dict(supernet_state))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"the search's weights do not fit space {space.name!r} ({first})"
+        ) from None
+    accel.prepare(model)  # moves the module in place
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    train_loader = data.loader(
+        "train",
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        augment=config.augment,
+        pin_memory=accel.cuda,
+    )
+    calib = [
+        accel.batch(x, y)
+        for x, y in _first(
+            data.loader("train", 256, shuffle=True, seed=_CALIB_SEED), config.calib_batches
+        )
+    ]
+    val = _Cached(data, "val", 256, accel)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+
+    metrics: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    start = 0
+    run.create()
+    if run.has_checkpoint(LAST):
+        if not resume:
+            raise CheckpointError(
+                f"{run.path} already holds a fine-tuning: pass --resume to continue it"
+            )
+        state = run.load_checkpoint(LAST)
+        _check_same(state, identity, run)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, metrics, best = int(state["epoch"]), list(state["metrics"]), state["best"]
+    elif resume:
+        raise CheckpointError(f"{run.path}: no fine-tuning to resume ({LAST} is missing)")
+    run.write_json("config.json", {**identity, "source": dict(source or {})})
+
+    if start == 0:
+        # Batch norm of this policy before anything else: the supernet's running statistics
+        # average over every policy it was trained with.
+        recalibrate_bn(model, calib, accel)
+        before = evaluate(model, val, accel)
+        metrics = [{"epoch": 0, "lr": 0.0, "val_acc": before}]
+        best = {"epoch": 0, "val_acc": before}
+        run.save_checkpoint(BEST, _best_state(model, identity, best))
+
+    for epoch in range(start, config.epochs):
+        tic = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        model.train()
+        loss_sum = torch.zeros((), device=accel.device)
+        seen = 0
+        for step, (x, y) in enumerate(train_loader):
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
+            x, y = accel.batch(x, y)
+            with accel.autocast():
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * y.numel()
+            seen += y.numel()
+            if progress and (step % 20 == 19 or step + 1 == steps_per_epoch):
+                progress("train", step + 1, steps_per_epoch, {"epoch": epoch + 1})
+        recalibrate_bn(model, calib, accel)
+        val_acc = evaluate(model, val, accel)
+        record = {
+            "epoch": epoch + 1,
+            "lr": cosine_lr(config.lr, epoch * steps_per_epoch, total_steps),
+            "train_loss": float(loss_sum) / max(seen, 1),
+            "val_acc": val_acc,
+            "time_s": time.perf_counter() - tic,
+        }
+        metrics.append(record)
+        assert best is not None
+        if val_acc > best["val_acc"]:  # ties keep the earlier (less fine-tuned) checkpoint
+            best = {"epoch": epoch + 1, "val_acc": val_acc}
+            run.save_checkpoint(BEST, _best_state(model, identity, best))
+        run.write_jsonl("metrics.jsonl", metrics)
+        run.save_checkpoint(
+            LAST,
+            {
+                "identity": identity,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "metrics": metrics,
+                "best": best,
+            },
+        )
+        if progress:
+            progress("epoch", epoch + 1, config.epochs, {"val_acc": val_acc})
+
+    selected = load_finetuned(run, space)
+    accel.prepare(selected)
+    test = _Cached(data, "test", 256, accel)
+    assert best is not None
+    final = {
+        "space": space.name,
+        "space_hash": space.hash,
+        "dataset": data.name,
+        "policy": policy_json(policy),
+        "epochs": config.epochs,
+        "selected_epoch": best["epoch"],
+        "val_acc_before": metrics[0]["val_acc"],
+        "val_acc": best["val_acc"],
+        # Reported once, for the checkpoint selected on validation.
+        "test_acc": evaluate(selected, test, accel),
+        "train_time_s": sum(m.get("time_s", 0.0) for m in metrics),
+    }
+    run.write_json("final.json", final)
+    _plot(metrics, run, f"{space.name}: fine-tuning")
+    return FinetuneResult(final, selected)
+
+
+def _best_state(
+    model: FrozenSepResNeXt, identity: dict[str, Any], best: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "identity": identity,
+        "model": model.state_dict(),
+        "epoch": best["epoch"],
+        "val_acc": best["val_acc"],
+    }
+
+
+def _check_same(state: dict[str, Any], identity: dict[str, Any], run: RunDir) -> None:
+    saved = state.get("identity")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{run.path / LAST}: not a fine-tuning checkpoint")
+    diff = [
+        f"{k}: {saved.get(k)!r} != {v!r}"
+        for k, v in identity.items()
+        if k != "config" and saved.get(k) != v
+    ]
+    old, new = saved.get("config", {}), identity["config"]
+    diff += [f"{k}: {old.get(k)!r} != {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise CheckpointError(
+            f"{run.path}: cannot resume a different fine-tuning ({'; '.join(diff)}); "
+            "the learning-rate schedule depends on every setting"
+        )
+
+
+def load_finetuned(run: RunDir, space: SearchSpace) -> FrozenSepResNeXt:
+    """The checkpoint selected on validation, as an eval-mode frozen network on the CPU."""
+    state = run.load_checkpoint(BEST)
+    identity = state.get("identity")
+    if not isinstance(identity, dict) or not isinstance(identity.get("policy"), dict):
+        raise CheckpointError(f"{run.path / BEST}: not a fine-tuned network")
+    if identity.get("space_hash") != space.hash:
+        raise CheckpointError(
+            f"{run.path / BEST}: made for space hash {identity.get('space_hash')!r}, "
+            f"not {space.hash!r} ({space.name})"
+        )
+    policy: Policy = space.validate(identity["policy"])
+    model = FrozenSepResNeXt(space, policy)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{run.path / BEST}: weights do not fit the network ({first})"
+        ) from None
+    return model.eval()
+
+
+def _plot(metrics: list[dict[str, Any]], run: RunDir, title: str) -> None:
+    """Training loss and validation accuracy per epoch (``curves.png``)."""
+    from snnas._plot import pyplot, save_png
+
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    trained = [m for m in metrics if "train_loss" in m]
+    left.plot([m["epoch"] for m in trained], [m["train_loss"] for m in trained], marker=".")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss")
+    left.grid(alpha=0.3)
+    right.plot([m["epoch"] for m in metrics], [m["val_acc"] for m in metrics], marker=".")
+    right.set_xlabel("epoch (0: supernet weights, batch norm recalibrated)")
+    right.set_ylabel("validation accuracy (eval mode)")
+    right.grid(alpha=0.3)
+    left.set_title(title)
+    save_png(fig, run / "curves.png")

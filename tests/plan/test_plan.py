@@ -1,0 +1,173 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from snnas.cost import PROFILES, communication, liveness
+from snnas.errors import PlanError
+from snnas.plan import execute_plan, load_plan, plan_schema, validate_plan, verify_plan
+from tests.plan.conftest import ACCURACY, random_frozen
+
+
+def _copy(folder, tmp_path):
+    target = tmp_path / "plan"
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_plan_round_trip_equals_the_frozen_network(exported, digits):
+    _space, model, _plan, folder = exported
+    loaded = load_plan(folder)
+    images, _ = digits.eval_tensors("val")
+    with torch.no_grad():
+        expected = model(images)
+    got = execute_plan(loaded, images)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert float((got - expected).abs().max()) < 1e-4
+    # One image at a time gives the same answers (eval mode: running statistics only).
+    # (Float16 on the wire can round a last-bit difference of the convolutions either way.)
+    one = torch.cat([execute_plan(loaded, images[i : i + 1]) for i in range(16)])
+    assert torch.equal(one.argmax(1), got[:16].argmax(1))
+    assert float((one - got[:16]).abs().max()) < 1e-4
+
+
+def test_plan_json_follows_the_schema_and_counts_live_bytes(exported):
+    space, model, plan, folder = exported
+    data = json.loads((folder / "plan.json").read_text())
+    validate_plan(data, "plan.json")
+    assert data == json.loads(json.dumps(plan))
+    comm = communication(space, model.policy)
+    totals = data["totals"]
+    assert totals["transfer_bytes"] == comm.live_policy_bytes
+    assert totals["stem_bytes"] == comm.live_stem_bytes
+    assert totals["bytes_per_image"] == sum(s["bytes"] for d in data["devices"] for s in d["sends"])
+    assert sum(link["bytes"] for link in totals["links"]) == totals["bytes_per_image"]
+    live = liveness(space, model.policy)
+    for d, entry in enumerate(data["devices"]):
+        assert entry["blocks"] == list(live.live_blocks[d])
+        assert entry["skipped_blocks"] == list(live.skipped_blocks(d))
+    assert data["accuracy"]["val"] == ACCURACY["val_acc"]
+    assert data["prediction"]["profile"] == "rpi3b+"
+
+
+def test_each_device_file_holds_only_its_own_folded_weights(exported):
+    from safetensors.torch import load_file
+
+    _space, model, plan, folder = exported
+    sizes = []
+    for entry in plan["devices"]:
+        tensors = load_file(str(folder / entry["weights"]["file"]))
+        names = set(tensors)
+        assert ("fc.weight" in names) == (entry["device"] == 0)
+        assert not any("bn" in n for n in names)  # batch norm is folded
+        blocks = {int(n.split(".")[1]) for n in names if n.startswith("blocks.")}
+        assert blocks == set(entry["blocks"])
+        assert entry["params"] == sum(t.numel() for t in tensors.values())
+        sizes.append(entry["params"])
+    assert sum(sizes) < sum(p.numel() for p in model.parameters())
+
+
+def test_onnx_segments_match_the_torch_segments(exported):
+    import onnx
+
+    _, _, plan, folder = exported
+    segments = [s for d in plan["devices"] for s in d["onnx"]]
+    assert len(segments) > len(plan["devices"])
+    for seg in segments:
+        # float16 payloads may round a last-bit difference either way: one float16 step at
+        # the payloads' magnitudes (below 4) is at most 2**-8.
+        assert seg["max_abs_diff"] < 2**-8
+        graph = onnx.load(str(folder / seg["file"]))
+        onnx.checker.check_model(graph)
+        assert [i.name for i in graph.graph.input] == seg["inputs"]
+        assert [o.name for o in graph.graph.output] == seg["outputs"]
+    heads = [s for s in plan["devices"][0]["onnx"] if "logits" in s["outputs"]]
+    assert len(heads) == 1 and heads[0]["inputs"][0] in ("stream_in", "image")
+
+
+def test_verify_passes(exported):
+    report = verify_plan(exported[3])
+    assert report["passed"] and report["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] < 1e-4
+    assert report["images"] == 180
+
+
+def test_a_tampered_weight_file_is_refused(exported, tmp_path):
+    folder = _copy(exported[3], tmp_path)
+    path = folder / "device1.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(PlanError, match=r"device1.safetensors: checksum mismatch"):
+        load_plan(folder)
+
+
+@pytest.mark.parametrize("name", ["device2.safetensors", "space.toml", "reference.safetensors"])
+def test_a_missing_file_is_refused(exported, tmp_path, name):
+    folder = _copy(exported[3], tmp_path)
+    (folder / name).unlink()
+    with pytest.raises(PlanError, match=name.replace(".", r"\.")):
+        load_plan(folder)
+
+
+def test_schema_violations_and_newer_versions_are_refused(exported, tmp_path):
+    folder = _copy(exported[3], tmp_path)
+    data = json.loads((folder / "plan.json").read_text())
+    data["devices"][1]["sends"][0]["bytes"] = -4
+    (folder / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"plan\.json: devices/1/sends/0/bytes: does not follow"):
+        load_plan(folder)
+    data["schema_version"] = 2
+    (folder / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"schema_version 2 comes from a newer snnas"):
+        load_plan(folder)
+    (folder / "plan.json").write_text("{not json")
+    with pytest.raises(PlanError, match=r"plan\.json: not valid JSON"):
+        load_plan(folder)
+
+
+def test_inconsistent_wiring_is_refused(exported, tmp_path):
+    folder = _copy(exported[3], tmp_path)
+    data = json.loads((folder / "plan.json").read_text())
+    receive = data["devices"][1]["receives"][-1]
+    receive["wire_dtype"] = "float16" if receive["wire_dtype"] == "float32" else "float32"
+    (folder / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match="has no matching send"):
+        load_plan(folder)
+
+
+def test_a_wrong_space_file_is_refused(exported, tmp_path):
+    folder = _copy(exported[3], tmp_path)
+    text = (folder / "space.toml").read_text()
+    (folder / "space.toml").write_text(text.replace("alpha = 2", "alpha = 2\noverlap = 2"))
+    with pytest.raises(PlanError, match=r"space hash .* differs from the plan's"):
+        load_plan(folder)
+
+
+def test_a_dead_device_gets_no_weights_and_the_plan_still_answers(plan_space, digits, tmp_path):
+    from snnas.plan import export_plan
+
+    identity = (0, 1, 2, 3)
+    policy = {}
+    for p in range(plan_space.num_points):
+        # Devices 1 and 0 talk; devices 2 and 3 never send anything.
+        policy |= {f"t{p}.perm": (1, 0, 2, 3), f"t{p}.sparsity": 75.0, f"t{p}.dtype": "float16"}
+    policy = plan_space.validate(policy)
+    assert policy["t0.perm"] != identity
+    model = random_frozen(plan_space, policy, seed=1)
+    folder = tmp_path / "plan"
+    plan = export_plan(plan_space, model, digits, PROFILES["a57x4"], ACCURACY, folder)
+    assert [e["weights"] is None for e in plan["devices"]] == [False, False, True, True]
+    assert plan["devices"][2]["blocks"] == [] and plan["devices"][2]["receives"] == []
+    images, _ = digits.eval_tensors("val")
+    with torch.no_grad():
+        expected = model(images)
+    got = execute_plan(load_plan(folder), images)
+    assert float((got - expected).abs().max()) < 1e-4
+
+
+def test_the_schema_is_valid_json_schema():
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(plan_schema())
