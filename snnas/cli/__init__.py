@@ -47,7 +47,18 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from snnas.cli import compare, cost, export, finetune, list_, plan, search, space, train
+    from snnas.cli import (
+        compare,
+        cost,
+        export,
+        finetune,
+        list_,
+        plan,
+        run,
+        search,
+        space,
+        train,
+    )
 
     cli.add_command(space.space)
     cli.add_command(cost.cost)
@@ -57,6 +68,7 @@ def _register() -> None:
     cli.add_command(finetune.finetune)
     cli.add_command(export.export)
     cli.add_command(plan.plan)
+    cli.add_command(run.run)
     cli.add_command(list_.list_command)
 
 

@@ -1,0 +1,167 @@
+"""``snnas run``: execute a deployment plan on real processes (torch.distributed, gloo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from snnas.cli._terminal import Terminal
+
+__all__ = ["run"]
+
+
+def _address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST:PORT, found {value!r}", param_hint="--master")
+    return value
+
+
+@click.command()
+@click.argument("plan_folder", metavar="PLAN", type=click.Path(path_type=Path))
+@click.option("--local", is_flag=True, help="Start one process per device on this machine.")
+@click.option("--rank", type=click.IntRange(min=0), help="This machine's device (with --master).")
+@click.option("--master", help="HOST:PORT of device 0's rendezvous (with --rank).")
+@click.option("--images", type=click.IntRange(min=1), help="Images to answer (default: all).")
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="First images left out of the latency figures.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1, max=3600.0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a payload before declaring its sender failed.",
+)
+@click.option("--fail-device", type=click.IntRange(min=0), help="Kill this device's process ...")
+@click.option(
+    "--fail-at", type=click.IntRange(min=0), default=0, help="... when it reaches this image."
+)
+@click.option("--slow-device", type=click.IntRange(min=0), help="Delay this device's sends ...")
+@click.option(
+    "--delay-ms", type=click.FloatRange(min=0.0, max=600_000.0), default=0.0, help="... by this."
+)
+@click.option("--name", help="Output folder under --runs-dir (default: runtime-<space>).")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="CIFAR batches (CIFAR plans).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def run(
+    terminal: Terminal,
+    plan_folder: Path,
+    local: bool,
+    rank: int | None,
+    master: str | None,
+    images: int | None,
+    split: str,
+    warmup: int,
+    timeout_s: float,
+    fail_device: int | None,
+    fail_at: int,
+    slow_device: int | None,
+    delay_ms: float,
+    name: str | None,
+    runs_dir: Path,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run PLAN: --local starts every device here; on real machines run
+    `snnas run PLAN --rank R --master HOST:PORT` on each (or torchrun, docs/runtime.md).
+    Writes runtime.json and timeline.png; exits 1 if a device fails."""
+    if local == (rank is not None):
+        raise click.UsageError("give either --local, or --rank and --master")
+    if rank is not None and master is None:
+        raise click.UsageError("--rank needs --master HOST:PORT")
+    address = _address(master)
+
+    from snnas.cli._progress import progress_bars
+    from snnas.cli._runs import inside_runs
+    from snnas.plan import load_plan
+
+    plan = load_plan(plan_folder)
+    out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
+    report: dict[str, Any] | None
+    if local:
+        from snnas.runtime import launch_local
+
+        if not as_json:
+            terminal.info(
+                f"running {plan_folder} on {plan.groups} local processes (gloo, loopback) -> {out}"
+            )
+        with progress_bars(terminal, "run") as progress:
+            report = launch_local(
+                plan_folder, out, split=split, images=images, warmup=warmup,
+                timeout_s=timeout_s, fail_device=fail_device, fail_at=fail_at,
+                slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
+                progress=progress,
+            )  # fmt: skip
+    else:
+        from snnas.runtime import WorkerArgs, run_worker
+        from snnas.runtime._transport import TransferFailed
+
+        assert rank is not None
+        args = WorkerArgs(
+            plan_folder, rank, plan.groups, "master", address, split, images, warmup,
+            timeout_s, out if rank == 0 else None, None, fail_device, fail_at, slow_device,
+            delay_ms, data_dir,
+        )  # fmt: skip
+        try:
+            report = run_worker(args)
+        except TransferFailed as failure:
+            from snnas.errors import RuntimeFailure
+
+            raise RuntimeFailure(str(failure)) from None
+        if report is None:
+            terminal.info(f"device {rank} done")
+            return
+    _show(terminal, report, out, as_json)
+
+
+def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) -> None:
+    if as_json:
+        terminal.json(report)
+        return
+    from rich.table import Table
+
+    lat = report["latency_ms"]
+    terminal.info(
+        f"{report['images']} images: top-1 agreement with the frozen network "
+        f"{report['top1_agreement']:.4f}, max abs logit difference {report['max_abs_diff']:.2e}, "
+        f"accuracy {report['accuracy']:.4f}"
+    )
+    same = "equal to" if report["bytes_equal"] else "DIFFERENT from"
+    terminal.info(
+        f"bytes on the wire {report['bytes_measured']['total']:,} "
+        f"({report['bytes_measured']['per_image']:,.0f} per image), {same} the plan's "
+        f"{report['bytes_planned']['total']:,}"
+    )
+    terminal.info(
+        f"latency per image p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, "
+        f"p99 {lat['p99']:.2f} ms; {report['throughput_images_per_s']:.1f} images/s"
+    )
+    table = Table("device", "compute ms", "send ms", "wait ms", "bytes sent")
+    for d in report["per_device"]:
+        table.add_row(
+            str(d["device"]),
+            f"{d['compute_ms']:.1f}",
+            f"{d['send_ms']:.1f}",
+            f"{d['wait_ms']:.1f}",
+            f"{d['bytes_sent']:,}",
+        )
+    terminal.print(table)
+    terminal.info(f"wrote {out}/runtime.json, timeline.png")
