@@ -15,11 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 
+SNNAS := $(VENV)/bin/snnas
+# --resume when the step's checkpoint exists: a second `make quickstart` continues or
+# re-reports the same run instead of refusing to overwrite it.
+resume = $(if $(wildcard $(1)),--resume,)
+
 quickstart: $(STAMP)
-	$(VENV)/bin/snnas space show search_spaces/quickstart.toml
-	$(VENV)/bin/snnas search search_spaces/quickstart.toml --name quickstart --resume
-	$(VENV)/bin/snnas cost search_spaces/quickstart.toml \
-		--policy runs/quickstart/best_policy.json --device rpi3b+
+	$(SNNAS) space show search_spaces/quickstart.toml
+	$(SNNAS) search search_spaces/quickstart.toml --name quickstart \
+		$(call resume,runs/quickstart/last.pt)
+	$(SNNAS) finetune quickstart $(call resume,runs/quickstart/finetune/last.pt)
+	$(SNNAS) export quickstart --onnx
+	$(SNNAS) plan verify runs/quickstart/plan
+	$(SNNAS) run runs/quickstart/plan --local --name quickstart-runtime
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check snnas tests benchmarks

@@ -165,3 +165,8 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
         )
     terminal.print(table)
     terminal.info(f"wrote {out}/runtime.json, timeline.png")
+    terminal.success(
+        f"{report['images']} images answered by {report['devices']} processes: accuracy "
+        f"{report['accuracy']:.4f}, live communication {100 * report['live_ratio']:.2f}% of a "
+        f"ring all-reduce, latency p50 {lat['p50']:.2f} ms"
+    )

@@ -263,6 +263,9 @@ def export_plan(
         plan["source"] = dict(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # a plan is shipped: as readable as any folder made here
     try:
         files: dict[str, bytes] = {}
         files[SPACE_FILE] = (space.config.source or "").encode("utf-8")
@@ -293,6 +296,8 @@ def export_plan(
             export_segments(plan, staging, weights, reference, progress=progress)
         validate_plan(plan, str(out / PLAN_FILE))
         atomic_write_json(staging / PLAN_FILE, plan)
+        for path in staging.iterdir():
+            path.chmod(0o666 & ~umask)  # temporary files are private; the plan's are not
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -208,6 +208,7 @@ class DeviceNet(nn.Module):
             with torch.no_grad():
                 self.fc.weight.copy_(w)
                 self.fc.bias.copy_(weights["fc.bias"])
+        self.requires_grad_(False)  # inference only: no autograd graph, ever
         self.eval()
 
     def run_stem(self, x: Tensor) -> Tensor:

@@ -97,6 +97,7 @@ def build_report(
             for d in devices
         ],
         "timeout_s": args.timeout_s,
+        "live_ratio": plan.data["totals"]["live_ratio"],
         "prediction": plan.data["prediction"],
     }
 

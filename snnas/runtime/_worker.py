@@ -68,7 +68,7 @@ class WorkerArgs:
         if self.images is not None:
             argv += ["--images", str(self.images)]
         if self.out is not None:
-            argv += ["--out", str(self.out)]
+            argv += ["--runs-dir", str(self.out.parent), "--name", self.out.name]
         if self.timeline_image is not None:
             argv += ["--timeline-image", str(self.timeline_image)]
         if self.fail_device is not None:
@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=5.0)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--name", help="device 0's report folder under --runs-dir")
     parser.add_argument("--timeline-image", type=int)
     parser.add_argument("--fail-device", type=int)
     parser.add_argument("--fail-at", type=int, default=0)
@@ -302,12 +303,17 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     rank = ns.rank if ns.rank is not None else int(os.environ.get("RANK", "0"))
     world = ns.world if ns.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    args = WorkerArgs(
-        ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
-        ns.timeout, ns.out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
-        ns.delay_ms, ns.data_dir,
-    )  # fmt: skip
     try:
+        out = None
+        if rank == 0:
+            from snnas.cli._runs import inside_runs
+
+            out = inside_runs(ns.runs_dir, ns.name or f"runtime-{_space_name(ns.plan)}")
+        args = WorkerArgs(
+            ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
+            ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
+            ns.delay_ms, ns.data_dir,
+        )  # fmt: skip
         report = run_worker(args)
     except TransferFailed as failure:
         sys.stderr.write(f"error: {failure}\n")
@@ -317,5 +323,18 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write(f"error: device {rank}: {clean_message(exc)}\n")
         sys.exit(1)
-    if report is not None and ns.out is None:
-        sys.stdout.write(json.dumps(report) + "\n")
+    if report is not None:
+        lat = report["latency_ms"]
+        sys.stdout.write(
+            f"{report['images']} images: top-1 agreement {report['top1_agreement']:.4f}, "
+            f"accuracy {report['accuracy']:.4f}, bytes equal to the plan's: "
+            f"{report['bytes_equal']}, latency p50 {lat['p50']:.2f} ms; wrote {args.out}\n"
+        )
+
+
+def _space_name(plan: Path) -> str:
+    try:
+        name = json.loads((plan / "plan.json").read_text())["space"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "plan"
+    return str(name)
