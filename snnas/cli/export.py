@@ -59,10 +59,17 @@ def export(
     from snnas.search._artifacts import load_run_space
     from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
 
+    from snnas.errors import CheckpointError
+
     run = existing_run(runs_dir, run_name)
     profile = get_profile(profile_name)
     space, config = load_run_space(run)
     tuned = RunDir(run / FINETUNE_DIR)
+    if not (tuned / "final.json").is_file():
+        raise CheckpointError(
+            f"{run.path}: not fine-tuned yet (no {FINETUNE_DIR}/final.json); "
+            f"run snnas finetune {run_name} first"
+        )
     model = load_finetuned(tuned, space)
     final = tuned.read_json("final.json")
     data = load_for_space(config["dataset"], space, data_dir)
