@@ -55,11 +55,10 @@ def export(
     from snnas.cli._runs import existing_run, inside_runs
     from snnas.cost import get_profile
     from snnas.data import load_for_space
+    from snnas.errors import CheckpointError
     from snnas.plan import export_plan, sha256_file
     from snnas.search._artifacts import load_run_space
     from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
-
-    from snnas.errors import CheckpointError
 
     run = existing_run(runs_dir, run_name)
     profile = get_profile(profile_name)

@@ -43,12 +43,14 @@ def verify(terminal: Terminal, folder: Path, split: str, as_json: bool) -> None:
         )
         terminal.info(
             f"top-1 agreement {report['top1_agreement']:.4f}, max abs logit difference "
-            f"{report['max_abs_diff']:.2e}, accuracy {report['accuracy']:.4f}"
+            f"{report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.2e}), "
+            f"accuracy {report['accuracy']:.4f}"
         )
     if not report["passed"]:
         raise PlanError(
             f"{folder}: the plan disagrees with the frozen network (top-1 agreement "
-            f"{report['top1_agreement']:.4f}, max abs difference {report['max_abs_diff']:.2e})"
+            f"{report['top1_agreement']:.4f}, max abs difference {report['max_abs_diff']:.2e}, "
+            f"tolerance {report['tolerance']:.2e})"
         )
     if not as_json:
         terminal.success("the plan answers as the frozen network does")

@@ -171,3 +171,36 @@ def test_the_schema_is_valid_json_schema():
     import jsonschema
 
     jsonschema.Draft202012Validator.check_schema(plan_schema())
+
+
+def test_verify_fails_on_wrong_weights(exported, tmp_path):
+    # Weights that load and fit but are not the frozen network's: refused with exit 1.
+    from click.testing import CliRunner
+    from safetensors.torch import load_file, save_file
+
+    from snnas.cli import cli
+    from snnas.plan import sha256_file
+
+    folder = _copy(exported[3], tmp_path)
+    path = folder / "device2.safetensors"
+    tensors = load_file(str(path))
+    tensors = {k: v * 1.5 if k.endswith("conv3.weight") else v for k, v in tensors.items()}
+    save_file(tensors, str(path))
+    data = json.loads((folder / "plan.json").read_text())
+    entry = data["devices"][2]["weights"]
+    entry["sha256"], entry["bytes"] = sha256_file(path), path.stat().st_size
+    (folder / "plan.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(cli, ["plan", "verify", str(folder)])
+    assert result.exit_code == 1
+    assert "disagrees with the frozen network" in result.output
+
+
+def test_compare_logits_tolerates_numerical_ties_only():
+    from snnas.plan import compare_logits
+
+    reference = torch.tensor([[1.0, 0.9999], [3.0, 0.0]])
+    labels = torch.tensor([0, 0])
+    tie = compare_logits(torch.tensor([[0.9999, 1.0], [3.0, 0.0]]), reference, labels)
+    assert tie["top1_agreement"] == 0.5 and tie["disagreements_beyond_tolerance"] == 0
+    wrong = compare_logits(torch.tensor([[1.0, 0.9999], [0.0, 3.0]]), reference, labels)
+    assert wrong["disagreements_beyond_tolerance"] == 1
