@@ -19,8 +19,8 @@ __all__ = ["finetune"]
     type=click.Path(dir_okay=False, path_type=Path),
     help="Fine-tune this policy instead of the search's selected one.",
 )
-@click.option("--epochs", type=int, help="Passes over the training split (digits: 15).")
-@click.option("--lr", type=float, help="Initial learning rate, cosine decay (digits: 0.01).")
+@click.option("--epochs", type=int, help="Passes over the training split (digits: 20).")
+@click.option("--lr", type=float, help="Initial learning rate, cosine decay (digits: 0.03).")
 @click.option("--batch-size", type=int)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning.")
