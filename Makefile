@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 quickstart: $(STAMP)
 	$(VENV)/bin/snnas space show search_spaces/quickstart.toml
-	$(VENV)/bin/snnas search search_spaces/quickstart.toml --name quickstart --resume
+	$(VENV)/bin/snnas search search_spaces/quickstart.toml --name quickstart \
+		$$(test -e runs/quickstart/last.pt && echo --resume)
 	$(VENV)/bin/snnas cost search_spaces/quickstart.toml \
 		--policy runs/quickstart/best_policy.json --device rpi3b+
 
