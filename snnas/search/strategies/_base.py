@@ -36,7 +36,7 @@ __all__ = [
 #: entry must have the type of its default.
 OPTION_RANGES: dict[str, dict[str, Range]] = {
     "reinforce": {
-        "hidden": Range(1, 4096, integer=True),
+        "hidden": Range(1, 1024, integer=True),
         "temperature": Range(0, 1000, low_open=True),
         "tanh_constant": Range(0, 1000),
         "entropy_weight": Range(0, 1000),
