@@ -8,6 +8,7 @@ Every error is one red line on stderr; ``SNNAS_DEBUG=1`` shows the traceback ins
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -91,6 +92,11 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Search, train and deploy communication policies for split Sep-ResNeXt networks."""
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal or pipe that cannot show a character (LANG=C, PYTHONIOENCODING=ascii)
+        # gets an escape for it rather than a UnicodeEncodeError.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     ctx.obj = Terminal(quiet=quiet, verbose=verbose)
     # The library logs through the "snnas" logger; its records reach this terminal.
     logger = logging.getLogger("snnas")
