@@ -53,7 +53,7 @@ _SHORT = {"permutation": "perm", "sparsity": "sparsity", "dtype": "dtype"}
 #: Most choices summed over a space's decisions (one output each in the REINFORCE
 #: controller, one entry each in the space's JSON and hash). Tie decisions or raise alpha
 #: to stay under it.
-MAX_TOTAL_CHOICES = 1_000_000
+MAX_TOTAL_CHOICES = 250_000
 #: Most parameters of the separable network (4 GB of float32 weights).
 MAX_PARAMS = 1_000_000_000
 

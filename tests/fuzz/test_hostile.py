@@ -253,7 +253,7 @@ add(
         ("depth = 11", "depth = 110"),
     ),
     1,
-    "at most 1,000,000 choices",
+    "at most 250,000 choices",
 )
 add(
     "space",
