@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -82,6 +83,7 @@ def compare(
     for strategy in names:  # bad options, or a space with nothing to search
         make_strategy(strategy, space, 0, **config.strategy.get(strategy.split(":")[0], {}))
     run = RunDir(resolve_run(runs_dir, name or f"compare-{space.name}-{mode}"))
+    _check_previous(run, names, seeds, mode)
     report_md = run / "report.md"
     if report_md.is_symlink() or (report_md.exists() and not report_md.is_file()):
         # The comparison writes report.md in place; never through a link it did not make.
@@ -112,3 +114,33 @@ def compare(
         return
     terminal.info((run / "report.md").read_text())
     terminal.info(f"wrote {run.path}/report.md, report.json, curves.png")
+
+
+#: One evaluation of a fixed-mode comparison (``evaluations.jsonl``).
+_EVALUATION = {
+    "strategy": str,
+    "seed": int,
+    "evaluation": int,
+    "policy": dict,
+    "reward": (int, float),
+    "accuracy": (int, float),
+    "comm_ratio": (int, float),
+}
+
+
+def _check_previous(run: Any, names: list[str], seeds: int, mode: str) -> None:
+    """What a resumed comparison will read, checked before it trains anything: the
+    evaluations of fixed mode (a torn last line is dropped, any other bad line refused with
+    its number) and the checkpoints of full mode's searches."""
+    from snnas.search._resume import check_search_state
+
+    if not run.exists():
+        return
+    if mode == "fixed":
+        run.read_jsonl("evaluations.jsonl", keys=_EVALUATION)
+        return
+    for name in names:
+        for seed in range(seeds):
+            sub = type(run)(run / f"{name.replace(':', '-')}-s{seed}")
+            if sub.has_checkpoint("last.pt"):
+                check_search_state(sub.load_checkpoint("last.pt"), sub / "last.pt")

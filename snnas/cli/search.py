@@ -85,6 +85,10 @@ def search(
     label = strategy.replace(":", "-")
     run = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
     run.check_resume(CHECKPOINT, resume, "search")
+    if resume:  # a checkpoint that cannot be resumed is refused before any data is loaded
+        from snnas.search._resume import preflight
+
+        preflight(run, CHECKPOINT, space, config, strategy, seed)
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)
     if not as_json:
