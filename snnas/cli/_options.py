@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from snnas._numbers import Range
+from snnas.errors import shorten
 
 __all__ = ["SEED", "Number", "data_options", "run_options"]
 
@@ -32,10 +33,11 @@ class Number(click.ParamType):
             try:
                 number = int(text) if self.valid.integer else float(text)
             except ValueError:
-                self.fail(f"expected {self.valid.describe()}, found {value!r}", param, ctx)
+                found = shorten(value, 100, quote=True)
+                self.fail(f"expected {self.valid.describe()}, found {found}", param, ctx)
         problem = self.valid.problem(number)
         if problem is not None:
-            self.fail(f"expected {problem}, found {value!r}", param, ctx)
+            self.fail(f"expected {problem}, found {shorten(value, 100, quote=True)}", param, ctx)
         return number
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:

@@ -120,8 +120,13 @@ def load_search_state(
     except CheckpointError:
         raise
     except Exception as exc:  # a strategy's state of the wrong shape: KeyError, TypeError, ...
+        detail = (
+            f"no {shorten(exc.args[0], 100, quote=True)} entry"
+            if isinstance(exc, KeyError) and exc.args
+            else "malformed entries"
+        )
         raise _corrupt(
-            path, f"its strategy state does not fit {strategy.label!r}: {type(exc).__name__}"
+            path, f"its strategy state does not fit {strategy.label!r}: {detail}"
         ) from None
 
 
