@@ -1,4 +1,5 @@
-"""Options shared by the commands that load data and write run folders."""
+"""Options shared by the commands that load data and write run folders, and the checked
+number type every numeric option uses."""
 
 from __future__ import annotations
 
@@ -8,9 +9,43 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["data_options", "run_options"]
+from snnas._numbers import Range
+from snnas.errors import shorten
+
+__all__ = ["SEED", "Number", "data_options", "run_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Number(click.ParamType):
+    """A number checked against a :class:`~snnas._numbers.Range`: its type, finiteness
+    (``nan``, ``inf`` refused) and range. A bad value is a usage error (exit code 2)."""
+
+    def __init__(self, valid: Range) -> None:
+        self.valid = valid
+        self.name = "integer" if valid.integer else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number: int | float = value
+        else:
+            text = str(value).strip()
+            try:
+                number = int(text) if self.valid.integer else float(text)
+            except ValueError:
+                found = shorten(value, 100, quote=True)
+                self.fail(f"expected {self.valid.describe()}, found {found}", param, ctx)
+        problem = self.valid.problem(number)
+        if problem is not None:
+            self.fail(f"expected {problem}, found {shorten(value, 100, quote=True)}", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.valid.describe().removeprefix("an ").removeprefix("a ").upper()
+
+
+#: Seeds: they seed torch, Python and Optuna generators, whose ranges they must fit.
+SEED = Number(Range(0, 2**31 - 1, integer=True))
 
 
 def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -38,7 +73,10 @@ data_options = _stack(
 )
 
 run_options = _stack(
-    click.option("--name", help="Run name (the folder under --runs-dir)."),
+    click.option(
+        "--name",
+        help="Run name: one folder name under --runs-dir (not a path).",
+    ),
     click.option(
         "--runs-dir",
         type=click.Path(file_okay=False, path_type=Path),

@@ -27,12 +27,13 @@ def progress_bars(terminal: Terminal, title: str) -> Iterator[Progress]:
 
     enabled = not terminal.quiet and terminal.out.is_terminal
     bars = Progress(
-        TextColumn("[bold]{task.description}"),
+        # markup=False: descriptions and figures hold user text (strategy names).
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         console=terminal.out,
         disable=not enabled,
         transient=False,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from snnas.cli._options import data_options, run_options
+from snnas._numbers import Range
+from snnas.cli._options import Number, data_options, run_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["compare"]
@@ -20,10 +22,10 @@ __all__ = ["compare"]
     show_default=True,
     help="Comma-separated strategy names (see snnas list).",
 )
-@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--seeds", type=Number(Range(1, 1000, integer=True)), default=5, show_default=True)
 @click.option(
     "--budget",
-    type=int,
+    type=Number(Range(1, 1_000_000, integer=True)),
     help="Evaluations per strategy and seed (fixed mode, "
     "default 200) or search iterations (full mode, default: the config's).",
 )
@@ -36,7 +38,11 @@ __all__ = ["compare"]
 )
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-@click.option("--supernet-epochs", type=int, help="fixed mode: supernet training epochs.")
+@click.option(
+    "--supernet-epochs",
+    type=Number(Range(1, 100_000, integer=True)),
+    help="fixed mode: supernet training epochs.",
+)
 @data_options
 @run_options
 @click.pass_obj
@@ -58,21 +64,32 @@ def compare(
     as_json: bool,
 ) -> None:
     """Compare search strategies on SPACE; write report.md, report.json and curves.png."""
-    from snnas._run import RunDir
+    from snnas._run import RunDir, resolve_run
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
-    from snnas.search import load_search_config
+    from snnas.errors import CheckpointError
+    from snnas.search import load_search_config, make_strategy
     from snnas.search._compare import compare as run_compare
     from snnas.search.strategies._base import parse_names
     from snnas.space import load_space
     from snnas.train import Accelerator
 
+    # Option values first (usage errors, exit code 2), then files, then data.
+    names = parse_names(strategies)
+    if name is not None:
+        resolve_run(runs_dir, name)
     space = load_space(space_file)
     config = load_search_config(dataset, config_file, list(overrides))
-    names = parse_names(strategies)
+    for strategy in names:  # bad options, or a space with nothing to search
+        make_strategy(strategy, space, 0, **config.strategy.get(strategy.split(":")[0], {}))
+    run = RunDir(resolve_run(runs_dir, name or f"compare-{space.name}-{mode}"))
+    _check_previous(run, names, seeds, mode)
+    report_md = run / "report.md"
+    if report_md.is_symlink() or (report_md.exists() and not report_md.is_file()):
+        # The comparison writes report.md in place; never through a link it did not make.
+        raise CheckpointError(f"{report_md}: is a link or not a file; refusing to write through it")
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)
-    run = RunDir(runs_dir / (name or f"compare-{space.name}-{mode}"))
     if not as_json:
         terminal.info(
             f"comparing {', '.join(names)} on {space.name}: {seeds} seeds, {mode} "
@@ -97,3 +114,33 @@ def compare(
         return
     terminal.info((run / "report.md").read_text())
     terminal.info(f"wrote {run.path}/report.md, report.json, curves.png")
+
+
+#: One evaluation of a fixed-mode comparison (``evaluations.jsonl``).
+_EVALUATION = {
+    "strategy": str,
+    "seed": int,
+    "evaluation": int,
+    "policy": dict,
+    "reward": (int, float),
+    "accuracy": (int, float),
+    "comm_ratio": (int, float),
+}
+
+
+def _check_previous(run: Any, names: list[str], seeds: int, mode: str) -> None:
+    """What a resumed comparison will read, checked before it trains anything: the
+    evaluations of fixed mode (a torn last line is dropped, any other bad line refused with
+    its number) and the checkpoints of full mode's searches."""
+    from snnas.search._resume import check_search_state
+
+    if not run.exists():
+        return
+    if mode == "fixed":
+        run.read_jsonl("evaluations.jsonl", keys=_EVALUATION)
+        return
+    for name in names:
+        for seed in range(seeds):
+            sub = type(run)(run / f"{name.replace(':', '-')}-s{seed}")
+            if sub.has_checkpoint("last.pt"):
+                check_search_state(sub.load_checkpoint("last.pt"), sub / "last.pt")

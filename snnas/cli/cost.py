@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from snnas.cli._terminal import Terminal
+from snnas.cli._terminal import Terminal, styled
 
 __all__ = ["cost"]
 
@@ -116,8 +116,11 @@ def cost(
         )
     terminal.print(table)
     terminal.info(
-        f"policy {comm.policy_bytes:,} B / ring all-reduce baseline {comm.baseline_bytes:,} B "
-        f"= [bold]{100 * comm.ratio:.2f}%[/bold]"
+        styled(
+            f"policy {comm.policy_bytes:,} B / ring all-reduce baseline "
+            f"{comm.baseline_bytes:,} B = ",
+            (f"{100 * comm.ratio:.2f}%", "bold"),
+        )
     )
     terminal.info(
         f"live (reaches device 0's head): {comm.live_policy_bytes:,} B = "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from snnas.cli._terminal import Terminal
+from snnas.cli._terminal import Terminal, styled
 
 __all__ = ["list_command"]
 
@@ -28,4 +28,4 @@ def list_command(terminal: Terminal, as_json: bool) -> None:
         terminal.json(data)
         return
     for key, values in data.items():
-        terminal.info(f"[bold]{key.replace('_', ' ')}[/bold]: {', '.join(values)}")
+        terminal.info(styled((key.replace("_", " "), "bold"), ": ", ", ".join(values)))

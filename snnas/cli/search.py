@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from snnas.cli._options import data_options, run_options
-from snnas.cli._terminal import Terminal
+from snnas.cli._options import SEED, data_options, run_options
+from snnas.cli._terminal import Terminal, format_count
 
 __all__ = ["search"]
 
@@ -33,7 +33,7 @@ __all__ = ["search"]
     metavar="KEY=VALUE",
     help="Override one setting, e.g. --set search.iterations=5 (repeatable).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run from its last checkpoint.")
 @click.option(
     "--storage",
@@ -62,24 +62,38 @@ def search(
 ) -> None:
     """Search SPACE for a communication policy; write runs/<name>/ (events, checkpoints,
     best_policy.json, summary.json, plots, an Optuna study)."""
-    from snnas._run import RunDir
+    from snnas._run import RunDir, resolve_run
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
     from snnas.search import load_search_config, make_strategy, run_search
+    from snnas.search._loop import CHECKPOINT
+    from snnas.search._record import check_study
+    from snnas.search.strategies._base import check_name
     from snnas.space import load_space
     from snnas.train import Accelerator
 
+    # Option values first (usage errors, exit code 2), then files, then data.
+    check_name(strategy)
+    if name is not None:
+        resolve_run(runs_dir, name)
+    if study is not None:
+        check_study(study)
     space = load_space(space_file)
     config = load_search_config(dataset, config_file, list(overrides))
-    # Refuse a bad strategy name or option before loading data or printing anything.
+    # Refuse a bad strategy option, or a space with nothing to search, before loading data.
     make_strategy(strategy, space, seed, **config.strategy.get(strategy.split(":")[0], {}))
+    label = strategy.replace(":", "-")
+    run = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
+    run.check_resume(CHECKPOINT, resume, "search")
+    if resume:  # a checkpoint that cannot be resumed is refused before any data is loaded
+        from snnas.search._resume import preflight
+
+        preflight(run, CHECKPOINT, space, config, strategy, seed)
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)
-    label = strategy.replace(":", "-")
-    run = RunDir(runs_dir / (name or f"search-{space.name}-{label}-s{seed}"))
     if not as_json:
         terminal.info(
-            f"searching {space.name} ({float(space.size):.3g} policies) with {strategy}, "
+            f"searching {space.name} ({format_count(space.size)} policies) with {strategy}, "
             f"{config.iterations} iterations, reward {config.reward}, on {accel.device} "
             f"-> {run.path}"
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from snnas.cli._terminal import Terminal
+from snnas.cli._terminal import Terminal, format_count, styled
 
 __all__ = ["space"]
 
@@ -50,7 +50,7 @@ def show(terminal: Terminal, file: Path, as_json: bool) -> None:
 
     from rich.table import Table
 
-    terminal.info(f"[bold]{s.name}[/bold]  {s.config.description}")
+    terminal.info(styled((s.name, "bold"), "  ", s.config.description))
     terminal.info(
         f"hash {s.hash} | depth {s.network.depth} ({arch.num_blocks} blocks) | "
         f"{s.network.cardinality}x{s.network.bottleneck_width}d | G={s.groups} | "
@@ -72,7 +72,7 @@ def show(terminal: Terminal, file: Path, as_json: bool) -> None:
     terminal.print(table)
     for kind, value in data["fixed"].items():
         terminal.info(f"fixed {kind}: {value}")
-    terminal.info(f"size: {s.size} (= {float(s.size):.3g}) policies")
+    terminal.info(f"size: {s.size} (= {format_count(s.size)}) policies")
     p, b = data["params"], data["baseline_params"]
     terminal.info(
         f"parameters: {p:,} separable, {b:,} plain ResNeXt ({100 * (p / b - 1):+.2f}%); "
@@ -113,6 +113,10 @@ def list_spaces(terminal: Terminal, folder: Path, as_json: bool) -> None:
     table = Table("file", "name", "hash", "size", "params")
     for r in rows:
         table.add_row(
-            str(r["file"]), str(r["name"]), str(r["hash"]), f"{r['size']:.3g}", f"{r['params']:,}"
+            str(r["file"]),
+            str(r["name"]),
+            str(r["hash"]),
+            format_count(r["size"]),
+            f"{r['params']:,}",
         )
     terminal.print(table)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from snnas.cli._options import data_options, run_options
+from snnas.cli._options import SEED, Number, data_options, run_options
 from snnas.cli._terminal import Terminal
+from snnas.train._config import RANGES
 
 __all__ = ["train"]
 
@@ -21,13 +22,19 @@ __all__ = ["train"]
     help="Train this fixed policy (a Sep-ResNeXt) instead of the supernet.",
 )
 @click.option("--plain", is_flag=True, help="Train the plain ResNeXt baseline instead.")
-@click.option("--epochs", type=int, help="Passes over the training split.")
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float, help="Initial learning rate.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-policies", type=int, help="Supernet: random policies scored at the end.")
+@click.option("--epochs", type=Number(RANGES["epochs"]), help="Passes over the training split.")
+@click.option("--batch-size", type=Number(RANGES["batch_size"]))
+@click.option("--lr", type=Number(RANGES["lr"]), help="Initial learning rate.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option(
+    "--eval-policies",
+    type=Number(RANGES["eval_policies"]),
+    help="Supernet: random policies scored at the end.",
+)
 @click.option("--no-augment", is_flag=True, help="Train without data augmentation.")
-@click.option("--workers", type=int, default=None, help="Data-loader processes (CIFAR).")
+@click.option(
+    "--workers", type=Number(RANGES["workers"]), default=None, help="Data-loader processes (CIFAR)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run's last checkpoint.")
 @data_options
 @run_options
@@ -57,15 +64,20 @@ def train(
     if plain and policy_file is not None:
         raise click.UsageError("--plain and --policy exclude each other")
 
-    from snnas._run import RunDir
+    from snnas._run import RunDir, resolve_run
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
     from snnas.space import load_space, policy_json
     from snnas.train import Accelerator, default_config
     from snnas.train import train as run_training
+    from snnas.train._trainer import CHECKPOINT
 
+    if name is not None:
+        resolve_run(runs_dir, name)  # a bad --name is refused before anything is read
     space = load_space(space_file)
     mode = "plain" if plain else "policy" if policy_file else "supernet"
+    run = RunDir(resolve_run(runs_dir, name or f"train-{space.name}-{mode}-{dataset}-s{seed}"))
+    run.check_resume(CHECKPOINT, resume)
     policy = space.load_policy(policy_file) if policy_file else None
     config = default_config(
         mode,
@@ -81,7 +93,6 @@ def train(
     )
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, space, data_dir)
-    run = RunDir(runs_dir / (name or f"train-{space.name}-{mode}-{dataset}-s{seed}"))
     if not as_json:
         terminal.info(
             f"training {mode} on {space.name} ({dataset}: {data.size('train')} train, "

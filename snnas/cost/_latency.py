@@ -14,12 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snnas.errors import ConfigError
+from snnas._numbers import Range
+from snnas.errors import UsageError, shorten
 from snnas.space import SearchSpace
 from snnas.space._toml import TomlSource
 
 __all__ = [
     "PROFILES",
+    "PROFILE_RANGES",
     "DeviceProfile",
     "LatencyReport",
     "alpha_scan",
@@ -66,28 +68,36 @@ PROFILES: dict[str, DeviceProfile] = {
 }
 
 
+#: The documented range of a profile file's numbers (docs/cost-model.md).
+PROFILE_RANGES: dict[str, Range] = {
+    "flops": Range(0, 1e18, low_open=True),  # FLOP/s
+    "bandwidth_bps": Range(0, 1e15, low_open=True),  # bits per second
+    "link_latency_s": Range(0, 3600),  # seconds per transfer
+}
+
+
 def get_profile(name_or_path: str) -> DeviceProfile:
-    """A shipped profile by name, or a TOML file with the profile's fields."""
+    """A shipped profile by name, or a TOML file with the profile's fields.
+
+    An unknown name is a :class:`UsageError`; a file with a missing, NaN, infinite or
+    out-of-range number a :class:`ConfigError` naming the file, line and key.
+    """
     if name_or_path in PROFILES:
         return PROFILES[name_or_path]
     path = Path(name_or_path)
     if not path.suffix == ".toml":
-        raise ConfigError(
-            None, "--device", f"one of {', '.join(PROFILES)} or a .toml file", name_or_path
-        )
+        raise UsageError("--device", f"one of {', '.join(PROFILES)} or a .toml file", name_or_path)
     src = TomlSource.from_path(path)
     data = src.data
     src.check_keys(data, "", ("name", "flops", "bandwidth_bps", "link_latency_s", "source"))
-    flops = src.get_number(data, "", "flops")
-    bw = src.get_number(data, "", "bandwidth_bps")
-    lat = src.get_number(data, "", "link_latency_s", default=0.0)
-    for key, value in (("flops", flops), ("bandwidth_bps", bw)):
-        if value <= 0:
-            raise src.error(key, "a positive number", value)
-    if lat < 0:
-        raise src.error("link_latency_s", "a number >= 0", lat)
-    name = src.get_str(data, "", "name", default=path.stem)
-    return DeviceProfile(name, flops, bw, lat, src.get_str(data, "", "source", default=str(path)))
+    flops = src.get_number(data, "", "flops", valid=PROFILE_RANGES["flops"])
+    bw = src.get_number(data, "", "bandwidth_bps", valid=PROFILE_RANGES["bandwidth_bps"])
+    lat = src.get_number(
+        data, "", "link_latency_s", default=0.0, valid=PROFILE_RANGES["link_latency_s"]
+    )
+    name = src.get_str(data, "", "name", default=path.stem, max_length=100)
+    source = src.get_str(data, "", "source", default=shorten(str(path), 200), multiline=True)
+    return DeviceProfile(name, flops, bw, lat, source)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,15 @@ The files are read in their real format (the ``cifar-10-batches-py`` / ``cifar-1
 folders of the official archives); nothing is downloaded. Augmentation follows the paper:
 random crop with 4-pixel padding, horizontal flip and AutoAugment's CIFAR policy, on the
 training split only (torchvision's transforms).
+
+The batches are pickles, and unpickling an untrusted file runs whatever code it names. They
+are read with :class:`_CifarUnpickler`, which admits only the few numpy and builtin globals a
+real batch refers to; a file that names anything else is refused before any of it runs.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snnas.errors import DatasetError
+from snnas.errors import DatasetError, shorten
 
 __all__ = ["CIFAR_LAYOUT", "CifarDataset", "find_cifar_folder", "read_cifar"]
 
@@ -71,22 +76,78 @@ def find_cifar_folder(name: str, data_dir: str | Path | None) -> Path:
     )
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle names a global that a CIFAR batch never needs."""
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR batch refers to: numpy's array reconstruction (as pickled by
+    numpy 1.x, ``numpy.core``, and 2.x, ``numpy._core``), the array and dtype types, and
+    ``_codecs.encode`` (how Python 3 writes bytes in a protocol-2 pickle)."""
+    import codecs
+
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    frombuffer = core.numeric._frombuffer
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray}
+    allowed[("numpy", "dtype")] = np.dtype
+    allowed[("_codecs", "encode")] = codecs.encode
+    for module in ("numpy.core", "numpy._core"):
+        allowed[(f"{module}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{module}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers and numpy arrays, and refuses
+    every other global (``os.system``, ``builtins.eval``, ...) before calling it."""
+
+    _allowed: dict[tuple[str, str], Any] | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if _CifarUnpickler._allowed is None:
+            _CifarUnpickler._allowed = _allowed_globals()
+        try:
+            return _CifarUnpickler._allowed[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
+def _unpickle(data: bytes) -> Any:
+    """Load a python-2-era pickle (bytes as latin-1 text) with :class:`_CifarUnpickler`."""
+    return _CifarUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
 def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
+    where = shorten(str(path))
     try:
-        with path.open("rb") as handle:
-            entry: dict[str, Any] = pickle.load(handle, encoding="latin1")
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        labels = list(entry[label_key])
-    except Exception as exc:  # any unpickling or key problem means a corrupt file
+        entry = _unpickle(path.read_bytes())
+    except _Refused as exc:
         raise DatasetError(
-            f"{path}: not a CIFAR python batch ({type(exc).__name__}: {exc})"
+            f"{where}: not a CIFAR python batch: it would call {shorten(str(exc), 100)}, which "
+            "a CIFAR batch never does (refused before running anything)"
         ) from None
+    except Exception as exc:  # any unpickling problem means a corrupt file
+        raise DatasetError(
+            f"{where}: not a CIFAR python batch ({type(exc).__name__}: {shorten(str(exc), 100)})"
+        ) from None
+    if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
+        raise DatasetError(f"{where}: not a CIFAR python batch (no 'data' and {label_key!r})")
+    data, labels = entry["data"], entry[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "ui":
+        raise DatasetError(f"{where}: expected 'data' to be an integer array of pixels")
+    if not isinstance(labels, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in labels
+    ):
+        raise DatasetError(f"{where}: expected {label_key!r} to be a list of integers")
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != data.shape[0]:
         raise DatasetError(
-            f"{path}: expected 'data' of shape (N, 3072) and N labels, "
-            f"found {data.shape} and {len(labels)} labels"
+            f"{where}: expected 'data' of shape (N, 3072) and N labels, "
+            f"found {shorten(str(data.shape), 100)} and {len(labels)} labels"
         )
-    return data, labels
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DatasetError(f"{where}: expected pixels in 0..255")
+    return data.astype(np.uint8, copy=False), labels
 
 
 def read_cifar(name: str, data_dir: str | Path | None) -> dict[str, tuple[Tensor, Tensor]]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from snnas.errors import ConfigError
-from snnas.space._toml import TomlSource, type_name
+from snnas._numbers import Range
+from snnas.errors import UsageError
+from snnas.space._toml import TomlSource
 
-__all__ = ["REWARD_MODES", "SearchConfig", "load_search_config"]
+__all__ = ["RANGES", "REWARD_MODES", "SearchConfig", "load_search_config"]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
 
@@ -102,26 +104,61 @@ _REWARD_FIELDS = {
 }
 
 
-def _typed(src: TomlSource, key: str, value: Any, current: Any) -> Any:
-    """Check ``value`` against the type of the default ``current``."""
+#: The documented range of every numeric setting (docs/search.md), by field name.
+RANGES: dict[str, Range] = {
+    "iterations": Range(1, 100_000, integer=True),
+    "train_steps": Range(0, 10_000_000, integer=True),
+    "strategy_steps": Range(0, 10_000_000, integer=True),
+    "samples": Range(1, 100_000, integer=True),
+    "topk": Range(1, 10_000, integer=True),
+    "batch_size": Range(1, 65_536, integer=True),
+    "eval_batch_size": Range(1, 65_536, integer=True),
+    "lr": Range(0, 10, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0, 1),
+    "reward_lambda": Range(0, 1000),
+    "budget": Range(0, 100, low_open=True),
+    "budget_penalty": Range(0, 1000),
+}
+_MILESTONE = Range(0, 1)
+_MAX_MILESTONES = 16
+#: One part of a --set key: a TOML bare key.
+_KEY_PART = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> Any:
+    """Check ``value`` for field ``name`` against its documented range, or the type of its
+    default ``current``."""
+    if name in RANGES:
+        problem = RANGES[name].problem(value)
+        if problem is not None:
+            found = value if type(value) in (int, float) else src.found(value)
+            raise src.error(key, problem, found)
+        return float(value) if isinstance(current, float) else value
+    if isinstance(current, tuple):  # milestones
+        if (
+            not isinstance(value, list)
+            or len(value) > _MAX_MILESTONES
+            or any(_MILESTONE.problem(v) for v in value)
+        ):
+            raise src.error(
+                key,
+                f"an array of at most {_MAX_MILESTONES} fractions in [0, 1]",
+                src.found(value),
+            )
+        return tuple(float(v) for v in value)
     if isinstance(current, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(current, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(current, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(current, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, int | float) for v in value)
-        value = tuple(float(v) for v in value) if ok else value
-    else:
-        ok = isinstance(value, type(current))
-    if not ok:
-        raise src.error(key, type_name(current), f"<{type_name(value)}: {value!r}>")
+        if not isinstance(value, bool):
+            raise src.error(key, "a boolean (true or false)", src.found(value))
+        return value
+    if not isinstance(value, str):
+        raise src.error(key, "a string", src.found(value))
     return value
 
 
 def _apply(src: TomlSource, config: SearchConfig, data: dict[str, Any]) -> SearchConfig:
+    from snnas.search.strategies._base import option_problem
+
     src.check_keys(data, "", ("search", "reward", "strategy"))
     changes: dict[str, Any] = {}
     for section, allowed in _SECTIONS.items():
@@ -129,66 +166,78 @@ def _apply(src: TomlSource, config: SearchConfig, data: dict[str, Any]) -> Searc
         src.check_keys(table, section, allowed)
         for key, value in table.items():
             name = _REWARD_FIELDS.get(key, key) if section == "reward" else key
-            changes[name] = _typed(src, f"{section}.{key}", value, getattr(config, name))
+            changes[name] = _typed(src, f"{section}.{key}", name, value, getattr(config, name))
     strategy = {name: dict(options) for name, options in config.strategy.items()}
     table = src.table(data, "strategy")
     src.check_keys(table, "strategy", _STRATEGY_TABLES)
     for name in table:
-        strategy.setdefault(name, {}).update(src.table(table, name, "strategy"))
+        options = src.table(table, name, "strategy")
+        # Every strategy's options are checked, whether or not this run uses it.
+        for option, value in options.items():
+            problem = option_problem(name, option, value)
+            if problem is not None:
+                raise src.error(f"strategy.{name}.{option}", *problem)
+        strategy.setdefault(name, {}).update(options)
     config = replace(config, **changes, strategy=strategy)
     _validate(src, config)
     return config
 
 
 def _validate(src: TomlSource, config: SearchConfig) -> None:
-    positive = ("iterations", "samples", "topk", "batch_size", "eval_batch_size")
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise src.error(f"search.{name}", "an integer >= 1", getattr(config, name))
-    for name in ("train_steps", "strategy_steps"):
-        if getattr(config, name) < 0:
-            raise src.error(f"search.{name}", "an integer >= 0", getattr(config, name))
-    if config.lr <= 0:
-        raise src.error("search.lr", "a positive number", config.lr)
     if config.reward not in REWARD_MODES:
         raise src.error("reward.mode", f"one of {', '.join(REWARD_MODES)}", config.reward)
-    if not config.budget > 0:
-        raise src.error("reward.budget", "a positive communication ratio", config.budget)
+    evolution = config.strategy.get("evolution", {})
+    population, tournament = evolution.get("population", 20), evolution.get("tournament", 5)
+    if tournament > population:
+        raise src.error(
+            "strategy.evolution.tournament",
+            f"at most strategy.evolution.population = {population}",
+            tournament,
+        )
 
 
-def _parse_set(item: str) -> tuple[str, Any]:
+def _parse_set(item: str) -> tuple[list[str], Any]:
+    """``SECTION.KEY=VALUE`` -> (key parts, value); the value is read as TOML, a bare word
+    as a string. A malformed item is a :class:`UsageError`."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(None, "--set", "KEY=VALUE (e.g. search.iterations=5)", item)
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(_KEY_PART.fullmatch(p) for p in parts):
+        raise UsageError(
+            "--set",
+            "SECTION.KEY=VALUE with a section and a key of letters, digits, _ and - "
+            "(search.iterations=5, strategy.reinforce.lr=0.003)",
+            item,
+        )
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw  # a bare word: a string
-    return key.strip(), value
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):
+        value = raw  # a bare word (or too long a number): a string
+    return parts, value
 
 
 def load_search_config(
     dataset: str, path: str | Path | None = None, overrides: list[str] | None = None
 ) -> SearchConfig:
-    """Defaults for ``dataset``, then the TOML file ``path``, then ``--set`` overrides."""
+    """Defaults for ``dataset``, then the TOML file ``path``, then ``--set`` overrides.
+
+    A bad file is a :class:`~snnas.errors.ConfigError` naming the file and line; a bad
+    override a :class:`~snnas.errors.UsageError` naming ``--set`` and the key.
+    """
     config = DIGITS if dataset == "digits" else CIFAR
     if path is not None:
-        config = _apply(TomlSource.from_path(path), config, TomlSource.from_path(path).data)
+        source = TomlSource.from_path(path)
+        config = _apply(source, config, source.data)
     if overrides:
         data: dict[str, Any] = {}
         for item in overrides:
-            key, value = _parse_set(item)
-            parts = key.split(".")
-            if len(parts) < 2 or not all(parts):
-                expected = "SECTION.KEY=VALUE (search.iterations=5, strategy.reinforce.lr=0.003)"
-                raise ConfigError(None, "--set", expected, item)
+            parts, value = _parse_set(item)
             table = data
             for part in parts[:-1]:
                 table = table.setdefault(part, {})
                 if not isinstance(table, dict):
-                    raise ConfigError(
-                        None, "--set", "no key set twice as a value and a table", item
-                    )
+                    raise UsageError("--set", "no key set both as a value and a table", item)
+            if isinstance(table.get(parts[-1]), dict):
+                raise UsageError("--set", "no key set both as a value and a table", item)
             table[parts[-1]] = value
-        config = _apply(TomlSource("", "--set"), config, data)
+        config = _apply(TomlSource("", "--set", usage=True), config, data)
     return config

@@ -8,13 +8,48 @@ workers on several machines add to one study and ``optuna-dashboard`` browses it
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
-from snnas.errors import ConfigError
+from snnas.errors import CheckpointError, ConfigError, UsageError, shorten
 from snnas.space import SearchSpace
 
-__all__ = ["StudyRecorder"]
+__all__ = ["MAX_STUDY_NAME", "StudyRecorder", "check_study", "mask_url"]
+
+#: Longest Optuna study name (a database column).
+MAX_STUDY_NAME = 256
+#: ``scheme://user:password@host``: the password part of a URL's authority.
+_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/@:\s]*):(?P<secret>[^@/\s]*)@")
+
+
+def mask_url(url: str, text: str | None = None) -> str:
+    """``text`` (default: ``url`` itself) with the password of ``url`` replaced by ``***``,
+    wherever it appears: in the URL, and in a driver's error message that quotes it.
+
+    >>> mask_url("postgresql://me:hunter2@db/x")
+    'postgresql://me:***@db/x'
+    """
+    out = url if text is None else text
+    secrets = {m.group("secret") for m in _PASSWORD.finditer(url) if m.group("secret")}
+    out = _PASSWORD.sub(lambda m: f"{m.group('head')}:***@", out)
+    for secret in sorted(secrets, key=len, reverse=True):
+        out = out.replace(secret, "***")
+        for form in {unquote(secret), quote(unquote(secret), safe="")}:
+            if form:
+                out = out.replace(form, "***")
+    return out
+
+
+def check_study(name: str) -> None:
+    """Refuse a study name that is empty, too long or holds control characters."""
+    if not name or len(name) > MAX_STUDY_NAME or not name.isprintable():
+        raise UsageError(
+            "--study",
+            f"a name of 1 to {MAX_STUDY_NAME} characters without control characters",
+            name,
+        )
 
 
 class StudyRecorder:
@@ -36,26 +71,37 @@ class StudyRecorder:
         self.space = space
         self.worker = worker
         self.multi = multi_objective
+        check_study(study)
         if storage is None:
             from optuna.storages import JournalStorage
             from optuna.storages.journal import JournalFileBackend
 
-            backend = JournalFileBackend(str(folder / "optuna.journal"))
+            journal = folder / "optuna.journal"
+            # Optuna appends through whatever is there: never through a link the run did not
+            # make (its lock, optuna.journal.lock, is a link Optuna makes itself).
+            if journal.is_symlink() or (journal.exists() and not journal.is_file()):
+                raise CheckpointError(
+                    f"{shorten(str(journal))}: is a link or not a file; refusing to write "
+                    "the study through it"
+                )
+            backend = JournalFileBackend(str(journal))
             resolved: Any = JournalStorage(backend)
-            self.url = str(folder / "optuna.journal")
+            self.url = str(journal)
         else:
-            resolved, self.url = storage, storage
+            # Every message and file shows the URL with its password masked.
+            resolved, self.url = storage, mask_url(storage)
         directions: list[Any] = ["maximize", "minimize"] if multi_objective else ["maximize"]
         try:
             self.study = optuna.create_study(
                 study_name=study, storage=resolved, directions=directions, load_if_exists=True
             )
         except Exception as exc:  # a bad URL, an unreachable database, a missing driver
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
             raise ConfigError(
                 None,
                 "--storage",
                 "a reachable Optuna storage URL",
-                f"{storage} ({type(exc).__name__}: {exc})",
+                f"<{shorten(self.url)} ({shorten(mask_url(storage or '', reason), 200)})>",
             ) from None
         self.distributions: dict[str, Any] = {
             label: CategoricalDistribution(list(range(n)))

@@ -7,15 +7,19 @@ was expected and what was found.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snnas._numbers import Range
 from snnas.space._permutations import Permutation, all_permutations, derangements, is_permutation
-from snnas.space._toml import TomlSource, type_name
+from snnas.space._toml import TomlSource
 
 __all__ = [
     "DTYPES",
+    "LIMITS",
     "DecisionSpec",
     "NetworkConfig",
     "ParityConfig",
@@ -29,6 +33,29 @@ DTYPES: dict[str, int] = {"float32": 4, "float16": 2}
 
 _FAMILIES = ("sep_resnext",)
 _DECISION_KINDS = ("permutation", "sparsity", "dtype")
+
+#: Upper bounds of the DSL's sizes (docs/dsl.md), checked before anything is enumerated or
+#: allocated, so a typo cannot exhaust memory or time.
+LIMITS: dict[str, int] = {
+    "depth": 1001,  # ResNet-1001 (He et al., 2016); at most 333 blocks
+    "stages": 8,
+    "stage_width": 4096,
+    "stem_width": 4096,
+    "cardinality": 1024,
+    "bottleneck_width": 1024,
+    "num_classes": 100_000,
+    "input_size": 1024,
+    "input_channels": 64,
+    "groups": 16,
+    "enumerated_groups": 8,  # "all" / "derangements" list G! permutations: 40,320 for G = 8
+    "permutation_choices": 40_320,  # an explicit list of permutations
+    "sparsity_levels": 100,
+    "name_length": 100,
+}
+
+#: A space's name: letters, digits and ``_ . + -``, starting with a letter, digit or ``_``
+#: (it becomes part of run folder names and Optuna study names).
+_NAME = re.compile(r"[^\W][\w.+-]*")
 
 
 @dataclass(frozen=True)
@@ -108,18 +135,19 @@ def _parse_network(src: TomlSource, root: dict[str, Any]) -> NetworkConfig:
     src.check_keys(table, "network", NetworkConfig.__dataclass_fields__)
     family = src.get_str(table, "network", "family", default="sep_resnext", choices=_FAMILIES)
     widths_raw = table.get("stage_widths", [64, 128, 256])
+    widths_ok = Range(1, LIMITS["stage_width"], integer=True)
     if (
         not isinstance(widths_raw, list)
-        or not widths_raw
-        or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths_raw)
+        or not 1 <= len(widths_raw) <= LIMITS["stages"]
+        or any(widths_ok.problem(w) for w in widths_raw)
     ):
         raise src.error(
             "network.stage_widths",
-            "a non-empty array of positive integers",
-            f"<{type_name(widths_raw)}: {widths_raw!r}>",
+            f"an array of 1 to {LIMITS['stages']} integers in [1, {LIMITS['stage_width']}]",
+            src.found(widths_raw),
         )
     stages = len(widths_raw)
-    depth = src.get_int(table, "network", "depth", minimum=3 * stages + 2)
+    depth = src.get_int(table, "network", "depth", minimum=3 * stages + 2, maximum=LIMITS["depth"])
     if (depth - 2) % (3 * stages) != 0:
         raise src.error(
             "network.depth",
@@ -127,13 +155,19 @@ def _parse_network(src: TomlSource, root: dict[str, Any]) -> NetworkConfig:
             f"{6 * stages + 2}, ...; 56 and 110 for 3 stages)",
             depth,
         )
-    cardinality = src.get_int(table, "network", "cardinality", minimum=1)
-    width = src.get_int(table, "network", "bottleneck_width", minimum=1)
-    stem = src.get_int(table, "network", "stem_width", default=16, minimum=1)
-    classes = src.get_int(table, "network", "num_classes", minimum=2)
-    channels = src.get_int(table, "network", "input_channels", default=3, minimum=1)
+
+    def bounded(name: str, minimum: int, default: int | None = None) -> int:
+        return src.get_int(
+            table, "network", name, default=default, minimum=minimum, maximum=LIMITS[name]
+        )
+
+    cardinality = bounded("cardinality", 1)
+    width = bounded("bottleneck_width", 1)
+    stem = bounded("stem_width", 1, default=16)
+    classes = bounded("num_classes", 2)
+    channels = bounded("input_channels", 1, default=3)
     factor = 2 ** (stages - 1)
-    size = src.get_int(table, "network", "input_size", minimum=factor)
+    size = src.get_int(table, "network", "input_size", minimum=factor, maximum=LIMITS["input_size"])
     if size % factor != 0:
         raise src.error("network.input_size", f"a multiple of {factor} ({stages} stages)", size)
     return NetworkConfig(
@@ -154,7 +188,7 @@ def _parse_split(src: TomlSource, root: dict[str, Any], network: NetworkConfig) 
         raise src.error("split", "a [split] table", "<missing>")
     table = src.table(root, "split")
     src.check_keys(table, "split", SplitConfig.__dataclass_fields__)
-    groups = src.get_int(table, "split", "groups", minimum=2)
+    groups = src.get_int(table, "split", "groups", minimum=2, maximum=LIMITS["groups"])
     if network.cardinality % groups != 0:
         raise src.error(
             "network.cardinality",
@@ -187,17 +221,36 @@ def _parse_parity(src: TomlSource, root: dict[str, Any], groups: int) -> ParityC
 def _parse_permutation(src: TomlSource, table: dict[str, Any], groups: int) -> DecisionSpec:
     key = "decisions.permutation"
     src.check_keys(table, key, ("choices", "tie", "fixed"))
+    tie = src.get_bool(table, key, "tie", default=False)
+    fixed: Permutation | None = None
+    if "fixed" in table:
+        value = table["fixed"]
+        if not is_permutation(value, groups):
+            raise src.error(
+                f"{key}.fixed", f"a permutation of 0..{groups - 1} (integers)", src.found(value)
+            )
+        fixed = tuple(value)
     raw = table.get("choices", "all")
     choices: tuple[Permutation, ...]
-    if raw == "all":
-        choices = all_permutations(groups)
-    elif raw == "derangements":
-        choices = derangements(groups)
-    elif isinstance(raw, list) and raw:
+    if raw in ("all", "derangements"):
+        if fixed is not None:  # a fixed decision enumerates nothing
+            return DecisionSpec("permutation", (fixed,), tie, fixed)
+        if groups > LIMITS["enumerated_groups"]:
+            raise src.error(
+                f"{key}.choices",
+                f'an explicit array or a fixed permutation: "{raw}" lists up to G! = '
+                f"{math.factorial(groups):,} permutations; at most "
+                f"{LIMITS['enumerated_groups']} groups for it",
+                raw,
+            )
+        choices = all_permutations(groups) if raw == "all" else derangements(groups)
+    elif isinstance(raw, list) and 0 < len(raw) <= LIMITS["permutation_choices"]:
         for item in raw:
             if not is_permutation(item, groups):
                 raise src.error(
-                    f"{key}.choices", f"permutations of 0..{groups - 1}", f"<entry {item!r}>"
+                    f"{key}.choices",
+                    f"permutations of 0..{groups - 1} (integers)",
+                    f"<entry {src.found(item)[1:-1]}>",
                 )
         choices = tuple(tuple(item) for item in raw)
         if len(set(choices)) != len(choices):
@@ -205,41 +258,44 @@ def _parse_permutation(src: TomlSource, table: dict[str, Any], groups: int) -> D
     else:
         raise src.error(
             f"{key}.choices",
-            '"all", "derangements" or a non-empty array of permutations',
-            raw if isinstance(raw, str) else f"<{type_name(raw)}: {raw!r}>",
+            '"all", "derangements" or an array of 1 to '
+            f"{LIMITS['permutation_choices']:,} permutations",
+            raw if isinstance(raw, str) else src.found(raw),
         )
-    tie = src.get_bool(table, key, "tie", default=False)
-    fixed = None
-    if "fixed" in table:
-        value = table["fixed"]
-        if not is_permutation(value, groups):
-            raise src.error(f"{key}.fixed", f"a permutation of 0..{groups - 1}", value)
-        fixed = tuple(value)
-        choices = (fixed,)
-    return DecisionSpec("permutation", choices, tie, fixed)
+    if fixed is not None:
+        return DecisionSpec("permutation", (fixed,), tie, fixed)
+    return DecisionSpec("permutation", choices, tie, None)
+
+
+_PERCENT = Range(0, 100, low_open=True)
 
 
 def _parse_sparsity(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     key = "decisions.sparsity"
     src.check_keys(table, key, ("p_min", "levels", "values", "tie", "fixed"))
+    tie = src.get_bool(table, key, "tie", default=False)
     choices: tuple[float, ...]
     if "values" in table:
         if "p_min" in table or "levels" in table:
             raise src.error(f"{key}.values", "either values or p_min/levels, not both", "<both>")
         raw = table["values"]
-        if not isinstance(raw, list) or not raw:
-            raise src.error(
-                f"{key}.values", "a non-empty array of percents", f"<{type_name(raw)}: {raw!r}>"
-            )
+        most = LIMITS["sparsity_levels"]
+        if not isinstance(raw, list) or not 0 < len(raw) <= most:
+            raise src.error(f"{key}.values", f"an array of 1 to {most} percents", src.found(raw))
         for v in raw:
-            if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v <= 100:
-                raise src.error(f"{key}.values", "percents in (0, 100]", v)
+            if _PERCENT.problem(v):
+                raise src.error(f"{key}.values", "percents in (0, 100]", src.found(v))
         choices = tuple(sorted({float(v) for v in raw}))
     else:
-        p_min = src.get_number(table, key, "p_min", default=100.0)
-        if not 0 < p_min <= 100:
-            raise src.error(f"{key}.p_min", "a percent in (0, 100]", p_min)
-        levels = src.get_int(table, key, "levels", default=1 if p_min == 100 else 9, minimum=1)
+        p_min = src.get_number(table, key, "p_min", default=100.0, valid=_PERCENT)
+        levels = src.get_int(
+            table,
+            key,
+            "levels",
+            default=1 if p_min == 100 else 9,
+            minimum=1,
+            maximum=LIMITS["sparsity_levels"],
+        )
         if levels == 1 and p_min != 100:
             raise src.error(f"{key}.levels", "at least 2 levels when p_min < 100", levels)
         if levels > 1 and p_min == 100:
@@ -247,37 +303,30 @@ def _parse_sparsity(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
         # The paper's Table 4: K levels from Pmin to 100% in steps of (100 - Pmin) / (K - 1).
         step = (100.0 - p_min) / (levels - 1) if levels > 1 else 0.0
         choices = (*tuple(p_min + k * step for k in range(levels - 1)), 100.0)
-    tie = src.get_bool(table, key, "tie", default=False)
-    fixed = None
     if "fixed" in table:
         value = table["fixed"]
-        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 100:
-            raise src.error(f"{key}.fixed", "a percent in (0, 100]", value)
-        fixed = float(value)
-        choices = (fixed,)
-    return DecisionSpec("sparsity", choices, tie, fixed)
+        if _PERCENT.problem(value):
+            raise src.error(f"{key}.fixed", "a percent in (0, 100]", src.found(value))
+        return DecisionSpec("sparsity", (float(value),), tie, float(value))
+    return DecisionSpec("sparsity", choices, tie, None)
 
 
 def _parse_dtype(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     key = "decisions.dtype"
     src.check_keys(table, key, ("choices", "tie", "fixed"))
+    tie = src.get_bool(table, key, "tie", default=False)
     raw = table.get("choices", ["float32"])
     if not isinstance(raw, list) or not raw:
-        raise src.error(
-            f"{key}.choices", "a non-empty array of dtype names", f"<{type_name(raw)}: {raw!r}>"
-        )
+        raise src.error(f"{key}.choices", "a non-empty array of dtype names", src.found(raw))
     for v in raw:
-        if v not in DTYPES:
+        if not isinstance(v, str) or v not in DTYPES:
             raise src.error(f"{key}.choices", f"dtype names from {sorted(DTYPES)}", v)
     if len(set(raw)) != len(raw):
         raise src.error(f"{key}.choices", "distinct dtype names", "<duplicates>")
-    choices = tuple(raw)
-    tie = src.get_bool(table, key, "tie", default=False)
-    fixed = None
     if "fixed" in table:
         fixed = src.get_str(table, key, "fixed", choices=DTYPES)
-        choices = (fixed,)
-    return DecisionSpec("dtype", choices, tie, fixed)
+        return DecisionSpec("dtype", (fixed,), tie, fixed)
+    return DecisionSpec("dtype", tuple(raw), tie, None)
 
 
 def _parse_decisions(
@@ -297,10 +346,15 @@ def parse_space(src: TomlSource) -> SpaceConfig:
     root = src.data
     src.check_keys(root, "", ("name", "description", "network", "split", "parity", "decisions"))
     default_name = Path(src.path).stem if src.path else "space"
-    name = src.get_str(root, "", "name", default=default_name)
-    if not name or any(c.isspace() for c in name):
-        raise src.error("name", "a non-empty name without spaces", name)
-    description = src.get_str(root, "", "description", default="")
+    name = src.get_str(root, "", "name", default=default_name, max_length=LIMITS["name_length"])
+    if not _NAME.fullmatch(name):
+        from_file = "" if "name" in root else " (the file's name, as the file sets none)"
+        raise src.error(
+            "name",
+            "a name of letters, digits and _ . + -, starting with a letter, digit or _" + from_file,
+            name,
+        )
+    description = src.get_str(root, "", "description", default="", multiline=True)
     network = _parse_network(src, root)
     split = _parse_split(src, root, network)
     parity = _parse_parity(src, root, split.groups)

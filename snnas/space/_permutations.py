@@ -13,6 +13,7 @@ G!-way decision.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -32,11 +33,14 @@ __all__ = [
 ]
 
 
+@functools.cache
 def all_permutations(groups: int) -> tuple[Permutation, ...]:
-    """All ``groups!`` permutations in lexicographic (Table 3) order."""
+    """All ``groups!`` permutations in lexicographic (Table 3) order (computed once per G;
+    the DSL allows it for G <= 8, 40,320 permutations)."""
     return tuple(itertools.permutations(range(groups)))
 
 
+@functools.cache
 def derangements(groups: int) -> tuple[Permutation, ...]:
     """Permutations with no fixed point (the paper's "communication-intensive" decisions)."""
     return tuple(p for p in all_permutations(groups) if all(p[i] != i for i in range(groups)))

@@ -12,8 +12,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from snnas._numbers import type_name
 from snnas.arch import Architecture
-from snnas.errors import PolicyError
+from snnas.errors import ConfigError, PolicyError, shorten
 from snnas.space._config import (
     DTYPES,
     DecisionSpec,
@@ -30,14 +31,31 @@ from snnas.space._permutations import (
     lehmer_radices,
     to_lehmer,
 )
-from snnas.space._toml import TomlSource
+from snnas.space._toml import TomlSource, read_user_file
 
-__all__ = ["Decision", "PointPolicy", "Policy", "SearchSpace", "load_space", "policy_json"]
+__all__ = [
+    "MAX_PARAMS",
+    "MAX_TOTAL_CHOICES",
+    "Decision",
+    "PointPolicy",
+    "Policy",
+    "SearchSpace",
+    "load_json",
+    "load_space",
+    "policy_json",
+]
 
 #: A policy: one value per decision label (permutation tuple, sparsity percent, dtype name).
 Policy = dict[str, Any]
 
 _SHORT = {"permutation": "perm", "sparsity": "sparsity", "dtype": "dtype"}
+
+#: Most choices summed over a space's decisions (one output each in the REINFORCE
+#: controller, one entry each in the space's JSON and hash). Tie decisions or raise alpha
+#: to stay under it.
+MAX_TOTAL_CHOICES = 250_000
+#: Most parameters of the separable network (4 GB of float32 weights).
+MAX_PARAMS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -61,16 +79,28 @@ class Decision:
         return value
 
     def index(self, value: Any) -> int:
-        """Index of ``value`` among the choices; ``PolicyError`` if it is not one."""
+        """Index of ``value`` among the choices; ``PolicyError`` if it is not one.
+
+        Types must match exactly: ``[true, false, 2, 3]`` or ``[1.0, 0.0, 2.0, 3.0]`` is not
+        the permutation ``[1, 0, 2, 3]``, nor ``true`` a sparsity.
+        """
         value = self.normalize(value)
-        for i, choice in enumerate(self.choices):
-            if type(choice) is type(value) and choice == value:
-                return i
+        if not (
+            self.kind == "permutation"
+            and isinstance(value, tuple)
+            and not all(type(v) is int for v in value)
+        ):
+            for i, choice in enumerate(self.choices):
+                if type(choice) is type(value) and choice == value:
+                    return i
         shown = ", ".join(_show(c) for c in self.choices[:6])
         more = ", ..." if len(self.choices) > 6 else ""
+        expected = {"permutation": "a permutation (integers)", "sparsity": "a percent"}
+        found = f"{_show(value)} ({type_name(value, 'json')})"
+        kind = expected.get(self.kind, "a dtype name")
         raise PolicyError(
-            f"{self.label}: {_show(value)} is not a choice of this decision "
-            f"({len(self.choices)} choices: {shown}{more})"
+            f"{shorten(self.label)}: {found} is not a choice of this decision ({kind}; "
+            f"{len(self.choices):,} choices: {shown}{more})"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -109,7 +139,11 @@ def policy_json(policy: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
+    try:
+        text = json.dumps(list(value) if isinstance(value, tuple) else value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return shorten(text, 100)
 
 
 class SearchSpace:
@@ -137,6 +171,24 @@ class SearchSpace:
                     decisions.append(Decision(label, spec.kind, spec.choices, (p,)))
         self.decisions: tuple[Decision, ...] = tuple(decisions)
         self._by_label = {d.label: d for d in self.decisions}
+        total = sum(len(d) for d in self.decisions)
+        if total > MAX_TOTAL_CHOICES:
+            raise ConfigError(
+                config.path,
+                "decisions",
+                f"at most {MAX_TOTAL_CHOICES:,} choices over all decisions (tie a decision, "
+                "fix one, or raise split.alpha)",
+                f"<{total:,} choices in {len(self.decisions):,} decisions>",
+            )
+        params = self.arch.params(separable=True)
+        if params > MAX_PARAMS:
+            raise ConfigError(
+                config.path,
+                "network",
+                f"a network of at most {MAX_PARAMS:,} parameters (narrower stage_widths, "
+                "bottleneck_width or cardinality)",
+                f"<{params:,} parameters>",
+            )
 
     # ----------------------------------------------------------------- properties
     @property
@@ -193,8 +245,10 @@ class SearchSpace:
         """The decision with this label; ``PolicyError`` if there is none."""
         try:
             return self._by_label[label]
-        except KeyError:
-            raise PolicyError(f"{label!r} is not a decision of space {self.name!r}") from None
+        except (KeyError, TypeError):
+            raise PolicyError(
+                f"{shorten(label, 100, quote=True)} is not a decision of space {self.name!r}"
+            ) from None
 
     def spec(self, kind: str) -> DecisionSpec:
         """The DSL specification of one kind of decision."""
@@ -253,10 +307,11 @@ class SearchSpace:
         """The first problem with ``policy`` as a message, or ``None`` if it is valid."""
         missing = [label for label in self.labels if label not in policy]
         if missing:
-            return f"missing decision {missing[0]!r} (space {self.name!r})"
+            more = f" and {len(missing) - 1:,} more" if len(missing) > 1 else ""
+            return f"missing decision {missing[0]!r}{more} (space {self.name!r})"
         for label, value in policy.items():
-            if label not in self._by_label:
-                return f"{label!r} is not a decision of space {self.name!r}"
+            if not isinstance(label, str) or label not in self._by_label:
+                return f"{shorten(label, 100, quote=True)} is not a decision of space {self.name!r}"
             try:
                 self._by_label[label].index(value)
             except PolicyError as exc:
@@ -323,7 +378,12 @@ class SearchSpace:
 
     # ----------------------------------------------------------------- Lehmer view
     def _lehmer_coded(self, d: Decision) -> bool:
-        return d.kind == "permutation" and d.choices == all_permutations(self.groups)
+        # The length test first: it keeps G! permutations from being listed for a large G.
+        return (
+            d.kind == "permutation"
+            and len(d.choices) == math.factorial(self.groups)
+            and d.choices == all_permutations(self.groups)
+        )
 
     def factorized_decisions(self) -> tuple[tuple[str, int], ...]:
         """(label, number of choices) of a view where each full permutation decision is
@@ -384,32 +444,75 @@ class SearchSpace:
 
         The policy must belong to this space; a ``space_hash`` that differs is refused.
         """
+        where = shorten(source)
         if not isinstance(data, dict):
-            raise PolicyError(f"{source}: expected a JSON object, found {type(data).__name__}")
+            raise PolicyError(f"{where}: expected a JSON object, found {type_name(data, 'json')}")
         if "policy" in data:
             if "space_hash" in data and data["space_hash"] != self.hash:
+                theirs = shorten(data["space_hash"], 100, quote=True)
+                name = shorten(data.get("space", "?"), 100, quote=True)
                 raise PolicyError(
-                    f"{source}: policy is for space hash {data['space_hash']!r} "
-                    f"({data.get('space', '?')!r}), not {self.hash!r} ({self.name!r})"
+                    f"{where}: policy is for space hash {theirs} ({name}), not {self.hash!r} "
+                    f"({self.name!r})"
                 )
             data = data["policy"]
             if not isinstance(data, dict):
-                raise PolicyError(f"{source}: 'policy' must be a JSON object")
+                raise PolicyError(
+                    f"{where}: 'policy' must be a JSON object, found {type_name(data, 'json')}"
+                )
         problem = self.check(data)
         if problem is not None:
-            raise PolicyError(f"{source}: {problem}")
+            raise PolicyError(f"{where}: {problem}")
         return self.validate(data)
 
     def load_policy(self, path: str | Path) -> Policy:
-        """Read a policy JSON file (see :meth:`policy_from_json`)."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PolicyError(f"{p}: no such policy file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PolicyError(f"{p}: not a readable JSON file ({exc})") from None
-        return self.policy_from_json(data, str(p))
+        """Read a policy JSON file (see :meth:`policy_from_json` and :func:`load_json`)."""
+        return self.policy_from_json(
+            load_json(path, "<policy file>", "JSON policy file"), str(path)
+        )
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object that refuses a key given twice (json keeps the last one silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(path: str | Path, key: str = "<file>", what: str = "JSON file") -> Any:
+    """A JSON file a user names, strictly: one object key given twice, ``NaN`` or
+    ``Infinity`` are refused, as are the files :func:`read_user_file` refuses. A
+    :class:`PolicyError` names the file and the line."""
+    p = Path(path)
+    try:
+        text = read_user_file(p, key, what)
+    except ConfigError as exc:
+        raise PolicyError(str(exc)) from None
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise PolicyError(
+            f"{shorten(str(p))}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    except _Duplicate as exc:
+        raise PolicyError(
+            f"{shorten(str(p))}: key {shorten(exc.args[0], 100, quote=True)} is given twice"
+        ) from None
+    except ValueError as exc:  # NaN or Infinity
+        raise PolicyError(f"{shorten(str(p))}: {exc}") from None
+    except RecursionError:
+        raise PolicyError(f"{shorten(str(p))}: arrays or objects nested too deeply") from None
 
 
 def load_space(path: str | Path) -> SearchSpace:

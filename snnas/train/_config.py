@@ -5,9 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from snnas.errors import ConfigError
+from snnas._numbers import Range
+from snnas.errors import ConfigError, shorten
 
-__all__ = ["TrainConfig", "default_config"]
+__all__ = ["RANGES", "TrainConfig", "check_config", "default_config"]
+
+#: The documented range of every numeric setting (the CLI options use the same ranges).
+RANGES: dict[str, Range] = {
+    "epochs": Range(1, 100_000, integer=True),
+    "batch_size": Range(1, 65_536, integer=True),
+    "lr": Range(0, 10, low_open=True),
+    "momentum": Range(0, 1, high_open=True),
+    "weight_decay": Range(0, 1),
+    "seed": Range(0, 2**31 - 1, integer=True),
+    "eval_policies": Range(1, 100_000, integer=True),
+    "epoch_eval_policies": Range(0, 100_000, integer=True),
+    "workers": Range(0, 64, integer=True),
+}
+_MILESTONE = Range(0, 1)
+_OPTIONS = ("epochs", "batch_size", "lr", "seed", "eval_policies", "workers")  # snnas train
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,7 @@ class TrainConfig:
         """Fields that differ, ignoring the number of epochs and ``extra``."""
         a, b = self.to_json(), other.to_json()
         return [
-            f"{k}: {a[k]!r} != {b[k]!r}"
+            f"{k}: {shorten(a[k], 100, quote=True)} != {shorten(b[k], 100, quote=True)}"
             for k in a
             if k not in ("epochs", "extra", "workers") and a[k] != b[k]
         ]
@@ -70,11 +86,27 @@ def default_config(mode: str, dataset: str, **overrides: Any) -> TrainConfig:
         base = TrainConfig(mode=mode, dataset=dataset, epochs=200, batch_size=128, lr=0.1)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     config = replace(base, **overrides)
-    for name in ("epochs", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ConfigError(
-                None, f"--{name.replace('_', '-')}", "an integer >= 1", getattr(config, name)
-            )
-    if config.lr <= 0:
-        raise ConfigError(None, "--lr", "a positive number", config.lr)
+    check_config(config)
     return config
+
+
+def check_config(config: TrainConfig, where: str | None = None) -> None:
+    """Refuse a configuration with a number out of its documented range (:data:`RANGES`),
+    NaN or infinite, or of the wrong type; ``where`` names its file (a checkpoint)."""
+    for name, valid in RANGES.items():
+        value = getattr(config, name)
+        if name == "workers" and value is None:
+            continue
+        problem = valid.problem(value)
+        if problem is not None:
+            key = f"--{name.replace('_', '-')}" if name in _OPTIONS and where is None else name
+            raise ConfigError(where, key, problem, value)
+    if not isinstance(config.milestones, tuple) or any(
+        _MILESTONE.problem(m) for m in config.milestones
+    ):
+        raise ConfigError(where, "milestones", "fractions in [0, 1]", config.milestones)
+    if config.mode not in ("plain", "policy", "supernet"):
+        raise ConfigError(where, "mode", "plain, policy or supernet", config.mode)
+    for name in ("nesterov", "augment"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(where, name, "a boolean", getattr(config, name))

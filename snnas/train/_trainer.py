@@ -8,7 +8,9 @@ resumed from the checkpoint of epoch ``e`` therefore continues exactly as an uni
 from __future__ import annotations
 
 import contextlib
+import math
 import random
+import re
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -19,12 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnas._run import Progress, RunDir
+from snnas._run import (
+    Progress,
+    RunDir,
+    check_state,
+    load_module_state,
+    load_optimizer_state,
+)
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError
+from snnas.errors import CheckpointError, ConfigError, SnnasError, TrainingError, UsageError
 from snnas.models import ResNeXt, SepResNeXt
 from snnas.space import Policy, SearchSpace
-from snnas.train._config import TrainConfig
+from snnas.train._config import TrainConfig, check_config
 
 __all__ = [
     "Accelerator",
@@ -36,6 +44,16 @@ __all__ = [
 ]
 
 CHECKPOINT = "last.pt"
+#: What a training checkpoint holds, checked before any of it is used.
+CHECKPOINT_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "config": dict,
+    "space_hash": str,
+    "epoch": int,
+    "model": dict,
+    "optimizer": dict,
+    "metrics": list,
+}
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?|mps")
 _POLICY_SEED = 7_919  # mixes the run seed into the supernet's policy stream
 _EVAL_SEED = 12_345  # the random policies scored at evaluation: the same for every run
 
@@ -51,11 +69,22 @@ class Accelerator:
         """``requested`` ("cpu", "cuda", "cuda:1"), or a GPU when one is present."""
         if requested is None:
             requested = "cuda" if torch.cuda.is_available() else "cpu"
+        if not isinstance(requested, str) or not _DEVICE.fullmatch(requested):
+            raise UsageError("--device", "cpu, cuda, cuda:N or mps", requested)
         device = torch.device(requested)
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise ConfigError(None, "--device", "an available device", requested)
+                raise ConfigError(None, "--device", "an available device (no GPU here)", requested)
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise ConfigError(
+                    None,
+                    "--device",
+                    f"one of the {torch.cuda.device_count()} GPUs (cuda:0 ...)",
+                    requested,
+                )
             torch.backends.cudnn.benchmark = True
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(None, "--device", "an available device (no MPS here)", requested)
         return cls(device)
 
     @property
@@ -246,11 +275,9 @@ def train(
                 f"{run.path} already holds a run: pass --resume to continue it, or another --name"
             )
         state = run.load_checkpoint(CHECKPOINT)
-        _check_same_run(state, space, config, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        metrics = list(state["metrics"])
+        start_epoch, metrics = _check_same_run(state, space, config, run)
+        load_module_state(model, state["model"], run / CHECKPOINT)
+        load_optimizer_state(optimizer, state["optimizer"], run / CHECKPOINT)
     run.write_json("config.json", {**identity, "space": space.to_json()})
 
     train_loader = data.loader(
@@ -297,6 +324,12 @@ def train(
                 info = {"epoch": epoch + 1, "loss": float(loss_sum) / seen}
                 progress("train", step + 1, total_steps, info)
         elapsed = time.perf_counter() - tic
+        if not math.isfinite(float(loss_sum)):
+            raise TrainingError(
+                f"training diverged in epoch {epoch + 1}: the loss is {float(loss_sum)} "
+                f"(learning rate {learning_rate(config, epoch):g}; try a lower --lr). "
+                f"{run.path} keeps the checkpoint of the epoch before."
+            )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": learning_rate(config, epoch),
@@ -335,18 +368,36 @@ def train(
 
 def _check_same_run(
     state: dict[str, Any], space: SearchSpace, config: TrainConfig, run: RunDir
-) -> None:
-    if state.get("space_hash") != space.hash:
+) -> tuple[int, list[dict[str, Any]]]:
+    """Check a loaded checkpoint against this run; return its epoch and metrics."""
+    path = run / CHECKPOINT
+    check_state(path, state, CHECKPOINT_SCHEMA)
+    if state["space_hash"] != space.hash:
         raise CheckpointError(
-            f"{run.path}: the checkpoint is for space hash {state.get('space_hash')!r}, "
+            f"{run.path}: the checkpoint is for space hash {state['space_hash'][:40]!r}, "
             f"not {space.hash!r} ({space.name}); use another --name"
         )
-    saved = TrainConfig.from_json(state["config"])
+    try:
+        saved = TrainConfig.from_json(state["config"])
+        check_config(saved, str(path))
+    except (TypeError, ValueError, KeyError, SnnasError):
+        raise CheckpointError(f"{path}: corrupt checkpoint (its 'config' is not one)") from None
     diff = saved.differences(config)
     if diff:
         raise CheckpointError(
             f"{run.path}: cannot resume with a different configuration ({'; '.join(diff)})"
         )
+    epoch, metrics = state["epoch"], state["metrics"]
+    if not 0 <= epoch <= saved.epochs or len(metrics) != epoch:
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint (epoch {epoch} of {saved.epochs} with "
+            f"{len(metrics)} epochs of metrics)"
+        )
+    for record in metrics:
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}: corrupt checkpoint (its metrics are not records)")
+        check_state(path, record, {"time_s": (int, float)})
+    return epoch, list(metrics)
 
 
 def _final_metrics(

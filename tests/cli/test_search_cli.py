@@ -45,13 +45,14 @@ def test_search_cli_errors_are_one_line(tmp_path):
     bad = CliRunner().invoke(
         cli, ["search", str(TINY_SPACE), "--strategy", "annealing", "--runs-dir", str(tmp_path)]
     )
-    assert bad.exit_code == 1 and "annealing" in bad.output
+    # Bad option values are usage errors: exit code 2, one line.
+    assert bad.exit_code == 2 and "annealing" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     bad = CliRunner().invoke(
         cli,
         ["search", str(TINY_SPACE), "--set", "search.iterations=0", "--runs-dir", str(tmp_path)],
     )
-    assert bad.exit_code == 1 and "search.iterations" in bad.output
+    assert bad.exit_code == 2 and "--set: search.iterations: expected an integer in" in bad.output
 
 
 def test_compare_cli(tmp_path):

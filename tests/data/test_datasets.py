@@ -92,3 +92,56 @@ def test_cifar_needs_a_32x32_rgb_space(tmp_path):
     write_cifar(tmp_path, "cifar10")
     with pytest.raises(DatasetError, match="input_size = 32"):
         load_dataset("cifar10", input_size=16, input_channels=1, data_dir=tmp_path)
+
+
+class _Payload:
+    """A pickle that creates a file when unpickled (the classic ``__reduce__`` exploit)."""
+
+    def __init__(self, command: str, call) -> None:
+        self.command, self.call = command, call
+
+    def __reduce__(self):
+        return (self.call, (self.command,))
+
+
+@pytest.mark.parametrize("call", ["system", "eval", "popen"])
+def test_crafted_cifar_pickle_never_runs(tmp_path, call):
+    import builtins
+    import os
+    import pickle
+    import subprocess
+
+    marker = tmp_path / "pwned"
+    folder = write_cifar(tmp_path, "cifar10")
+    function = {"system": os.system, "eval": builtins.eval, "popen": subprocess.getoutput}[call]
+    command = f"open({str(marker)!r}, 'w').write('x')" if call == "eval" else f"touch {marker}"
+    # The exploit sits inside an otherwise real batch, where the labels should be.
+    batch = {"data": __import__("numpy").zeros((2, 3072), dtype="uint8")}
+    batch["labels"] = _Payload(command, function)
+    (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DatasetError) as info:
+        load_dataset("cifar10", input_size=32, input_channels=3, data_dir=tmp_path)
+    assert not marker.exists()
+    message = str(info.value)
+    assert str(folder / "data_batch_2") in message
+    assert "refused before running anything" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_cifar_batch_with_wrong_contents(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = write_cifar(tmp_path, "cifar10")
+    cases = [
+        ([1, 2, 3], "no 'data'"),
+        ({"data": np.zeros((2, 3072), dtype=object), "labels": [0, 1]}, "integer array"),
+        ({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, True]}, "list of integers"),
+        ({"data": np.zeros((2, 100), dtype=np.uint8), "labels": [0, 1]}, "shape"),
+        ({"data": np.full((1, 3072), 300, dtype=np.int32), "labels": [0]}, "0..255"),
+    ]
+    for batch, reason in cases:
+        (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+        with pytest.raises(DatasetError, match=reason):
+            load_dataset("cifar10", input_size=32, input_channels=3, data_dir=tmp_path)

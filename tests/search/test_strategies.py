@@ -139,7 +139,7 @@ def test_optuna_multi_objective_takes_pairs():
         ("random:x", {}, "--strategy"),
         ("optuna:cmaes", {}, "--strategy"),
         ("reinforce", {"lrr": 0.1}, "strategy.reinforce.lrr"),
-        ("evolution", {"population": 1}, "strategy.evolution"),
+        ("evolution", {"population": 1}, "strategy.evolution.population"),
     ],
 )
 def test_bad_strategy_names_and_options(name, options, key):

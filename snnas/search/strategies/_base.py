@@ -12,17 +12,45 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from snnas.errors import ConfigError
+from snnas._numbers import Range, type_name
+from snnas.errors import ConfigError, UsageError, shorten
 from snnas.space import Policy, SearchSpace
 
 __all__ = [
+    "OPTION_RANGES",
     "STRATEGIES",
     "Reward",
     "Strategy",
+    "check_name",
     "make_strategy",
+    "option_names",
+    "option_problem",
+    "parse_names",
     "register_strategy",
     "strategy_names",
 ]
+
+#: The documented range of every numeric strategy option (docs/search.md). Options are
+#: checked here for every strategy a configuration names, in use or not, so a bad value
+#: never waits for the run that would use it. A registered strategy's option without an
+#: entry must have the type of its default.
+OPTION_RANGES: dict[str, dict[str, Range]] = {
+    "reinforce": {
+        "hidden": Range(1, 1024, integer=True),
+        "temperature": Range(0, 1000, low_open=True),
+        "tanh_constant": Range(0, 1000),
+        "entropy_weight": Range(0, 1000),
+        "baseline_decay": Range(0, 1, high_open=True),
+        "lr": Range(0, 10, low_open=True),
+        "batch": Range(1, 100_000, integer=True),
+        "grad_clip": Range(0, 1e6),
+    },
+    "evolution": {
+        "population": Range(2, 100_000, integer=True),
+        "tournament": Range(1, 100_000, integer=True),
+    },
+    "optuna": {"objectives": Range(1, 2, integer=True)},
+}
 
 #: A reward: one number, or (accuracy, communication ratio) for multi-objective strategies.
 Reward = float | tuple[float, float]
@@ -107,29 +135,77 @@ def strategy_names() -> list[str]:
     return names + [f"optuna:{s}" for s in SAMPLERS]
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
-    """Build a strategy by name: ``reinforce``, ``random``, ``evolution``, ``optuna:<sampler>``."""
-    import inspect
-
+def check_name(name: str, option: str = "--strategy") -> None:
+    """Refuse a strategy name that is not registered (a :class:`UsageError`, exit code 2)."""
     from snnas.search import strategies  # noqa: F401  (registers the built-in strategies)
+    from snnas.search.strategies.optuna import SAMPLERS
 
     base, sep, arg = name.partition(":")
-    if base not in STRATEGIES or (sep and base != "optuna"):
-        raise ConfigError(None, "--strategy", f"one of {', '.join(strategy_names())}", name)
+    if (
+        base not in STRATEGIES
+        or (sep and base != "optuna")
+        or (base == "optuna" and sep and arg not in SAMPLERS)
+    ):
+        raise UsageError(option, f"one of {', '.join(strategy_names())}", name)
+
+
+def option_names(base: str) -> list[str]:
+    """The options strategy ``base`` takes (its constructor's keyword arguments)."""
+    import inspect
+
+    from snnas.search import strategies  # noqa: F401
+
+    parameters = inspect.signature(STRATEGIES[base].__init__).parameters
+    return [p for p in parameters if p not in ("self", "space", "seed", "sampler")]
+
+
+def option_problem(base: str, option: str, value: Any) -> tuple[str, str] | None:
+    """``(expected, found)`` when ``value`` is not a valid ``option`` of strategy ``base``
+    (unknown option, wrong type, NaN, out of its range), else ``None``."""
+    import inspect
+
+    accepted = option_names(base)
+    if option not in accepted:
+        return (
+            f"an option of {base!r}: {', '.join(accepted) or 'none'}",
+            f"<unknown option {shorten(option, 100, quote=True)}>",
+        )
+    valid = OPTION_RANGES.get(base, {}).get(option)
+    found = (
+        value
+        if type(value) in (int, float)
+        else f"<{type_name(value)}: {shorten(value, quote=True)}>"
+    )
+    if valid is not None:
+        problem = valid.problem(value)
+        return None if problem is None else (problem, found)
+    default = inspect.signature(STRATEGIES[base].__init__).parameters[option].default
+    widened = isinstance(default, float) and type(value) is int  # 1 for 1.0 is fine
+    if default is not inspect.Parameter.empty and type(value) is not type(default) and not widened:
+        return type_name(default), found
+    return None
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
+    """Build a strategy by name: ``reinforce``, ``random``, ``evolution``, ``optuna:<sampler>``.
+
+    A space whose decisions are all fixed has nothing to search and is refused.
+    """
+    check_name(name)
+    base, _, arg = name.partition(":")
+    if not space.decisions:
+        raise ConfigError(
+            space.config.path,
+            "decisions",
+            "at least one decision that is not fixed (a space with every decision fixed has "
+            "one policy: use snnas train --policy or snnas cost)",
+            "<every decision is fixed>",
+        )
+    for option, value in options.items():
+        problem = option_problem(base, option, value)
+        if problem is not None:
+            raise ConfigError(None, f"strategy.{base}.{option}", *problem)
     cls = STRATEGIES[base]
-    accepted = [
-        p
-        for p in inspect.signature(cls.__init__).parameters
-        if p not in ("self", "space", "seed", "sampler")
-    ]
-    for option in options:
-        if option not in accepted:
-            raise ConfigError(
-                None,
-                f"strategy.{base}.{option}",
-                f"an option of {base!r}: {', '.join(accepted) or 'none'}",
-                f"<unknown option {option!r}>",
-            )
     if base == "optuna":
         options = {"sampler": arg or "tpe", **options}
     try:
@@ -138,7 +214,16 @@ def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) 
         raise ConfigError(None, f"strategy.{base}", "valid options", f"<{exc}>") from None
 
 
-def parse_names(text: str | Sequence[str]) -> list[str]:
-    """Split a comma-separated list of strategy names."""
+def parse_names(text: str | Sequence[str], option: str = "--strategies") -> list[str]:
+    """Split a comma-separated list of strategy names; each must be registered, none given
+    twice, at least one (a :class:`UsageError` otherwise)."""
     items = text.split(",") if isinstance(text, str) else list(text)
-    return [s.strip() for s in items if s.strip()]
+    names = [s.strip() for s in items if s.strip()]
+    if not names:
+        raise UsageError(option, "one or more strategy names, comma-separated", text)
+    for name in names:
+        check_name(name, option)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(option, "each strategy once", f"<{', '.join(twice)} given twice>")
+    return names
