@@ -59,7 +59,11 @@ def test_overlap_is_range_checked(write_space):
     from snnas.errors import ConfigError
 
     text = (SPACES / "sep_resnext56_4x16d_g4.toml").read_text()
-    with pytest.raises(ConfigError, match=r"split.overlap: expected an integer in \[0, 5\], found 6"):
+    with pytest.raises(
+        ConfigError, match=r"split.overlap: expected an integer in \[0, 5\], found 6"
+    ):
         load_space(write_space(text.replace("\nalpha = 2", "\nalpha = 2\noverlap = 6")))
-    with pytest.raises(ConfigError, match=r"split.overlap: expected an integer in \[0, 5\], found -1"):
+    with pytest.raises(
+        ConfigError, match=r"split.overlap: expected an integer in \[0, 5\], found -1"
+    ):
         load_space(write_space(text.replace("\nalpha = 2", "\nalpha = 2\noverlap = -1")))

@@ -15,7 +15,7 @@ __all__ = ["export"]
 @click.argument("run_name", metavar="RUN")
 @click.option(
     "--out",
-    help="Plan folder (inside the runs folder; default RUN/plan).",
+    help="Plan folder: a name under --runs-dir (default: RUN/plan).",
 )
 @click.option("--onnx", is_flag=True, help="Also write one ONNX graph per device segment.")
 @click.option(
@@ -72,7 +72,7 @@ def export(
     model = load_finetuned(tuned, space)
     final = tuned.read_json("final.json")
     data = load_for_space(config["dataset"], space, data_dir)
-    target = inside_runs(runs_dir, out) if out else run / "plan"
+    target = inside_runs(runs_dir, out, "--out") if out else run.path / "plan"
     if not as_json:
         terminal.info(f"exporting {run.path.name} ({space.name}, G={space.groups}) -> {target}")
     source = {

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import click
 
+from snnas._numbers import Range
+from snnas.cli._options import SEED, Number
 from snnas.cli._terminal import Terminal
 
 __all__ = ["finetune"]
+
+EPOCHS = Number(Range(1, 10_000, integer=True))
+LR = Number(Range(0, 10, low_open=True))
+BATCH = Number(Range(1, 65_536, integer=True))
 
 
 @click.command()
@@ -19,10 +25,10 @@ __all__ = ["finetune"]
     type=click.Path(dir_okay=False, path_type=Path),
     help="Fine-tune this policy instead of the search's selected one.",
 )
-@click.option("--epochs", type=int, help="Passes over the training split (digits: 20).")
-@click.option("--lr", type=float, help="Initial learning rate, cosine decay (digits: 0.03).")
-@click.option("--batch-size", type=int)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=EPOCHS, help="Passes over the training split (digits: 20).")
+@click.option("--lr", type=LR, help="Initial learning rate, cosine decay (digits: 0.03).")
+@click.option("--batch-size", type=BATCH)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning.")
 @click.option(
     "--data-dir",
@@ -85,6 +91,7 @@ def finetune(
             config,
             out,
             source={"run": str(run.path), "policy": search.policy_source},
+            source_path=str(run / "last.pt"),
             resume=resume,
             accel=accel,
             progress=progress,

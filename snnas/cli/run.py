@@ -7,9 +7,18 @@ from typing import Any
 
 import click
 
+from snnas._numbers import Range
+from snnas.cli._options import Number
 from snnas.cli._terminal import Terminal
 
 __all__ = ["run"]
+
+DEVICE = Number(Range(0, 1023, integer=True))
+IMAGES = Number(Range(1, 10_000_000, integer=True))
+IMAGE = Number(Range(0, 10_000_000, integer=True))
+WARMUP = Number(Range(0, 1_000_000, integer=True))
+TIMEOUT = Number(Range(0.1, 3600.0))
+DELAY = Number(Range(0.0, 600_000.0))
 
 
 def _address(value: str | None) -> str | None:
@@ -17,20 +26,22 @@ def _address(value: str | None) -> str | None:
         return None
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"expected HOST:PORT, found {value!r}", param_hint="--master")
+        from snnas.errors import UsageError
+
+        raise UsageError("--master", "HOST:PORT with a port in [1, 65535]", value)
     return value
 
 
 @click.command()
 @click.argument("plan_folder", metavar="PLAN", type=click.Path(path_type=Path))
 @click.option("--local", is_flag=True, help="Start one process per device on this machine.")
-@click.option("--rank", type=click.IntRange(min=0), help="This machine's device (with --master).")
+@click.option("--rank", type=DEVICE, help="This machine's device (with --master).")
 @click.option("--master", help="HOST:PORT of device 0's rendezvous (with --rank).")
-@click.option("--images", type=click.IntRange(min=1), help="Images to answer (default: all).")
+@click.option("--images", type=IMAGES, help="Images to answer (default: all).")
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
 @click.option(
     "--warmup",
-    type=click.IntRange(min=0),
+    type=WARMUP,
     default=5,
     show_default=True,
     help="First images left out of the latency figures.",
@@ -38,19 +49,15 @@ def _address(value: str | None) -> str | None:
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0.1, max=3600.0),
+    type=TIMEOUT,
     default=5.0,
     show_default=True,
     help="Seconds to wait for a payload before declaring its sender failed.",
 )
-@click.option("--fail-device", type=click.IntRange(min=0), help="Kill this device's process ...")
-@click.option(
-    "--fail-at", type=click.IntRange(min=0), default=0, help="... when it reaches this image."
-)
-@click.option("--slow-device", type=click.IntRange(min=0), help="Delay this device's sends ...")
-@click.option(
-    "--delay-ms", type=click.FloatRange(min=0.0, max=600_000.0), default=0.0, help="... by this."
-)
+@click.option("--fail-device", type=DEVICE, help="Kill this device's process ...")
+@click.option("--fail-at", type=IMAGE, default=0, help="... when it reaches this image.")
+@click.option("--slow-device", type=DEVICE, help="Delay this device's sends ...")
+@click.option("--delay-ms", type=DELAY, default=0.0, help="... by this many milliseconds.")
 @click.option("--name", help="Output folder under --runs-dir (default: runtime-<space>).")
 @click.option(
     "--runs-dir",

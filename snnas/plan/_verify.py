@@ -14,7 +14,6 @@ frozen network's on the validation split.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor
 
 from snnas.arch import Architecture
-from snnas.errors import PlanError, SnnasError
+from snnas.errors import PlanError, SnnasError, shorten
 from snnas.plan._export import PLAN_FILE, sha256_file
 from snnas.plan._program import (
     WIRE_DTYPES,
@@ -115,12 +114,15 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
 
 
 def _read_json(path: Path) -> Any:
+    """``plan.json``, strictly (no key twice, no NaN or Infinity, a regular file)."""
+    from snnas.space._space import load_json
+
+    if not path.exists() and not path.is_symlink():
+        raise PlanError(f"{shorten(str(path))}: missing (not a plan folder?)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanError(f"{path}: missing (not a plan folder?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlanError(f"{path}: not valid JSON ({exc})") from None
+        return load_json(path, "<plan>", "plan file")
+    except SnnasError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _check_file(folder: Path, entry: Mapping[str, Any], what: str) -> None:
@@ -137,16 +139,15 @@ def _check_file(folder: Path, entry: Mapping[str, Any], what: str) -> None:
 
 def _check_space(folder: Path, plan: Mapping[str, Any], arch: Architecture) -> None:
     from snnas.space import space_from_text
+    from snnas.space._toml import read_user_file
 
     path = folder / plan["space"]["file"]
     if path.is_symlink() or not path.is_file():
-        raise PlanError(f"{path}: the plan's space file is missing")
+        raise PlanError(f"{shorten(str(path))}: the plan's space file is missing")
     try:
-        space = space_from_text(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: unreadable ({exc})") from None
+        space = space_from_text(read_user_file(path, "<space>", "space file"), str(path))
     except SnnasError as exc:
-        raise PlanError(f"{path}: not a valid space ({exc})") from None
+        raise PlanError(f"{shorten(str(path))}: not a valid space ({exc})") from None
     if space.hash != plan["space"]["hash"]:
         raise PlanError(
             f"{path}: space hash {space.hash} differs from the plan's {plan['space']['hash']}"

@@ -24,7 +24,7 @@ from typing import Any
 
 from snnas._io import atomic_write_json
 from snnas._run import Progress
-from snnas.errors import RuntimeFailure
+from snnas.errors import RuntimeFailure, UsageError
 from snnas.plan import load_plan
 from snnas.runtime._worker import WorkerArgs
 
@@ -120,7 +120,7 @@ def launch_local(
     count = available if images is None else min(images, available)
     for name, device in (("--fail-device", fail_device), ("--slow-device", slow_device)):
         if device is not None and not 0 <= device < groups:
-            raise RuntimeFailure(f"{name} {device}: the plan's devices are 0..{groups - 1}")
+            raise UsageError(name, f"a device of the plan, 0..{groups - 1}", device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runtime.json").unlink(missing_ok=True)
     logs = out / "logs"

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m snnas.runtime PLAN ...`` (also what ``snnas run --local`` starts)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m snnas.runtime", description=__doc__)
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:  # one line, exit code 2
+            sys.stderr.write(f"error: python -m snnas.runtime: {message}\n")
+            sys.exit(2)
+
+    parser = _Parser(prog="python -m snnas.runtime", description=__doc__)
     parser.add_argument("plan", type=Path)
     parser.add_argument("--rank", type=int, default=None)
     parser.add_argument("--world", type=int, default=None)
@@ -306,9 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         out = None
         if rank == 0:
-            from snnas.cli._runs import inside_runs
+            from snnas._run import resolve_run
 
-            out = inside_runs(ns.runs_dir, ns.name or f"runtime-{_space_name(ns.plan)}")
+            out = resolve_run(ns.runs_dir, ns.name or f"runtime-{_space_name(ns.plan)}")
         args = WorkerArgs(
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,

@@ -25,9 +25,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from snnas._run import Progress, RunDir
+from snnas._run import (
+    Progress,
+    RunDir,
+    check_state,
+    load_module_state,
+    load_optimizer_state,
+)
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError
+from snnas.errors import CheckpointError, ConfigError, shorten
 from snnas.models import FrozenSepResNeXt
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train._trainer import Accelerator, _Cached, _first, evaluate, recalibrate_bn
@@ -46,6 +52,8 @@ FINETUNE_DIR = "finetune"
 LAST = "last.pt"
 BEST = "best.pt"
 _CALIB_SEED = 4_243  # the training images used to recalibrate batch norm
+_LAST_SCHEMA = {"identity": dict, "epoch": int, "model": dict, "optimizer": dict,
+                "metrics": list, "best": dict}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,13 +122,15 @@ def finetune(
     run: RunDir,
     *,
     source: Mapping[str, Any] | None = None,
+    source_path: str = "the search's weights",
     resume: bool = False,
     accel: Accelerator | None = None,
     progress: Progress | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``policy``'s frozen network from ``supernet_state``; write ``run``.
 
-    ``source`` (the search run it comes from) is recorded in ``config.json``.
+    ``source`` (the search run it comes from) is recorded in ``config.json``;
+    ``source_path`` names ``supernet_state`` in messages.
     """
     accel = accel or Accelerator.pick()
     data.check_space(space)
@@ -132,13 +142,7 @@ def finetune(
         "config": config.to_json(),
     }
     model = FrozenSepResNeXt(space, policy)
-    try:
-        model.load_state_dict(dict(supernet_state))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"the search's weights do not fit space {space.name!r} ({first})"
-        ) from None
+    load_module_state(model, supernet_state, source_path, "supernet")
     accel.prepare(model)  # moves the module in place
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -167,19 +171,22 @@ def finetune(
     metrics: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     start = 0
+    run.check_resume(LAST, resume, "fine-tuning")
     run.create()
-    if run.has_checkpoint(LAST):
-        if not resume:
-            raise CheckpointError(
-                f"{run.path} already holds a fine-tuning: pass --resume to continue it"
-            )
+    if resume:
         state = run.load_checkpoint(LAST)
+        path = run / LAST
+        check_state(path, state, _LAST_SCHEMA)
         _check_same(state, identity, run)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, metrics, best = int(state["epoch"]), list(state["metrics"]), state["best"]
-    elif resume:
-        raise CheckpointError(f"{run.path}: no fine-tuning to resume ({LAST} is missing)")
+        if not 0 <= state["epoch"] <= config.epochs or len(state["metrics"]) != state["epoch"] + 1:
+            raise CheckpointError(
+                f"{shorten(str(path))}: corrupt checkpoint (epoch {state['epoch']} with "
+                f"{len(state['metrics'])} epochs of metrics, of {config.epochs})"
+            )
+        check_state(path, state["best"], {"epoch": int, "val_acc": float})
+        load_module_state(model, state["model"], path)
+        load_optimizer_state(optimizer, state["optimizer"], path)
+        start, metrics, best = state["epoch"], list(state["metrics"]), dict(state["best"])
     run.write_json("config.json", {**identity, "source": dict(source or {})})
 
     if start == 0:
@@ -293,6 +300,7 @@ def _check_same(state: dict[str, Any], identity: dict[str, Any], run: RunDir) ->
 def load_finetuned(run: RunDir, space: SearchSpace) -> FrozenSepResNeXt:
     """The checkpoint selected on validation, as an eval-mode frozen network on the CPU."""
     state = run.load_checkpoint(BEST)
+    check_state(run / BEST, state, {"identity": dict, "model": dict})
     identity = state.get("identity")
     if not isinstance(identity, dict) or not isinstance(identity.get("policy"), dict):
         raise CheckpointError(f"{run.path / BEST}: not a fine-tuned network")
@@ -303,13 +311,7 @@ def load_finetuned(run: RunDir, space: SearchSpace) -> FrozenSepResNeXt:
         )
     policy: Policy = space.validate(identity["policy"])
     model = FrozenSepResNeXt(space, policy)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{run.path / BEST}: weights do not fit the network ({first})"
-        ) from None
+    load_module_state(model, state["model"], run / BEST)
     return model.eval()
 
 

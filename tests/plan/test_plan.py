@@ -123,7 +123,7 @@ def test_schema_violations_and_newer_versions_are_refused(exported, tmp_path):
     with pytest.raises(PlanError, match=r"schema_version 2 comes from a newer snnas"):
         load_plan(folder)
     (folder / "plan.json").write_text("{not json")
-    with pytest.raises(PlanError, match=r"plan\.json: not valid JSON"):
+    with pytest.raises(PlanError, match=r"plan\.json:1: not valid JSON"):
         load_plan(folder)
 
 
@@ -204,3 +204,16 @@ def test_compare_logits_tolerates_numerical_ties_only():
     assert tie["top1_agreement"] == 0.5 and tie["disagreements_beyond_tolerance"] == 0
     wrong = compare_logits(torch.tensor([[1.0, 0.9999], [0.0, 3.0]]), reference, labels)
     assert wrong["disagreements_beyond_tolerance"] == 1
+
+
+def test_duplicate_keys_and_nan_in_plan_json_are_refused(exported, tmp_path):
+    folder = _copy(exported[3], tmp_path)
+    text = (folder / "plan.json").read_text()
+    (folder / "plan.json").write_text(text.replace('"format"', '"schema_version": 1, "format"', 1))
+    with pytest.raises(PlanError, match="given twice"):
+        load_plan(folder)
+    data = json.loads(text)
+    data["totals"]["ratio"] = float("nan")
+    (folder / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match="NaN"):
+        load_plan(folder)

@@ -114,4 +114,4 @@ def test_cli_finetune_export_verify(search_run):
     assert report["compared_with"].endswith("finetune/best.pt")
     # Outside the runs folder: refused, nothing written.
     result = runner.invoke(cli, ["export", "s", "--runs-dir", runs, "--out", "/tmp/elsewhere"])
-    assert result.exit_code == 1 and "inside the runs folder" in result.output
+    assert result.exit_code == 2 and "directly inside the runs folder" in result.output
