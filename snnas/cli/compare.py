@@ -20,7 +20,21 @@ __all__ = ["compare"]
     show_default=True,
     help="Comma-separated strategy names (see snnas list).",
 )
-@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--seeds", type=int, default=10, show_default=True)
+@click.option(
+    "--rewards",
+    default="penalized,pareto,accuracy",
+    show_default=True,
+    help="Comma-separated reward modes (fixed mode; the first is the headline; full mode "
+    "searches under the first).",
+)
+@click.option(
+    "--reference",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Uniform random policies scored once as the reference sample (fixed mode).",
+)
 @click.option(
     "--budget",
     type=int,
@@ -45,6 +59,8 @@ def compare(
     space_file: Path,
     strategies: str,
     seeds: int,
+    rewards: str,
+    reference: int,
     budget: int | None,
     mode: str,
     config_file: Path | None,
@@ -76,7 +92,7 @@ def compare(
     if not as_json:
         terminal.info(
             f"comparing {', '.join(names)} on {space.name}: {seeds} seeds, {mode} "
-            f"mode -> {run.path}"
+            f"mode, rewards {rewards} -> {run.path}"
         )
     with progress_bars(terminal, "compare") as progress:
         report = run_compare(
@@ -88,6 +104,8 @@ def compare(
             budget,
             run,
             mode=mode,
+            rewards=parse_names(rewards),
+            reference=reference,
             accel=accel,
             progress=progress,
             supernet_epochs=supernet_epochs,

@@ -10,9 +10,11 @@ from typing import Any
 from snnas.errors import ConfigError
 from snnas.space._toml import TomlSource, type_name
 
-__all__ = ["REWARD_MODES", "SearchConfig", "load_search_config"]
+__all__ = ["REWARD_MODES", "SCORING", "SearchConfig", "load_search_config"]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
+#: Batch-norm statistics a policy is scored with (snnas.search.PolicyScorer).
+SCORING = ("recalibrated", "batch", "running")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class SearchConfig:
     reward_lambda: float = 0.1  # penalized: accuracy - lambda * communication ratio
     budget: float = 0.3  # budget: the largest communication ratio without penalty
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
+    # Search rewards: batch-norm statistics ("recalibrated", "batch" or "running") and, when
+    # recalibrated, how many training images (docs/search.md: the proxy table). Final
+    # figures are always deployable (recalibrated on 1,024 images, eval mode).
+    scoring: str = "batch"
+    calib_images: int = 256
+    rescore: int = 30  # candidates (best search rewards) re-scored at the end; topk of them kept
     strategy: dict[str, Any] = field(default_factory=dict)  # {strategy name: {option: value}}
 
     def to_json(self) -> dict[str, Any]:
@@ -73,6 +81,10 @@ CIFAR = SearchConfig(
     batch_size=128,
     eval_batch_size=128,
     milestones=(0.5, 0.75),
+    # Batch statistics of a 128-image minibatch rank policies poorly (docs/search.md: the
+    # digits table at 64 and 32 images); recalibration does not depend on the minibatch.
+    scoring="recalibrated",
+    calib_images=512,
 )
 
 # TOML layout: [search] for the loop, [reward] for the reward, [strategy] for its options.
@@ -90,6 +102,9 @@ _SECTIONS = {
         "weight_decay",
         "milestones",
         "augment",
+        "scoring",
+        "calib_images",
+        "rescore",
     ),
     "reward": ("mode", "lambda", "budget", "penalty"),
 }
@@ -150,6 +165,11 @@ def _validate(src: TomlSource, config: SearchConfig) -> None:
             raise src.error(f"search.{name}", "an integer >= 0", getattr(config, name))
     if config.lr <= 0:
         raise src.error("search.lr", "a positive number", config.lr)
+    if config.scoring not in SCORING:
+        raise src.error("search.scoring", f"one of {', '.join(SCORING)}", config.scoring)
+    for name in ("calib_images", "rescore"):
+        if getattr(config, name) < 1:
+            raise src.error(f"search.{name}", "an integer >= 1", getattr(config, name))
     if config.reward not in REWARD_MODES:
         raise src.error("reward.mode", f"one of {', '.join(REWARD_MODES)}", config.reward)
     if not config.budget > 0:
