@@ -30,7 +30,7 @@ class Controller(nn.Module):
     """Autoregressive policy over a sequence of categorical decisions."""
 
     def __init__(
-        self, sizes: list[int], hidden: int = 100, temperature: float = 1.0, tanh: float = 2.5
+        self, sizes: list[int], hidden: int = 100, temperature: float = 1.0, tanh: float = 5.0
     ) -> None:
         super().__init__()
         self.sizes = sizes
@@ -119,7 +119,7 @@ class Reinforce(Strategy):
         seed: int = 0,
         hidden: int = 100,
         temperature: float = 1.0,
-        tanh_constant: float = 2.5,
+        tanh_constant: float = 5.0,
         entropy_weight: float = 1e-4,
         baseline_decay: float = 0.95,
         lr: float = 1e-2,
