@@ -13,7 +13,7 @@ best, evaluations to the reference sample's top 1%, and the Wilcoxon p-value aga
 search (paired by seed).
 
     python benchmarks/controller.py --landscape synthetic
-    python benchmarks/controller.py --landscape quickstart --settings center lr=0.01
+    python benchmarks/controller.py --landscape quickstart --settings center tanh_constant=5
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from snnas.search._pareto import hypervolume  # noqa: E402
 from snnas.search._stats import auc, best_so_far, first_reach, wilcoxon_p  # noqa: E402
 from snnas.search.strategies import make_strategy  # noqa: E402
 from snnas.space import SearchSpace, load_space  # noqa: E402
 
 #: The defaults' neighbourhood: one change at a time from ``center``.
-CENTER: dict[str, Any] = {"lr": 1e-2}
+CENTER: dict[str, Any] = {}  # the defaults (lr 0.01, tanh 5 after two rounds)
 VARIANTS: dict[str, dict[str, Any]] = {
     "center": {},
     "old": {  # the landed defaults: one reward per update, temperature 5
@@ -112,19 +113,34 @@ def run(
     options: dict[str, Any],
     seeds: int,
     budget: int,
+    pareto: Callable[[Any], tuple[float, float]] | None = None,
 ) -> list[dict[str, Any]]:
+    """``pareto``: tell (accuracy, ratio) pairs instead and record the front's hypervolume
+    after every evaluation as the "reward"."""
     out = []
     for seed in range(seeds):
         strategy = make_strategy(name, space, seed, **options)
-        noisy, clean = [], []
+        noisy: list[float] = []
+        clean: list[float] = []
+        points: list[tuple[float, float]] = []
         while len(noisy) < budget:
             for policy in strategy.ask_batch(min(strategy.batch_size, budget - len(noisy))):
-                r, c = reward(policy)
-                strategy.tell(policy, r)
+                if pareto is None:
+                    r, c = reward(policy)
+                    strategy.tell(policy, r)
+                else:
+                    point = pareto(policy)
+                    strategy.tell(policy, point)
+                    points.append(point)
+                    r = c = hypervolume(points, HV_REF)
                 noisy.append(r)
                 clean.append(c)
         out.append({"noisy": noisy, "clean": clean})
     return out
+
+
+#: pareto: the hypervolume's reference point (set from the no-communication policy)
+HV_REF = (0.0, 1.0)
 
 
 def main() -> None:
@@ -134,22 +150,30 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--run", default="runs/controller", help="quickstart: the folder")
+    parser.add_argument("--pareto", action="store_true", help="quickstart: two objectives")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     space = load_space(ROOT / "search_spaces/quickstart.toml")
+    pareto = None
     if args.landscape == "synthetic":
         reward = synthetic(space, SNR)
     else:
-        reward = _quickstart(ROOT / args.run)
+        reward, pareto = _quickstart(ROOT / args.run)
+        if args.pareto:
+            global HV_REF
+            HV_REF = (pareto(space.no_communication_policy())[0], 1.0)
+        else:
+            pareto = None
     rng = random.Random(99_991)
     reference = sorted(reward(space.sample(rng))[0] for _ in range(2000))
     top = reference[int(0.99 * len(reference))]
     rows = {}
     tic = time.perf_counter()
-    base = run(space, reward, "random", {}, args.seeds, args.budget)
+    base = run(space, reward, "random", {}, args.seeds, args.budget, pareto)
     for label in ["random", *args.settings]:
         runs = base if label == "random" else run(
-            space, reward, "reinforce", {**CENTER, **VARIANTS[label]}, args.seeds, args.budget
+            space, reward, "reinforce", {**CENTER, **_setting(label)}, args.seeds, args.budget,
+            pareto,
         )  # fmt: skip
         aucs = [auc(best_so_far(r["noisy"])) for r in runs]
         rows[label] = {
@@ -177,8 +201,24 @@ def main() -> None:
         print(json.dumps({"rows": rows, "time_s": time.perf_counter() - tic}, indent=2))
 
 
-def _quickstart(folder: Path) -> Callable[[Any], tuple[float, float]]:
-    """The quickstart's compare landscape (penalized), scores cached on disk."""
+def _setting(label: str) -> dict[str, Any]:
+    """A named variant, or options spelled out: ``tanh_constant=5,lr=0.02``."""
+    if label in VARIANTS:
+        return VARIANTS[label]
+    out: dict[str, Any] = {}
+    for item in label.split(","):
+        key, _, value = item.partition("=")
+        out[key] = value if key == "advantage" else float(value)
+        if key in ("batch", "ppo_epochs", "hidden"):
+            out[key] = int(out[key])
+    return out
+
+
+def _quickstart(
+    folder: Path,
+) -> tuple[Callable[[Any], tuple[float, float]], Callable[[Any], tuple[float, float]]]:
+    """The quickstart's compare landscape: penalized rewards and (accuracy, ratio) pairs,
+    scores cached on disk."""
     from snnas._run import RunDir
     from snnas.data import load_for_space
     from snnas.search import load_search_config
@@ -207,7 +247,11 @@ def _quickstart(folder: Path) -> Callable[[Any], tuple[float, float]]:
         value = acc - config.reward_lambda * ratio
         return value, value
 
-    return reward
+    def pair(policy: Any) -> tuple[float, float]:
+        reward(policy)  # caches and saves
+        return fixed.score(policy)
+
+    return reward, pair
 
 
 if __name__ == "__main__":
