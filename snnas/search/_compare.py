@@ -267,8 +267,13 @@ class _Fixed:
             key = (reward, name, seed)
             if key in done:
                 continue
-            if reward == "pareto" and not make_strategy(name, self.space, 0).multi_objective:
-                continue
+            if (
+                reward == "pareto"
+                and not make_strategy(
+                    name, self.space, 0, **_options(self.config, name, 2)
+                ).multi_objective
+            ):
+                continue  # reported as skipped
             if self.progress:
                 self.progress(
                     "compare", count, len(runs), {"reward": reward, "strategy": name, "seed": seed}

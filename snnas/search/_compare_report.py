@@ -30,12 +30,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['seeds']} seeds per strategy, {report['budget']} evaluations each, on "
         f"{report['dataset']}: searches score policies on {report['split']['search_images']} "
-        f"validation images ({report['scoring']['search']} batch norm"
-        + (
-            f", {report['scoring']['calib_images']} calibration images"
-            if report["scoring"]["search"] == "recalibrated"
-            else ""
-        )
+        f"validation images ("
+        + {
+            "batch": "batch statistics",
+            "running": "the supernet's running statistics",
+            "recalibrated": f"batch norm recalibrated on {report['scoring']['calib_images']} "
+            "training images",
+        }[report["scoring"]["search"]]
         + f"); each seed's incumbent is re-scored on {report['split']['heldout_images']} "
         f"held-out images ({report['scoring']['heldout']}). Medians over seeds with "
         "bootstrap 95% intervals; AUC is the mean best-so-far value over the budget; regret "

@@ -28,9 +28,8 @@ def _compare(space, digits, path, strategies=("random", "reinforce"), **kw):
 
 
 def test_fixed_mode_report(tmp_path, space, digits):
-    report = _compare(
-        space, digits, tmp_path / "c", strategies=("random", "reinforce", "evolution")
-    )
+    names = ("random", "reinforce", "evolution", "optuna:tpe")
+    report = _compare(space, digits, tmp_path / "c", strategies=names)
     assert report["rewards"] == REWARDS and report["headline"] == "penalized"
     assert report["split"] == {"search_images": 90, "heldout_images": 90}
     run = RunDir(tmp_path / "c")
@@ -60,7 +59,7 @@ def test_fixed_mode_report(tmp_path, space, digits):
     assert report["skipped"] == {"pareto": ["evolution"]}
     assert "evolution" not in report["results"]["pareto"]
     evaluations = run.read_jsonl("evaluations.jsonl")
-    assert len(evaluations) == (3 + 2) * 3 * 9
+    assert len(evaluations) == (4 + 3) * 3 * 9  # tpe takes two objectives, evolution not
     assert all(space.check(e["policy"]) is None for e in evaluations)
     assert (tmp_path / "c" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_path / "c" / "report.md").read_text()
