@@ -110,6 +110,52 @@ def goal(run: Path) -> dict[str, Any]:
     return out
 
 
+def incumbents(run: Path) -> dict[str, dict[str, float]]:
+    """Why held-out rewards differ: the penalized incumbents' accuracy on the search half
+    (batch statistics, as searched, and deployable), on the held-out half (deployable) and
+    their live communication ratio; medians over seeds."""
+    import torch
+
+    from snnas.data import load_for_space
+    from snnas.search import load_search_config
+    from snnas.search._compare import _Fixed
+    from snnas.search._reward import DEPLOY_CALIB_IMAGES, PolicyScorer, calibration_images
+    from snnas.space import load_space
+    from snnas.train import Accelerator
+
+    report = RunDir(run).read_json("report.json")
+    space = load_space(ROOT / "search_spaces/quickstart.toml")
+    data = load_for_space("digits", space)
+    fixed = _Fixed(
+        space, data, load_search_config("digits"), report["strategies"], report["seeds"],
+        report["budget"], RunDir(run), Accelerator.pick("cpu"), None, report["rewards"],
+        report["reference"][report["headline"]]["policies"],
+    )  # fmt: skip
+    fixed._setup(None)
+    search = fixed.scorer
+    deployable = PolicyScorer(
+        space, search.model, torch.cat([x for x, _ in search.batches]),
+        torch.cat([y for _, y in search.batches]), fixed.accel, batch_size=search.batch_size,
+        calibration=calibration_images(data, DEPLOY_CALIB_IMAGES),
+    )  # fmt: skip
+    out = {}
+    for name, result in report["results"]["penalized"].items():
+        rows = []
+        for policy in map(space.validate, result["incumbents"]):
+            rows.append(
+                (
+                    search.accuracy(policy),
+                    deployable.accuracy(policy),
+                    fixed.heldout_accuracy(policy),
+                    search.ratio(policy),
+                )
+            )
+        columns = [statistics.median(c) for c in zip(*rows, strict=True)]
+        keys = ("search_acc_batch", "search_acc_deployable", "heldout_acc", "live_ratio")
+        out[name] = dict(zip(keys, columns, strict=True))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=ROOT / "runs/compare-quickstart")
@@ -120,6 +166,7 @@ def main() -> None:
     if not (args.run / "report.json").exists():
         _run_compare(args.run, args.seeds, args.budget)
     result = goal(args.run)
+    result["incumbents"] = incumbents(args.run)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -133,6 +180,13 @@ def main() -> None:
         f" (one-sided p = {pen['p_reinforce_half_gt_random_full']:.3g}); AUC p vs random "
         f"{pen['p_vs_random_auc']}: goal {'met' if pen['met'] else 'NOT met'}"
     )
+    print("penalized incumbents (medians): search-half accuracy as searched / deployable, ")
+    print("held-out accuracy (deployable), live communication ratio")
+    for name, row in result["incumbents"].items():
+        print(
+            f"  {name:<12} {row['search_acc_batch']:.4f} / {row['search_acc_deployable']:.4f}"
+            f"  {row['heldout_acc']:.4f}  {row['live_ratio']:.4f}"
+        )
     if "pareto" in result:
         par = result["pareto"]
         hv = par["hypervolume_median"]
