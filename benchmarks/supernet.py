@@ -3,10 +3,16 @@
 Figures (see benchmarks/README.md):
   train_step_ratio   supernet training step (forward + backward + SGD, a fresh random policy
                      each step) over the same grouped network with no transmissions
-                     (target <= 1.15); saved-activation bytes of both beside it
+                     (target <= 1.05); saved-activation bytes of both beside it
+  unfused_ratio      the same step with the reference transfer (transmit, then aggregate:
+                     gather, mask, cast, pad, add) instead of the fused one, timed in the same
+                     interleaving
   infer_ratio        supernet inference under one fixed policy over its frozen standalone
                      model (target <= 1.05)
   train_images_per_s, infer_images_per_s   per space
+  scorer_policies_per_s   the search's scorer (first space only): batch statistics of 180
+                     images (the digits search reward), and the deployable score (batch norm
+                     recalibrated on 1,024 images, then 180 images in eval mode)
 
 Variants are timed interleaved (A, B, A, B, ...) and the medians compared, so machine noise
 hits both alike. On a GPU: `python benchmarks/supernet.py --device cuda --batch 128 --json`.
@@ -30,8 +36,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import snnas.models.supernet as supernet_module  # noqa: E402
 from snnas.models import SepResNeXt  # noqa: E402
+from snnas.search._reward import DEPLOY_CALIB_IMAGES, PolicyScorer  # noqa: E402
 from snnas.space import load_space  # noqa: E402
+from snnas.train import Accelerator  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -87,12 +96,29 @@ def bench_space(path: Path, batch: int, repeats: int, device: torch.device) -> d
 
         return step
 
+    fused = supernet_module.transfer
+
+    def reference(x: torch.Tensor, sent: torch.Tensor, plan: Any) -> torch.Tensor:
+        return supernet_module.aggregate(x, supernet_module.transmit(sent, plan), plan)
+
+    def with_transfer(fn: Callable[..., torch.Tensor], step: Callable[[], None]) -> Any:
+        def run() -> None:
+            supernet_module.transfer = fn
+            try:
+                step()
+            finally:
+                supernet_module.transfer = fused
+
+        return run
+
     supernet_step = train_step(lambda: space.sample(rng))
     grouped_step = train_step(lambda: quiet)
+    unfused_step = with_transfer(reference, train_step(lambda: space.sample(rng)))
+    variants = [supernet_step, grouped_step, unfused_step]
     for _ in range(2):  # warm-up
-        supernet_step()
-        grouped_step()
-    t_super, t_grouped = _interleaved([supernet_step, grouped_step], repeats, device)
+        for fn in variants:
+            fn()
+    t_super, t_grouped, t_unfused = _interleaved(variants, repeats, device)
     # Activation memory of a dense policy (everyone sends everything) vs no transmissions.
     dense = _dense(space)
     mem_super = _saved_bytes(train_step(lambda: dense))
@@ -118,6 +144,7 @@ def bench_space(path: Path, batch: int, repeats: int, device: torch.device) -> d
         "space": space.name,
         "batch": batch,
         "train_step_ratio": t_super / t_grouped,
+        "unfused_ratio": t_unfused / t_grouped,
         "train_step_s": t_super,
         "grouped_step_s": t_grouped,
         "train_saved_bytes": mem_super,
@@ -129,6 +156,36 @@ def bench_space(path: Path, batch: int, repeats: int, device: torch.device) -> d
         "train_images_per_s": batch / t_super,
         "infer_images_per_s": batch / t_inf_super,
     }
+
+
+def bench_scorer(path: Path, device: torch.device, policies: int = 20) -> dict[str, float]:
+    """Policies per second of the search's scorer on random images of the space's shape."""
+    space = load_space(path)
+    torch.manual_seed(0)
+    net = SepResNeXt(space).to(device)
+    n = space.network
+    shape = (n.input_channels, n.input_size, n.input_size)
+    images, labels = torch.randn(180, *shape), torch.randint(0, n.num_classes, (180,))
+    calib = torch.randn(DEPLOY_CALIB_IMAGES, *shape)
+    accel = Accelerator(device)
+    scorers = {
+        "batch_180": PolicyScorer(space, net, images, labels, accel, batch_size=180, bn="batch"),
+        "deployable": PolicyScorer(
+            space, net, images, labels, accel, batch_size=180, calibration=calib
+        ),
+    }
+    rng = random.Random(3)
+    sample = [space.sample(rng) for _ in range(policies)]
+    out = {}
+    for name, scorer in scorers.items():
+        scorer.accuracy(sample[0])  # warm-up
+        _sync(device)
+        tic = time.perf_counter()
+        for policy in sample:
+            scorer.accuracy(policy)
+        _sync(device)
+        out[name] = policies / (time.perf_counter() - tic)
+    return out
 
 
 def _dense(space: Any) -> dict[str, Any]:
@@ -160,6 +217,7 @@ def main() -> None:
         batch = args.batch or (64 if i == 0 else 16)
         repeats = args.repeats if i == 0 else max(5, args.repeats // 2)
         results.append(bench_space(ROOT / name, batch, repeats, device))
+    scorer = bench_scorer(ROOT / args.spaces[0], device)
     report = {
         "device": str(device),
         "torch": torch.__version__,
@@ -167,23 +225,31 @@ def main() -> None:
         "spaces": results,
         "train_step_ratio": max(r["train_step_ratio"] for r in results),
         "infer_ratio": max(r["infer_ratio"] for r in results),
+        "scorer_policies_per_s": {"space": results[0]["space"], **scorer},
         "gpu_command": "python benchmarks/supernet.py --device cuda --batch 128 --json",
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"device {report['device']}, torch {report['torch']}, {report['threads']} threads")
-    header = f"{'space':<24}{'batch':>6}{'train x':>9}{'infer x':>9}{'mem x':>7}{'train img/s':>13}"
-    print(header + f"{'infer img/s':>13}")
+    header = f"{'space':<24}{'batch':>6}{'train x':>9}{'unfused x':>11}{'infer x':>9}{'mem x':>7}"
+    print(header + f"{'train img/s':>13}{'infer img/s':>13}")
     for r in results:
         print(
-            f"{r['space']:<24}{r['batch']:>6}{r['train_step_ratio']:>9.3f}{r['infer_ratio']:>9.3f}"
+            f"{r['space']:<24}{r['batch']:>6}{r['train_step_ratio']:>9.3f}"
+            f"{r['unfused_ratio']:>11.3f}{r['infer_ratio']:>9.3f}"
             f"{r['train_memory_ratio']:>7.2f}{r['train_images_per_s']:>13.1f}"
             f"{r['infer_images_per_s']:>13.1f}"
         )
     print(
-        "train x: supernet step / no-transmission step (target <= 1.15); "
-        "infer x: supernet / frozen (target <= 1.05)"
+        "train x: supernet step / no-transmission step (target <= 1.05); unfused x: the same "
+        "with the reference transfer; infer x: supernet / frozen (target <= 1.05)"
+    )
+    sc = report["scorer_policies_per_s"]
+    print(
+        f"scorer on {sc['space']}: {sc['batch_180']:.1f} policies/s with batch statistics of "
+        f"180 images, {sc['deployable']:.1f} deployable (recalibrated on "
+        f"{DEPLOY_CALIB_IMAGES} images)"
     )
 
 

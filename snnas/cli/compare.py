@@ -22,7 +22,21 @@ __all__ = ["compare"]
     show_default=True,
     help="Comma-separated strategy names (see snnas list).",
 )
-@click.option("--seeds", type=Number(Range(1, 1000, integer=True)), default=5, show_default=True)
+@click.option("--seeds", type=Number(Range(1, 1000, integer=True)), default=10, show_default=True)
+@click.option(
+    "--rewards",
+    default="penalized,pareto,accuracy",
+    show_default=True,
+    help="Comma-separated reward modes (fixed mode; the first is the headline; full mode "
+    "searches under the first).",
+)
+@click.option(
+    "--reference",
+    type=Number(Range(10, 1_000_000, integer=True)),
+    default=2000,
+    show_default=True,
+    help="Uniform random policies scored once as the reference sample (fixed mode).",
+)
 @click.option(
     "--budget",
     type=Number(Range(1, 1_000_000, integer=True)),
@@ -51,6 +65,8 @@ def compare(
     space_file: Path,
     strategies: str,
     seeds: int,
+    rewards: str,
+    reference: int,
     budget: int | None,
     mode: str,
     config_file: Path | None,
@@ -76,6 +92,7 @@ def compare(
 
     # Option values first (usage errors, exit code 2), then files, then data.
     names = parse_names(strategies)
+    modes = _reward_modes(rewards)
     if name is not None:
         resolve_run(runs_dir, name)
     space = load_space(space_file)
@@ -93,7 +110,7 @@ def compare(
     if not as_json:
         terminal.info(
             f"comparing {', '.join(names)} on {space.name}: {seeds} seeds, {mode} "
-            f"mode -> {run.path}"
+            f"mode, rewards {rewards} -> {run.path}"
         )
     with progress_bars(terminal, "compare") as progress:
         report = run_compare(
@@ -105,6 +122,8 @@ def compare(
             budget,
             run,
             mode=mode,
+            rewards=modes,
+            reference=reference,
             accel=accel,
             progress=progress,
             supernet_epochs=supernet_epochs,
@@ -116,16 +135,18 @@ def compare(
     terminal.info(f"wrote {run.path}/report.md, report.json, curves.png")
 
 
-#: One evaluation of a fixed-mode comparison (``evaluations.jsonl``).
-_EVALUATION = {
-    "strategy": str,
-    "seed": int,
-    "evaluation": int,
-    "policy": dict,
-    "reward": (int, float),
-    "accuracy": (int, float),
-    "comm_ratio": (int, float),
-}
+def _reward_modes(text: str) -> list[str]:
+    """``--rewards``: distinct known reward modes, comma-separated (usage errors exit 2)."""
+    from snnas.errors import UsageError
+    from snnas.search import REWARD_MODES
+
+    modes = [m.strip() for m in text.split(",")]
+    for mode in modes:
+        if mode not in REWARD_MODES:
+            raise UsageError("--rewards", f"one of {', '.join(REWARD_MODES)}", mode)
+    if len(set(modes)) != len(modes):
+        raise UsageError("--rewards", "each mode at most once", text)
+    return modes
 
 
 def _check_previous(run: Any, names: list[str], seeds: int, mode: str) -> None:
@@ -137,7 +158,10 @@ def _check_previous(run: Any, names: list[str], seeds: int, mode: str) -> None:
     if not run.exists():
         return
     if mode == "fixed":
-        run.read_jsonl("evaluations.jsonl", keys=_EVALUATION)
+        from snnas.search._ledger import EVALUATION_KEYS, REFERENCE_KEYS, read_records
+
+        read_records(run / "evaluations.jsonl", EVALUATION_KEYS)
+        read_records(run / "reference.jsonl", REFERENCE_KEYS)
         return
     for name in names:
         for seed in range(seeds):

@@ -44,19 +44,57 @@ class Batches(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
-class EpochDataLoader(torch.utils.data.DataLoader[tuple[Tensor, Tensor]]):
-    """A DataLoader whose shuffle order (and workers' augmentation seeds) depend only on
-    ``seed`` and the epoch chosen with :meth:`set_epoch`, like :class:`TensorLoader`."""
+class _EpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)``: the order of ``epoch`` (seeded by ``seed`` and the epoch),
+    and the epoch the sample's augmentation is seeded with. The sampler runs in the main
+    process, so persistent loader workers see every epoch change."""
 
-    def __init__(self, dataset: CifarDataset, seed: int, **kwargs: Any) -> None:
-        super().__init__(dataset, generator=torch.Generator(), **kwargs)
+    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order = list(range(self.n))
+        return iter((i, self.epoch) for i in order)
+
+
+class _SeededSamples(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
+    """Each sample's transform draws from a generator seeded by (seed, epoch, index), never
+    from the global random state or a worker's: an augmented epoch is the same whoever
+    computes it, so a resumed run sees the images an uninterrupted one saw."""
+
+    def __init__(self, dataset: CifarDataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            return self.dataset[index]
+
+
+class EpochDataLoader(torch.utils.data.DataLoader[tuple[Tensor, Tensor]]):
+    """A DataLoader whose shuffle order and augmentation depend only on ``seed``, the epoch
+    chosen with :meth:`set_epoch` and each sample's index, like :class:`TensorLoader`."""
+
+    def __init__(self, dataset: CifarDataset, seed: int, shuffle: bool, **kwargs: Any) -> None:
+        sampler = _EpochSampler(len(dataset), shuffle, seed)
+        super().__init__(_SeededSamples(dataset, seed), sampler=sampler, **kwargs)
+        self.epoch_sampler = sampler
         self.seed = seed
-        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the shuffle order of ``epoch``."""
-        assert self.generator is not None
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        """Choose the shuffle order and the augmentation of ``epoch``."""
+        self.epoch_sampler.epoch = epoch
 
 
 #: Fraction of the CIFAR training set held out for validation (the paper: 10%).
@@ -129,8 +167,8 @@ class DataSplits:
         return EpochDataLoader(
             CifarDataset(images, labels, transform),
             seed,
+            shuffle,
             batch_size=batch_size,
-            shuffle=shuffle,
             num_workers=workers,
             pin_memory=pin_memory,
             persistent_workers=workers > 0,

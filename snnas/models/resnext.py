@@ -51,8 +51,11 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn2(self.conv2(out)))  # (B, mid, H/s, W/s)
         out = self.bn3(self.conv3(out))  # (B, streams * out_w, H/s, W/s)
         if self.downsample is not None:
-            identity = self.downsample(x)
-        out = out + identity
+            # Under autocast the projection comes out in bfloat16: the stream keeps the
+            # dtype it came in with (float32), so transfers and their float16 rounding stay
+            # real (docs/supernet.md).
+            identity = self.downsample(x).to(x.dtype)
+        out = out + identity  # a bfloat16 branch is promoted to the stream's float32
         return F.relu(out)
 
 
@@ -65,7 +68,9 @@ class Stem(nn.Module):
         self.bn = nn.BatchNorm2d(network.stem_width)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        # The residual stream starts in float32 even under autocast (only convolutions run
+        # in bfloat16): see Bottleneck.forward.
+        return F.relu(self.bn(self.conv(x))).to(x.dtype)
 
 
 class ResNeXt(nn.Module):

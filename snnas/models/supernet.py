@@ -29,7 +29,15 @@ from snnas.errors import SnnasError
 from snnas.models.resnext import Bottleneck, Stem, _init_weights
 from snnas.space import PointPolicy, SearchSpace
 
-__all__ = ["FrozenSepResNeXt", "SepResNeXt", "TransferPlan", "aggregate", "make_plan", "transmit"]
+__all__ = [
+    "FrozenSepResNeXt",
+    "SepResNeXt",
+    "TransferPlan",
+    "aggregate",
+    "make_plan",
+    "transfer",
+    "transmit",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class TransferPlan:
     all_receive: bool  # no device keeps its data (a derangement): no masking needed
     half: bool  # round the payload through float16
     channels_sent: int  # n_send x senders
+    pairs: tuple[tuple[int, int], ...] = ()  # (sender, receiver) of every transfer
 
 
 def make_plan(geo: PointGeometry, decision: PointPolicy, groups: int, device: Any) -> TransferPlan:
@@ -67,6 +76,7 @@ def make_plan(geo: PointGeometry, decision: PointPolicy, groups: int, device: An
         all_receive=all(receives),
         half=decision.dtype == "float16",
         channels_sent=n * int(sum(receives)),
+        pairs=tuple((source[j], j) for j in range(groups) if receives[j]),
     )
 
 
@@ -91,6 +101,59 @@ def aggregate(x: Tensor, d: Tensor, plan: TransferPlan) -> Tensor:
         # Zero channels up to the stream width; backward is a view, no scatter.
         d = F.pad(d, (0, 0, 0, 0, 0, plan.channels - plan.n_send))  # (B, G, w, H, W)
     return x + d.flatten(1, 2)
+
+
+def transfer(x: Tensor, sent: Tensor, plan: TransferPlan) -> Tensor:
+    """Eqs. (2)-(3) fused: ``aggregate(x, transmit(sent, plan), plan)``, computed as a copy of
+    ``x`` plus one in-place slice addition per receiver (no gather, mask, pad or full-size
+    payload; a custom backward with one copy of the gradient). ``sent`` is the stream at the
+    sending block; it is ``x`` itself when the transfer is added where it is sent.
+
+    Its results equal ``aggregate(x, transmit(sent, plan), plan)``: each receiver's first
+    ``N_send`` channels get the same single addition, the other channels are left alone.
+    """
+    if sent is x:
+        return _Transfer.apply(x, None, plan)
+    return _Transfer.apply(x, sent, plan)
+
+
+class _Transfer(torch.autograd.Function):
+    """Forward: ``out = x``, then ``out[receiver, :n] += round(sent[sender, :n])`` per pair.
+    Backward: the rounding is straight-through; the gradient of ``sent`` is the receivers'
+    gradient moved back to the senders."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, sent: Tensor | None, plan: TransferPlan) -> Tensor:
+        b, _, h, w = x.shape
+        n = plan.n_send
+        src = (x if sent is None else sent).view(b, -1, plan.channels, h, w)  # (B, G, w, H, W)
+        out = x.clone()
+        dst = out.view(b, -1, plan.channels, h, w)
+        for i, j in plan.pairs:
+            d = src[:, i, :n]  # (B, n, H, W), a view
+            if plan.half:
+                d = d.to(torch.float16).to(x.dtype)  # the wire's precision loss
+            dst[:, j, :n] += d
+        ctx.plan, ctx.same, ctx.shape = plan, sent is None, (b, h, w)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        plan: TransferPlan = ctx.plan
+        b, h, w = ctx.shape
+        n = plan.n_send
+        g = grad.view(b, -1, plan.channels, h, w)
+        if ctx.same:
+            gx = grad.clone()
+            view = gx.view(b, -1, plan.channels, h, w)
+            for i, j in plan.pairs:
+                view[:, i, :n] += g[:, j, :n]
+            return gx, None, None
+        g_sent = torch.zeros_like(grad)
+        view = g_sent.view(b, -1, plan.channels, h, w)
+        for i, j in plan.pairs:
+            view[:, i, :n] = g[:, j, :n]
+        return grad, g_sent, None
 
 
 class _SepBase(nn.Module):
@@ -120,17 +183,16 @@ class _SepBase(nn.Module):
         pending: list[tuple[TransferPlan, Tensor]] = []
         for b, block in enumerate(self.blocks):
             out = block(out)  # X^{l-1} + T(X^{l-1}), per device
-            for waiting, d in pending:
+            for waiting, sent in pending:
                 if waiting.aggregate_block == b:
-                    out = aggregate(out, d, waiting)  # eq. (2): + D^l
+                    out = transfer(out, sent, waiting)  # eq. (2): + D^l, D = F(sent), eq. (3)
             pending = [item for item in pending if item[0].aggregate_block != b]
             send = sends.get(b)
             if send is not None:
-                d = transmit(out, send)  # eq. (3)
                 if send.aggregate_block == b:  # due in the block that sends it (arch.py)
-                    out = aggregate(out, d, send)
-                else:
-                    pending.append((send, d))
+                    out = transfer(out, out, send)
+                else:  # the stream as sent; blocks never modify it in place
+                    pending.append((send, out))
         out = out[:, : self.head_width]  # Table 1: keep device 0's stream only
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # (B, C_last)
         return self.fc(out)

@@ -1,50 +1,62 @@
 """Strategies compared under equal budgets: ``fixed`` (one supernet, frozen weights, the same
-validation data for every strategy and seed) or ``full`` (the whole alternating search per
-strategy and seed, the paper's Fig. 4)."""
+validation images for every strategy and seed) or ``full`` (the whole alternating search per
+strategy and seed, the paper's Fig. 4).
+
+Fixed mode splits the validation split in two: strategies search on one half, and each
+seed's incumbent is re-scored, deployably (batch norm recalibrated, eval mode), on the other
+half, which no search saw. A reference sample of uniform random policies, scored once per
+comparison, gives each reward mode its scale: the best reward known, the top-1% threshold
+(a percentile, so it works for negative rewards) and, in ``pareto`` mode, the reference
+front. Per strategy and reward mode: the area under the best-so-far curve, the regret, the
+evaluations to the top 1%, held-out scores, bootstrap 95% intervals over seeds and a paired
+Wilcoxon test against random search (docs/search.md).
+"""
 
 from __future__ import annotations
 
-import math
-import statistics
+import random
+import time
 from dataclasses import replace
 from typing import Any
 
+import torch
+
+from snnas._io import atomic_write_text
 from snnas._run import Progress, RunDir
-from snnas.data import DataSplits, TensorLoader
-from snnas.errors import CheckpointError, ConfigError
+from snnas.data import DataSplits
+from snnas.errors import ConfigError
 from snnas.models import SepResNeXt
-from snnas.search._config import SearchConfig
+from snnas.search._compare_report import full_report, markdown
+from snnas.search._config import REWARD_MODES, SearchConfig
+from snnas.search._ledger import Ledger
 from snnas.search._loop import run_search
+from snnas.search._pareto import epsilon_gap, hypervolume, pareto_front
 from snnas.search._plots import plot_compare
-from snnas.search._reward import PolicyScorer, make_reward
+from snnas.search._reward import (
+    DEPLOY_CALIB_IMAGES,
+    PolicyScorer,
+    calibration_images,
+    make_reward,
+    split_tensors,
+)
+from snnas.search._stats import auc, best_so_far, first_reach, mean_se, summary, wilcoxon_p
 from snnas.search.strategies import make_strategy
-from snnas.space import SearchSpace, policy_json
+from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator, default_config, train
 
-__all__ = ["compare"]
+__all__ = ["DEFAULT_REWARDS", "REFERENCE", "compare"]
 
+#: Reward modes a comparison reports by default; the first is the headline.
+DEFAULT_REWARDS = ("penalized", "pareto", "accuracy")
+#: Uniform random policies in the reference sample.
+REFERENCE = 2_000
+#: The search half of the validation split holds at most this many images.
+EVAL_IMAGES = 1_024
 FRACTIONS = (0.25, 0.5, 1.0)
-#: fixed mode scores every policy on the same validation images, at most this many
-EVAL_IMAGES = 1024
-
-
-def _mean_se(values: list[float]) -> dict[str, float]:
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "se": se}
-
-
-def _curve_stats(runs: list[list[float]]) -> tuple[list[float], list[float]]:
-    length = min(len(r) for r in runs)
-    columns = [[r[i] for r in runs] for i in range(length)]
-    stats = [_mean_se(c) for c in columns]
-    return [s["mean"] for s in stats], [s["se"] for s in stats]
-
-
-def _best_so_far(rewards: list[float]) -> list[float]:
-    out: list[float] = []
-    for r in rewards:
-        out.append(max(r, out[-1]) if out else r)
-    return out
+_REFERENCE_SEED = 99_991
+_SPLIT_SEED = 0
+#: pareto mode: hypervolume counts policies up to the ring all-reduce's bytes (ratio 1).
+RATIO_REF = 1.0
 
 
 def compare(
@@ -57,214 +69,403 @@ def compare(
     run: RunDir,
     *,
     mode: str = "fixed",
+    rewards: list[str] | tuple[str, ...] | None = None,
+    reference: int = REFERENCE,
     accel: Accelerator | None = None,
     progress: Progress | None = None,
     supernet_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Compare ``strategies`` over ``seeds`` seeds; write report.json, report.md, curves.png."""
+    """Compare ``strategies`` over ``seeds`` seeds; write report.json, report.md, curves.png.
+
+    ``rewards``: the reward modes to compare under (fixed mode; the first is the headline;
+    default :data:`DEFAULT_REWARDS`). Full mode runs whole searches under the first.
+    """
+    tic = time.perf_counter()
     accel = accel or Accelerator.pick()
-    if config.reward == "pareto":
-        raise ConfigError(
-            None,
-            "reward.mode",
-            "accuracy, penalized or budget (a comparison ranks strategies by one number)",
-            "pareto",
-        )
+    rewards = list(rewards or DEFAULT_REWARDS)
     if mode not in ("fixed", "full"):
         raise ConfigError(None, "--mode", "fixed or full", mode)
-    if seeds < 1 or (budget is not None and budget < 1):
-        raise ConfigError(None, "--seeds/--budget", "integers >= 1", (seeds, budget))
+    bad = [r for r in rewards if r not in REWARD_MODES] + (["(none)"] if not rewards else [])
+    if bad or len(set(rewards)) != len(rewards):
+        raise ConfigError(None, "--rewards", f"distinct modes of {', '.join(REWARD_MODES)}", bad)
+    if seeds < 1 or (budget is not None and budget < 1) or reference < 100:
+        raise ConfigError(
+            None, "--seeds/--budget/--reference", "integers >= 1 (reference >= 100)",
+            (seeds, budget, reference),
+        )  # fmt: skip
     for name in strategies:  # refuse a bad name before any training
         make_strategy(name, space, 0, **_options(config, name))
     run.create()
     if mode == "fixed":
-        report = _fixed(
-            space,
-            data,
-            config,
-            strategies,
-            seeds,
-            budget or 200,
-            run,
-            accel,
-            progress,
-            supernet_epochs,
-        )
+        report = _Fixed(
+            space, data, config, strategies, seeds, budget or 200, run, accel, progress, rewards,
+            reference,
+        ).run(supernet_epochs)  # fmt: skip
     else:
-        report = _full(space, data, config, strategies, seeds, budget, run, accel, progress)
+        report = _full(
+            space, data, replace(config, reward=rewards[0]), strategies, seeds, budget, run,
+            accel, progress,
+        )  # fmt: skip
+    report["time_s"]["total"] = time.perf_counter() - tic
     run.write_json("report.json", report)
-    (run / "report.md").write_text(_markdown(report))
+    atomic_write_text(run / "report.md", markdown(report))  # never in place, nor through a link
     return report
 
 
-def _options(config: SearchConfig, name: str) -> dict[str, Any]:
+def _options(config: SearchConfig, name: str, objectives: int = 1) -> dict[str, Any]:
     """Strategy options of the config that apply to ``name`` ([strategy.<name>] tables)."""
     table = config.strategy.get(name.split(":")[0], {})
-    return dict(table) if isinstance(table, dict) else {}
+    options = dict(table) if isinstance(table, dict) else {}
+    if objectives == 2 and name.startswith("optuna"):
+        options.setdefault("objectives", 2)
+    return options
 
 
-def _summarise(curves: dict[str, list[list[float]]], budget: int) -> tuple[dict[str, Any], float]:
-    """Best-so-far statistics at 25/50/100% of the budget and evaluations to 95% of the best."""
-    best_any = max(max(run) for runs in curves.values() for run in runs)
-    threshold = 0.95 * best_any
-    out: dict[str, Any] = {}
-    for name, runs in curves.items():
-        best = [_best_so_far(r) for r in runs]
+class _Fixed:
+    """One fixed-mode comparison: supernet, split, reference sample, searches, statistics."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: DataSplits,
+        config: SearchConfig,
+        strategies: list[str],
+        seeds: int,
+        budget: int,
+        run: RunDir,
+        accel: Accelerator,
+        progress: Progress | None,
+        rewards: list[str],
+        reference: int,
+    ) -> None:
+        self.space, self.data, self.config = space, data, config
+        self.strategies, self.seeds, self.budget = strategies, seeds, budget
+        self.run_dir, self.accel, self.progress = run, accel, progress
+        self.rewards, self.reference_size = rewards, reference
+        self.cache: dict[tuple[int, ...], tuple[float, float]] = {}  # search half scores
+        self.heldout_cache: dict[tuple[int, ...], float] = {}
+        self.times: dict[str, float] = {}
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _setup(self, supernet_epochs: int | None) -> None:
+        tic = time.perf_counter()
+        self.train_config = default_config(
+            "supernet", self.data.name, epochs=supernet_epochs, eval_policies=10
+        )
+        trained = train(
+            self.space, self.data, self.train_config, RunDir(self.run_dir / "supernet"),
+            resume=True, accel=self.accel, progress=self.progress,
+        )  # fmt: skip
+        assert isinstance(trained.model, SepResNeXt)
+        self.supernet_metrics = trained.metrics
+        self.times["supernet"] = time.perf_counter() - tic
+        model = trained.model
+        # The validation split in two halves: one to search on, one held out.
+        images, labels = split_tensors(self.data, "val")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
+        half = len(labels) // 2
+        search, held = order[:half][:EVAL_IMAGES].sort().values, order[half:].sort().values
+        config = self.config
+        self.scorer = PolicyScorer(
+            self.space, model, images[search], labels[search], self.accel,
+            batch_size=config.eval_batch_size, bn=config.scoring,
+            calibration=calibration_images(self.data, config.calib_images)
+            if config.scoring == "recalibrated" else None,
+        )  # fmt: skip
+        self.heldout = PolicyScorer(
+            self.space, model, images[held], labels[held], self.accel,
+            batch_size=config.eval_batch_size,
+            calibration=calibration_images(self.data, DEPLOY_CALIB_IMAGES),
+        )  # fmt: skip
+        identity = {
+            "space_hash": self.space.hash,
+            "budget": self.budget,
+            "config": config.to_json(),
+            "supernet": self.train_config.to_json(),
+            "reference": self.reference_size,
+            "split": [len(search), len(held)],
+        }
+        self.records = Ledger(self.run_dir, identity)
+
+    def score(self, policy: Policy) -> tuple[float, float]:
+        """(accuracy on the search half, live communication ratio), cached per policy."""
+        key = self.space.encode(policy)
+        if key not in self.cache:
+            self.cache[key] = (self.scorer.accuracy(policy), self.scorer.ratio(policy))
+        return self.cache[key]
+
+    def heldout_accuracy(self, policy: Policy) -> float:
+        """Deployable accuracy on the held-out half, cached per policy."""
+        key = self.space.encode(policy)
+        if key not in self.heldout_cache:
+            self.heldout_cache[key] = self.heldout.accuracy(policy)
+        return self.heldout_cache[key]
+
+    # -- the reference sample ----------------------------------------------------------------
+
+    def _reference(self) -> list[tuple[float, float]]:
+        tic = time.perf_counter()
+        rows = self.records.reference()
+        for row in rows:
+            self.cache[self.space.encode(row["policy"])] = (row["accuracy"], row["comm_ratio"])
+        pending: list[dict[str, Any]] = []
+        for i in range(len(rows), self.reference_size):
+            policy = self.space.sample(random.Random(_REFERENCE_SEED * 1_000_003 + i))
+            acc, ratio = self.score(policy)
+            pending.append({"policy": policy_json(policy), "accuracy": acc, "comm_ratio": ratio})
+            if len(pending) == 100 or i + 1 == self.reference_size:
+                self.records.add_reference(pending)
+                rows += pending
+                pending = []
+                if self.progress:
+                    self.progress("reference", i + 1, self.reference_size, {})
+        self.times["reference"] = time.perf_counter() - tic
+        return [(r["accuracy"], r["comm_ratio"]) for r in rows[: self.reference_size]]
+
+    # -- one search --------------------------------------------------------------------------
+
+    def _search(self, reward: str, name: str, seed: int) -> list[dict[str, Any]]:
+        multi = reward == "pareto"
+        strategy = make_strategy(
+            name, self.space, seed, **_options(self.config, name, 2 if multi else 1)
+        )
+        reward_of = make_reward(replace(self.config, reward=reward))
+        records: list[dict[str, Any]] = []
+        while len(records) < self.budget:
+            policies = strategy.ask_batch(min(strategy.batch_size, self.budget - len(records)))
+            for policy in policies:
+                acc, ratio = self.score(policy)
+                value = reward_of(acc, ratio)
+                strategy.tell(policy, value)
+                records.append({
+                    "reward_mode": reward, "strategy": name, "seed": seed,
+                    "evaluation": len(records) + 1, "policy": policy_json(policy),
+                    "reward": None if multi else value, "accuracy": acc, "comm_ratio": ratio,
+                })  # fmt: skip
+        return records
+
+    # -- everything --------------------------------------------------------------------------
+
+    def run(self, supernet_epochs: int | None) -> dict[str, Any]:
+        self._setup(supernet_epochs)
+        ref_points = self._reference()
+        no_comm = self.space.no_communication_policy()
+        acc_ref = self.score(no_comm)[0]
+        held_ref = self.heldout_accuracy(no_comm)
+        done = self.records.evaluations(self.budget)
+        for records in done.values():
+            for e in records:
+                self.cache[self.space.encode(e["policy"])] = (e["accuracy"], e["comm_ratio"])
+        tic = time.perf_counter()
+        results: dict[str, Any] = {}
+        references: dict[str, Any] = {}
+        skipped: dict[str, list[str]] = {}
+        curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+        runs = [(r, n, s) for r in self.rewards for n in self.strategies for s in range(self.seeds)]
+        for count, (reward, name, seed) in enumerate(runs):
+            key = (reward, name, seed)
+            if key in done:
+                continue
+            if (
+                reward == "pareto"
+                and not make_strategy(
+                    name, self.space, 0, **_options(self.config, name, 2)
+                ).multi_objective
+            ):
+                continue  # reported as skipped
+            if self.progress:
+                self.progress(
+                    "compare", count, len(runs), {"reward": reward, "strategy": name, "seed": seed}
+                )
+            done[key] = self._search(reward, name, seed)
+            self.records.add_evaluations(done[key])
+        self.times["searches"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        for reward in self.rewards:
+            analysis = _Analysis(self, reward, ref_points, (acc_ref, held_ref))
+            references[reward] = analysis.reference
+            results[reward], curves[reward] = {}, {}
+            for name in self.strategies:
+                seeds = [done.get((reward, name, s)) for s in range(self.seeds)]
+                if any(s is None for s in seeds):
+                    skipped.setdefault(reward, []).append(name)
+                    continue
+                results[reward][name], curves[reward][name] = analysis.strategy(seeds)  # type: ignore[arg-type]
+            analysis.paired_tests(results[reward])
+        self.times["heldout_and_statistics"] = time.perf_counter() - tic
+        headline = self.rewards[0]
+        plot_compare(
+            curves[headline],
+            self.run_dir / "curves.png",
+            f"{self.space.name}: mean ± s.e. over {self.seeds} seeds",
+            "evaluations",
+            _curve_label(headline),
+            panels={_curve_label(r): curves[r] for r in self.rewards[1:]},
+        )
+        return {
+            "mode": "fixed",
+            "space": self.space.name,
+            "space_hash": self.space.hash,
+            "dataset": self.data.name,
+            "strategies": self.strategies,
+            "seeds": self.seeds,
+            "budget": self.budget,
+            "rewards": self.rewards,
+            "headline": headline,
+            "reward_lambda": self.config.reward_lambda,
+            "scoring": {
+                "search": self.config.scoring,
+                "calib_images": self.config.calib_images,
+                "heldout": f"recalibrated on {DEPLOY_CALIB_IMAGES} training images, eval mode",
+            },
+            "split": {"search_images": self.scorer.images, "heldout_images": self.heldout.images},
+            "reference": references,
+            "results": results,
+            "skipped": skipped,
+            "distinct_policies_scored": len(self.cache),
+            "supernet": self.supernet_metrics,
+            "time_s": dict(self.times),
+        }
+
+
+def _curve_label(reward: str) -> str:
+    return "hypervolume so far (pareto)" if reward == "pareto" else f"best {reward} reward so far"
+
+
+class _Analysis:
+    """The statistics of one reward mode."""
+
+    def __init__(
+        self,
+        fixed: _Fixed,
+        reward: str,
+        ref_points: list[tuple[float, float]],
+        acc_refs: tuple[float, float],
+    ) -> None:
+        self.fixed, self.reward = fixed, reward
+        self.multi = reward == "pareto"
+        self.reward_of = make_reward(replace(fixed.config, reward=reward))
+        self.hv_ref = (acc_refs[0], RATIO_REF)
+        self.held_hv_ref = (acc_refs[1], RATIO_REF)
+        n = len(ref_points)
+        if self.multi:
+            self.ref_front = [
+                (a, r) for a, r, _ in pareto_front([(a, r, None) for a, r in ref_points])
+            ]
+            scores = sorted(-epsilon_gap(p, self.ref_front) for p in ref_points)
+            best = hypervolume(ref_points, self.hv_ref)
+        else:
+            scores = sorted(float(self.reward_of(a, r)) for a, r in ref_points)  # type: ignore[arg-type]
+            best = scores[-1]
+        self.threshold = scores[min(n - 1, int(0.99 * n))]  # the top 1%
+        self.best = best
+        self.reference: dict[str, Any] = {
+            "policies": n,
+            "best": best,
+            "top1pct_threshold": self.threshold,
+            "median": scores[n // 2],
+        }
+        if self.multi:
+            self.reference.update({
+                "hypervolume": best,
+                "reference_point": {"accuracy": self.hv_ref[0], "comm_ratio": RATIO_REF},
+                "heldout_reference_point": {
+                    "accuracy": self.held_hv_ref[0], "comm_ratio": RATIO_REF,
+                },
+                "front_size": len(self.ref_front),
+                "top1pct_means": "minus the additive epsilon gap to the reference front",
+            })  # fmt: skip
+
+    def _seed(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        points = [(e["accuracy"], e["comm_ratio"]) for e in records]
+        space = self.fixed.space
+        if self.multi:
+            curve: list[float] = []
+            front: list[tuple[float, float]] = []
+            for p in points:
+                front = [(a, r) for a, r, _ in pareto_front([(a, r, None) for a, r in [*front, p]])]
+                curve.append(hypervolume(front, self.hv_ref))
+            hits = [-epsilon_gap(p, self.ref_front) for p in points]
+            policies = {space.encode(e["policy"]): e["policy"] for e in records}
+            final_front = pareto_front(
+                [
+                    (a, r, space.encode(e["policy"]))
+                    for (a, r), e in zip(points, records, strict=True)
+                ]
+            )
+            held_points = [
+                (self.fixed.heldout_accuracy(space.validate(policies[code])), r)
+                for _, r, code in final_front
+            ]
+            heldout = hypervolume(held_points, self.held_hv_ref)
+            incumbent = [policies[code] for _, _, code in final_front]
+        else:
+            values = [float(e["reward"]) for e in records]
+            curve, hits = best_so_far(values), values
+            best = max(range(len(values)), key=lambda i: (values[i], -i))
+            policy = space.validate(records[best]["policy"])
+            acc = self.fixed.heldout_accuracy(policy)
+            heldout = float(self.reward_of(acc, records[best]["comm_ratio"]))  # type: ignore[arg-type]
+            incumbent = records[best]["policy"]
+        return {
+            "curve": curve,
+            "auc": auc(curve),
+            "final": curve[-1],
+            "regret": self.best - curve[-1],
+            "to_top1pct": first_reach(hits, self.threshold),
+            "heldout": heldout,
+            "incumbent": incumbent,
+        }
+
+    def strategy(
+        self, runs: list[list[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], tuple[list[float], list[float]]]:
+        seeds = [self._seed(r) for r in runs]
+        budget = self.fixed.budget
+        # Seeds that never reach the top 1% count as budget + 1 (censored) in the median.
+        reach = [s["to_top1pct"] or budget + 1 for s in seeds]
+        stats = {
+            "auc": summary([s["auc"] for s in seeds]),
+            "final": summary([s["final"] for s in seeds]),
+            "regret": summary([s["regret"] for s in seeds]),
+            "evals_to_top1pct": {
+                **summary(reach, center="median"),
+                "reached": sum(1 for s in seeds if s["to_top1pct"] is not None),
+                "censored_at": budget + 1,
+            },
+            "heldout": summary([s["heldout"] for s in seeds]),
+        }
         at = {}
         for f in FRACTIONS:
             k = max(1, round(f * budget))
-            at[f"{int(100 * f)}%"] = _mean_se([b[min(k, len(b)) - 1] for b in best])
-        hits = [next((i + 1 for i, v in enumerate(b) if v >= threshold), None) for b in best]
-        reached = [h for h in hits if h is not None]
-        out[name] = {
+            at[f"{int(100 * f)}%"] = mean_se([s["curve"][min(k, budget) - 1] for s in seeds])
+        out: dict[str, Any] = {
+            "auc": stats["auc"]["median"],
+            "regret": stats["regret"]["median"],
+            "evals_to_top1pct": stats["evals_to_top1pct"]["median"],
+            "final": stats["final"]["median"],
+            "heldout": stats["heldout"]["median"],
+            "p_vs_random": None,
+            "stats": stats,
             "best_so_far": at,
-            "evals_to_95pct": {
-                "mean": statistics.fmean(reached) if reached else None,
-                "reached": len(reached),
-                "seeds": len(hits),
-                "per_seed": hits,
-            },
+            "incumbents": [s["incumbent"] for s in seeds],
         }
-    return out, threshold
+        if self.multi:
+            out["hypervolume"] = stats["final"]["median"]
+        columns = list(zip(*[s["curve"] for s in seeds], strict=True))
+        curve = [mean_se(list(c)) for c in columns]
+        return out, ([c["mean"] for c in curve], [c["se"] for c in curve])
 
-
-def _fixed(
-    space: SearchSpace,
-    data: DataSplits,
-    config: SearchConfig,
-    strategies: list[str],
-    seeds: int,
-    budget: int,
-    run: RunDir,
-    accel: Accelerator,
-    progress: Progress | None,
-    supernet_epochs: int | None,
-) -> dict[str, Any]:
-    # One supernet for everyone (resumed if it was trained already).
-    train_config = default_config("supernet", data.name, epochs=supernet_epochs, eval_policies=10)
-    trained = train(
-        space,
-        data,
-        train_config,
-        RunDir(run / "supernet"),
-        resume=True,
-        accel=accel,
-        progress=progress,
-    )
-    model = trained.model
-    assert isinstance(model, SepResNeXt)
-    images, labels = data.tensors["val"]
-    n = min(len(labels), EVAL_IMAGES)
-    if data.transforms is None:
-        fixed_batches = list(TensorLoader(images[:n], labels[:n], config.eval_batch_size))
-    else:
-        fixed_batches = list(data.loader("val", config.eval_batch_size))[
-            : max(1, n // config.eval_batch_size)
-        ]
-    scorer = PolicyScorer(space, model, fixed_batches, accel)
-    full_val = PolicyScorer(space, model, list(data.loader("val", config.eval_batch_size)), accel)
-    reward_of = make_reward(config)
-    cache: dict[tuple[int, ...], tuple[float, float, float]] = {}
-
-    def score(policy: dict[str, Any]) -> tuple[float, float, float]:
-        key = space.encode(policy)
-        if key not in cache:
-            acc, ratio = scorer.accuracy(policy), scorer.ratio(policy)
-            reward = reward_of(acc, ratio)
-            assert not isinstance(reward, tuple)  # pareto is refused above
-            cache[key] = (reward, acc, ratio)
-        return cache[key]
-
-    # Finished (strategy, seed) runs are kept in evaluations.jsonl, rewritten atomically after
-    # each one, so an interrupted comparison picks up where it stopped.
-    identity = {"space_hash": space.hash, "budget": budget, "config": config.to_json(),
-                "supernet": train_config.to_json()}  # fmt: skip
-    evaluations = _previous_evaluations(run, identity, budget)
-    run.write_json("compare.json", identity)
-    for e in evaluations:
-        policy = space.validate(e["policy"])
-        cache[space.encode(policy)] = (e["reward"], e["accuracy"], e["comm_ratio"])
-    curves: dict[str, list[list[float]]] = {}
-    finals: dict[str, Any] = {}
-    total = len(strategies) * seeds * budget
-    done = 0
-    for name in strategies:
-        curves[name] = []
-        best_overall: tuple[float, dict[str, Any]] | None = None
-        for seed in range(seeds):
-            records = [e for e in evaluations if (e["strategy"], e["seed"]) == (name, seed)]
-            if not records:
-                strategy = make_strategy(name, space, seed, **_options(config, name))
-                for i in range(budget):
-                    policy = strategy.ask()
-                    reward, acc, ratio = score(policy)
-                    strategy.tell(policy, reward)
-                    records.append({
-                        "strategy": name, "seed": seed, "evaluation": i + 1,
-                        "policy": policy_json(policy), "reward": reward,
-                        "accuracy": acc, "comm_ratio": ratio,
-                    })  # fmt: skip
-                    if progress and (done + i + 1) % 10 == 0:
-                        progress("compare", done + i + 1, total, {"strategy": name, "seed": seed})
-                evaluations += records
-                run.write_jsonl("evaluations.jsonl", evaluations)
-            done += budget
-            for e in records:
-                if best_overall is None or e["reward"] > best_overall[0]:
-                    best_overall = (e["reward"], space.validate(e["policy"]))
-            curves[name].append([e["reward"] for e in records])
-        assert best_overall is not None
-        policy = best_overall[1]
-        finals[name] = {
-            "best_policy": policy_json(policy),
-            "best_reward": best_overall[0],
-            "val_acc_full": full_val.accuracy(policy),
-            "comm_ratio": full_val.ratio(policy),
-        }
-    stats, threshold = _summarise(curves, budget)
-    for name in strategies:
-        stats[name]["final"] = finals[name]
-    mean_curves = {
-        name: _curve_stats([_best_so_far(r) for r in runs]) for name, runs in curves.items()
-    }
-    plot_compare(
-        mean_curves,
-        run / "curves.png",
-        f"{space.name}: best-so-far reward, mean ± s.e. over {seeds} seeds",
-        "evaluations",
-        "best reward so far",
-    )
-    return {
-        "mode": "fixed",
-        "space": space.name,
-        "space_hash": space.hash,
-        "dataset": data.name,
-        "strategies": strategies,
-        "seeds": seeds,
-        "budget": budget,
-        "reward": config.reward,
-        "threshold_95pct": threshold,
-        "eval_images": n,
-        "distinct_policies_scored": len(cache),
-        "supernet": trained.metrics,
-        "results": stats,
-    }
-
-
-def _previous_evaluations(
-    run: RunDir, identity: dict[str, Any], budget: int
-) -> list[dict[str, Any]]:
-    """Complete (strategy, seed) runs of an earlier, interrupted call with the same settings."""
-    if (run / "compare.json").exists() and run.read_json("compare.json") != identity:
-        raise CheckpointError(
-            f"{run.path} holds a comparison with other settings (space, budget or configuration);"
-            " use another --name"
-        )
-    records = run.read_jsonl("evaluations.jsonl")  # [] when there is none
-    counts: dict[tuple[str, int], int] = {}
-    for e in records:
-        counts[(e["strategy"], e["seed"])] = counts.get((e["strategy"], e["seed"]), 0) + 1
-    return [e for e in records if counts[(e["strategy"], e["seed"])] == budget]
+    def paired_tests(self, results: dict[str, Any]) -> None:
+        """Wilcoxon signed-rank over seeds (paired by seed index) of every strategy's area
+        under the curve against random search's."""
+        if "random" not in results:
+            return
+        base = results["random"]["stats"]["auc"]["per_seed"]
+        for name, r in results.items():
+            if name != "random":
+                r["p_vs_random"] = wilcoxon_p(r["stats"]["auc"]["per_seed"], base)
 
 
 def _full(
@@ -280,86 +481,41 @@ def _full(
 ) -> dict[str, Any]:
     if budget is not None:
         config = replace(config, iterations=budget)
-    curves: dict[str, list[list[float]]] = {}
-    losses: dict[str, list[list[float]]] = {}
-    sampled: dict[str, list[list[float]]] = {}
-    finals: dict[str, Any] = {}
+    histories: dict[str, list[dict[str, Any]]] = {}
     for name in strategies:
-        curves[name], losses[name], sampled[name] = [], [], []
-        vals = []
+        histories[name] = []
         for seed in range(seeds):
             sub = RunDir(run / f"{name.replace(':', '-')}-s{seed}")
-            one = replace(config, strategy=_options(config, name))
             result = run_search(
-                space, data, one, name, sub, seed=seed, resume=True, accel=accel, progress=progress
+                space, data, config, name, sub, seed=seed, resume=True, accel=accel,
+                progress=progress,
+            )  # fmt: skip
+            histories[name].append(
+                {
+                    "rewards": [e["reward"] for e in result.events],
+                    "losses": [r["train_loss"] for r in sub.read_jsonl("iterations.jsonl")],
+                    "sampled": [
+                        r["mean_sampled_accuracy"] for r in sub.read_jsonl("iterations.jsonl")
+                    ],
+                    "val": result.summary["best_val_acc"],
+                    "reward": result.summary["best_reward"],
+                }
             )
-            curves[name].append([e["reward"] for e in result.events])
-            log = sub.read_jsonl("iterations.jsonl")
-            losses[name].append([r["train_loss"] for r in log])
-            sampled[name].append([r["mean_sampled_accuracy"] for r in log])
-            vals.append(result.summary["best_val_acc"])
-        finals[name] = {"best_val_acc": _mean_se(vals), "per_seed": vals}
-    budget_evals = min(len(r) for runs in curves.values() for r in runs)
-    stats, threshold = _summarise(curves, budget_evals)
-    for name in strategies:
-        stats[name]["final"] = finals[name]
-        stats[name]["per_iteration"] = {
-            "train_loss": _curve_stats(losses[name]),
-            "mean_sampled_accuracy": _curve_stats(sampled[name]),
-        }
+    report = full_report(space, data, config, strategies, seeds, histories)
+    losses = {n: _mean_curve([h["losses"] for h in histories[n]]) for n in strategies}
+    sampled = {n: _mean_curve([h["sampled"] for h in histories[n]]) for n in strategies}
     plot_compare(
-        {n: _curve_stats(losses[n]) for n in strategies},
+        losses,
         run / "curves.png",
         f"{space.name}: mean ± s.e. over {seeds} seeds (full searches)",
         "iteration",
         "shared-weight training loss",
-        panels={"mean sampled accuracy": {n: _curve_stats(sampled[n]) for n in strategies}},
+        panels={"mean sampled accuracy": sampled},
     )
-    return {
-        "mode": "full",
-        "space": space.name,
-        "space_hash": space.hash,
-        "dataset": data.name,
-        "strategies": strategies,
-        "seeds": seeds,
-        "iterations": config.iterations,
-        "budget": budget_evals,
-        "reward": config.reward,
-        "threshold_95pct": threshold,
-        "results": stats,
-    }
+    return report
 
 
-def _fmt(stat: dict[str, float]) -> str:
-    return f"{stat['mean']:.4f} ± {stat['se']:.4f}"
-
-
-def _markdown(report: dict[str, Any]) -> str:
-    lines = [
-        f"# Strategy comparison: {report['space']} ({report['mode']} mode)",
-        "",
-        f"{report['seeds']} seeds per strategy, {report['budget']} evaluations each, reward "
-        f"`{report['reward']}` on {report['dataset']} validation data. Best-so-far reward, "
-        "mean ± standard error over seeds; evaluations to reach 95% of the best reward any "
-        f"strategy found ({report['threshold_95pct']:.4f}).",
-        "",
-        "| strategy | best @25% | best @50% | best @100% | evals to 95% (seeds) | final |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, r in report["results"].items():
-        e = r["evals_to_95pct"]
-        to95 = (
-            f"{e['mean']:.1f} ({e['reached']}/{e['seeds']})" if e["mean"] else f"- (0/{e['seeds']})"
-        )
-        final = r["final"]
-        if "val_acc_full" in final:
-            end = f"{final['val_acc_full']:.4f} val, {100 * final['comm_ratio']:.1f}% comm"
-        else:
-            end = f"{_fmt(final['best_val_acc'])} val"
-        at = r["best_so_far"]
-        lines.append(
-            f"| {name} | {_fmt(at['25%'])} | {_fmt(at['50%'])} | {_fmt(at['100%'])} | "
-            f"{to95} | {end} |"
-        )
-    lines += ["", "`curves.png` plots the curves; `report.json` has every figure.", ""]
-    return "\n".join(lines)
+def _mean_curve(runs: list[list[float]]) -> tuple[list[float], list[float]]:
+    length = min(len(r) for r in runs)
+    stats = [mean_se([r[i] for r in runs]) for i in range(length)]
+    return [s["mean"] for s in stats], [s["se"] for s in stats]

@@ -12,9 +12,11 @@ from snnas._numbers import Range
 from snnas.errors import UsageError
 from snnas.space._toml import TomlSource
 
-__all__ = ["RANGES", "REWARD_MODES", "SearchConfig", "load_search_config"]
+__all__ = ["RANGES", "REWARD_MODES", "SCORING", "SearchConfig", "load_search_config"]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
+#: Batch-norm statistics a policy is scored with (snnas.search.PolicyScorer).
+SCORING = ("recalibrated", "batch", "running")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,12 @@ class SearchConfig:
     reward_lambda: float = 0.1  # penalized: accuracy - lambda * communication ratio
     budget: float = 0.3  # budget: the largest communication ratio without penalty
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
+    # Search rewards: batch-norm statistics ("recalibrated", "batch" or "running") and, when
+    # recalibrated, how many training images (docs/search.md: the proxy table). Final
+    # figures are always deployable (recalibrated on 1,024 images, eval mode).
+    scoring: str = "batch"
+    calib_images: int = 256
+    rescore: int = 30  # candidates (best search rewards) re-scored at the end; topk of them kept
     strategy: dict[str, Any] = field(default_factory=dict)  # {strategy name: {option: value}}
 
     def to_json(self) -> dict[str, Any]:
@@ -75,6 +83,10 @@ CIFAR = SearchConfig(
     batch_size=128,
     eval_batch_size=128,
     milestones=(0.5, 0.75),
+    # Batch statistics of a 128-image minibatch rank policies poorly (docs/search.md: the
+    # digits table at 64 and 32 images); recalibration does not depend on the minibatch.
+    scoring="recalibrated",
+    calib_images=512,
 )
 
 # TOML layout: [search] for the loop, [reward] for the reward, [strategy] for its options.
@@ -92,6 +104,9 @@ _SECTIONS = {
         "weight_decay",
         "milestones",
         "augment",
+        "scoring",
+        "calib_images",
+        "rescore",
     ),
     "reward": ("mode", "lambda", "budget", "penalty"),
 }
@@ -119,6 +134,8 @@ RANGES: dict[str, Range] = {
     "reward_lambda": Range(0, 1000),
     "budget": Range(0, 100, low_open=True),
     "budget_penalty": Range(0, 1000),
+    "calib_images": Range(1, 1_000_000, integer=True),
+    "rescore": Range(1, 10_000, integer=True),
 }
 _MILESTONE = Range(0, 1)
 _MAX_MILESTONES = 16
@@ -184,6 +201,8 @@ def _apply(src: TomlSource, config: SearchConfig, data: dict[str, Any]) -> Searc
 
 
 def _validate(src: TomlSource, config: SearchConfig) -> None:
+    if config.scoring not in SCORING:
+        raise src.error("search.scoring", f"one of {', '.join(SCORING)}", config.scoring)
     if config.reward not in REWARD_MODES:
         raise src.error("reward.mode", f"one of {', '.join(REWARD_MODES)}", config.reward)
     evolution = config.strategy.get("evolution", {})

@@ -1,6 +1,7 @@
 """The alternating search (Lin & Wang, Section 3.2): train the shared weights under the
-strategy's policies, train the strategy on validation rewards, sample and keep the best;
-repeat; re-score the top-k on the whole validation split and select the best.
+strategy's policies, train the strategy on validation rewards, sample from the frozen
+strategy; repeat; re-score the best candidates with the deployable score (batch norm
+recalibrated per policy, eval mode) on the whole validation split and select the best.
 
 Determinism: every random draw comes from the seed and a counter (the strategy's asks, the
 global training step), so a run resumed from the checkpoint of iteration ``i`` repeats the
@@ -25,11 +26,18 @@ from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig
 from snnas.search._plots import plot_pareto, plot_search_curve
 from snnas.search._record import StudyRecorder
-from snnas.search._reward import PolicyScorer, make_reward, pareto_front
+from snnas.search._reward import (
+    DEPLOY_CALIB_IMAGES,
+    PolicyScorer,
+    calibration_images,
+    make_reward,
+    pareto_front,
+    split_tensors,
+)
 from snnas.search.strategies import Strategy, make_strategy
 from snnas.space import Policy, SearchSpace, policy_json
-from snnas.train import Accelerator, evaluate
-from snnas.train._trainer import step_schedule
+from snnas.train import Accelerator
+from snnas.train._trainer import StepSchedule
 
 __all__ = ["SearchResult", "run_search"]
 
@@ -94,8 +102,16 @@ def run_search(
             None,
             "reward.mode",
             "a single-objective mode for strategy "
-            f"{strategy.label!r} (pareto needs optuna:nsga2, optuna:tpe or random)",
+            f"{strategy.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
             "pareto",
+        )
+    if config.strategy_steps % strategy.batch_size:
+        raise ConfigError(
+            None,
+            "search.strategy_steps",
+            f"a multiple of {strategy.label}'s batch ({strategy.batch_size}): every update's "
+            "policies are scored on one minibatch",
+            config.strategy_steps,
         )
     reward_of = make_reward(config)
 
@@ -105,7 +121,11 @@ def run_search(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     train_steps = config.train_steps or len(data.loader("train", config.batch_size))
-    total_steps = train_steps * config.iterations
+    # Milestones in absolute steps, fixed when the run starts (stored in the checkpoint): a
+    # run resumed with more iterations continues at the last rate.
+    schedule = StepSchedule.from_fractions(
+        config.lr, config.milestones, train_steps * config.iterations
+    )
     identity = {
         "space_hash": space.hash,
         "strategy": strategy.label,
@@ -119,6 +139,7 @@ def run_search(
         "strategy_log": [],
         "train_log": [],
         "elapsed_s": 0.0,
+        "minibatches": 0,  # validation minibatches used: one per update or phase-3 draw
     }
     run.create()
     if run.has_checkpoint(CHECKPOINT):
@@ -132,7 +153,14 @@ def run_search(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         strategy.load_state_dict(saved["strategy"])
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, len(saved["events"])) for k in state}
+        if "schedule" in saved:
+            schedule = StepSchedule.from_json(saved["schedule"])
+        else:  # checkpoints of older versions: the iterations the run started with
+            started = saved["identity"]["config"]["iterations"]
+            schedule = StepSchedule.from_fractions(
+                config.lr, config.milestones, train_steps * started
+            )
     run.write_json(
         "config.json",
         {
@@ -147,32 +175,55 @@ def run_search(
     worker = f"{run.path.name}/s{seed}"
     recorder = StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
     recorder.sync(state["events"])
-    val_batches = list(data.loader("val", config.eval_batch_size))
-    scorer = PolicyScorer(space, model, val_batches, accel)
+    val_x, val_y = split_tensors(data, "val")
+    scorer = PolicyScorer(
+        space,
+        model,
+        val_x,
+        val_y,
+        accel,
+        batch_size=config.eval_batch_size,
+        bn=config.scoring,
+        calibration=calibration_images(data, config.calib_images)
+        if config.scoring == "recalibrated"
+        else None,
+    )
     events: list[dict[str, Any]] = state["events"]
+    logged = {"update": None}
 
-    def score(policy: Policy, iteration: int, phase: str) -> float:
-        tic = time.perf_counter()
-        index = len(events)
-        acc = scorer.accuracy(policy, batch=index)
-        ratio = scorer.ratio(policy)
-        reward = reward_of(acc, ratio)
-        strategy.tell(policy, reward)
-        scalar = acc if isinstance(reward, tuple) else reward
-        events.append(
-            {
-                "index": index,
-                "iteration": iteration,
-                "phase": phase,
-                "strategy": strategy.label,
-                "policy": policy_json(policy),
-                "reward": scalar,
-                "accuracy": acc,
-                "comm_ratio": ratio,
-                "time_s": time.perf_counter() - tic,
-            }
-        )
-        return scalar
+    def score(policies: list[Policy], iteration: int, phase: str) -> list[float]:
+        """Score ``policies`` on one validation minibatch; phase 2 tells the strategy, phase
+        3 lets it observe (the paper samples from the frozen controller)."""
+        minibatch = state["minibatches"]
+        state["minibatches"] += 1
+        out = []
+        for policy in policies:
+            tic = time.perf_counter()
+            acc = scorer.accuracy(policy, batch=minibatch)
+            ratio = scorer.ratio(policy)
+            reward = reward_of(acc, ratio)
+            (strategy.tell if phase == "strategy" else strategy.observe)(policy, reward)
+            scalar = acc if isinstance(reward, tuple) else reward
+            events.append(
+                {
+                    "index": len(events),
+                    "iteration": iteration,
+                    "phase": phase,
+                    "strategy": strategy.label,
+                    "policy": policy_json(policy),
+                    "reward": scalar,
+                    "accuracy": acc,
+                    "comm_ratio": ratio,
+                    "minibatch": minibatch % len(scorer.batches),
+                    "time_s": time.perf_counter() - tic,
+                }
+            )
+            out.append(scalar)
+        stats = strategy.stats()
+        if stats and stats.get("update") != logged["update"]:
+            logged["update"] = stats.get("update")
+            state["strategy_log"].append({"iteration": iteration, **stats})
+        return out
 
     for iteration in range(state["iteration"], config.iterations):
         started = time.perf_counter()
@@ -183,7 +234,7 @@ def run_search(
         loss_sum = torch.zeros((), device=accel.device)  # on the device: no sync per step
         for step in range(train_steps):
             for group in optimizer.param_groups:
-                group["lr"] = step_schedule(config.lr, config.milestones, first + step, total_steps)
+                group["lr"] = schedule(first + step)
             x, y = accel.batch(*next(batches))
             with accel.autocast():
                 loss = F.cross_entropy(model(x, strategy.sample_for_training()), y)
@@ -194,28 +245,24 @@ def run_search(
             if progress and (step % 20 == 19 or step + 1 == train_steps):
                 progress("train", step + 1, train_steps, {"iteration": iteration + 1})
         state["train_log"].append(
-            {"iteration": iteration + 1, "train_loss": float(loss_sum) / max(train_steps, 1)}
+            {
+                "iteration": iteration + 1,
+                "train_loss": float(loss_sum) / max(train_steps, 1),
+                "lr": schedule(first + max(train_steps - 1, 0)),  # at the iteration's last step
+            }
         )
-        # Phase 2: the strategy learns from validation minibatches.
-        for step in range(config.strategy_steps):
-            score(strategy.ask(), iteration + 1, "strategy")
-            stats = strategy.stats()
-            if stats:
-                state["strategy_log"].append(
-                    {"iteration": iteration + 1, "step": step + 1, **stats}
-                )
+        # Phase 2: the strategy learns; each update's policies share one minibatch.
+        chunk = strategy.batch_size
+        for step in range(0, config.strategy_steps, chunk):
+            score(strategy.ask_batch(chunk), iteration + 1, "strategy")
             if progress:
-                progress(
-                    "strategy",
-                    step + 1,
-                    config.strategy_steps,
-                    {"best": max(e["reward"] for e in events), "entropy": stats.get("entropy")}
-                    if stats
-                    else {"best": max(e["reward"] for e in events)},
-                )
-        # Phase 3: sample policies and score each.
-        sampled = strategy.ask_batch(config.samples)
-        rewards = [score(p, iteration + 1, "sample") for p in sampled]
+                stats = strategy.stats()
+                info: dict[str, Any] = {"best": max(e["reward"] for e in events)}
+                if "entropy" in stats:
+                    info["entropy"] = stats["entropy"]
+                progress("strategy", step + chunk, config.strategy_steps, info)
+        # Phase 3: policies drawn at once from the frozen strategy, scored on one minibatch.
+        rewards = score(strategy.ask_batch(config.samples), iteration + 1, "sample")
         state["train_log"][-1]["mean_sampled_reward"] = sum(rewards) / len(rewards)
         state["train_log"][-1]["mean_sampled_accuracy"] = sum(
             e["accuracy"] for e in events[-len(rewards) :]
@@ -229,6 +276,7 @@ def run_search(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "strategy": strategy.state_dict(),
+                "schedule": schedule.to_json(),
                 **state,
             },
         )
@@ -284,23 +332,30 @@ def _finish(
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
-    # The top-k distinct policies by reward, re-scored on the whole validation split with the
-    # final shared weights (rewards of earlier iterations came from other weights).
+    # Candidates: the ``rescore`` distinct policies with the best search rewards. Each is
+    # re-scored with the final shared weights and the deployable score (batch norm
+    # recalibrated for the policy, eval mode) on the whole validation split; the top-k and
+    # the selected policy come from those scores, not from single-minibatch maxima.
     seen: set[tuple[int, ...]] = set()
-    top: list[dict[str, Any]] = []
+    candidates: list[dict[str, Any]] = []
     for event in sorted(events, key=lambda e: (-e["reward"], e["index"])):
         code = space.encode(event["policy"])
         if code not in seen:
             seen.add(code)
-            top.append(event)
-        if len(top) == config.topk:
+            candidates.append(event)
+        if len(candidates) == config.rescore:
             break
+    calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
+    deployable = PolicyScorer(
+        space, model, *split_tensors(data, "val"), accel,
+        batch_size=config.eval_batch_size, calibration=calibration,
+    )  # fmt: skip
     reward_of = make_reward(config)
     rescored = []
-    for i, event in enumerate(top):
+    for i, event in enumerate(candidates):
         policy = space.validate(event["policy"])
-        acc = scorer.accuracy(policy)  # every validation minibatch
-        ratio = scorer.ratio(policy)
+        acc = deployable.accuracy(policy)
+        ratio = deployable.ratio(policy)
         reward = reward_of(acc, ratio)
         rescored.append(
             {
@@ -313,11 +368,12 @@ def _finish(
             }
         )
         if progress:
-            progress("rescore", i + 1, len(top), {})
+            progress("rescore", i + 1, len(candidates), {})
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
-    best = rescored[0]
+    top = rescored[: config.topk]
+    best = top[0]
     best_policy = space.validate(best["policy"])
-    run.write_json("topk.json", rescored)
+    run.write_json("topk.json", top)
     run.write_json(
         "best_policy.json",
         {
@@ -327,11 +383,12 @@ def _finish(
             "reward": best["reward"],
         },
     )
-    # Reported once, never used to select: the test accuracy of the selected policy.
-    test_batches = list(data.loader("test", config.eval_batch_size))
-    test_acc = evaluate(
-        model, [accel.batch(x, y) for x, y in test_batches], accel, best_policy, bn="batch"
-    )
+    # Reported once, never used to select: the selected policy's deployable test accuracy.
+    test = PolicyScorer(
+        space, model, *split_tensors(data, "test"), accel,
+        batch_size=config.eval_batch_size, calibration=calibration,
+    )  # fmt: skip
+    test_acc = test.accuracy(best_policy)
     no_comm = space.no_communication_policy()
     # The front of the last iteration: its policies were all scored with the same weights.
     last = [e for e in events if e["iteration"] == state["iteration"]]
@@ -343,12 +400,19 @@ def _finish(
         "dataset": data.name,
         "iterations": state["iteration"],
         "evaluations": len(events),
+        "scoring": {
+            "search": config.scoring,
+            "calib_images": config.calib_images if config.scoring == "recalibrated" else None,
+            "final": f"recalibrated on {len(calibration)} training images, eval mode",
+        },
         "best_policy": best["policy"],
         "best_val_acc": best["val_acc"],
         "best_comm_ratio": best["comm_ratio"],
         "best_reward": best["reward"],
+        "best_search_reward": best["search_reward"],
         "best_test_acc": test_acc,
-        "no_comm_val_acc": scorer.accuracy(no_comm),
+        "no_comm_val_acc": deployable.accuracy(no_comm),
+        "candidates_rescored": len(rescored),
         "reward_mode": config.reward,
         "pareto_front": [{"accuracy": a, "comm_ratio": r, "event": i} for a, r, i in front],
         "search_time_s": state["elapsed_s"],

@@ -1,19 +1,39 @@
-"""Rewards from (accuracy, communication ratio), and evaluation of policies on validation."""
+"""Rewards from (accuracy, communication ratio), scoring policies on validation images, and
+the two-objective helpers (Pareto fronts, hypervolume, the additive epsilon indicator)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from snnas.cost import communication
-from snnas.search._config import SearchConfig
+from snnas.data import DataSplits
+from snnas.errors import ConfigError
+from snnas.search._config import SCORING, SearchConfig
+from snnas.search._pareto import epsilon_gap, hypervolume, pareto_front
 from snnas.search.strategies import Reward
 from snnas.space import SearchSpace
 from snnas.train import Accelerator, evaluate
 
-__all__ = ["PolicyScorer", "make_reward", "pareto_front"]
+__all__ = [
+    "DEPLOY_CALIB_IMAGES",
+    "PolicyScorer",
+    "calibration_images",
+    "epsilon_gap",
+    "hypervolume",
+    "make_reward",
+    "pareto_front",
+    "split_tensors",
+]
+
+#: Training images (no augmentation) the deployable score recalibrates batch norm on.
+DEPLOY_CALIB_IMAGES = 1024
+_CALIB_SEED = 4_243  # which training images calibrate: the same for every run
+_CHUNK = 256  # images per forward pass when recalibrating or scoring in eval mode
 
 
 def make_reward(config: SearchConfig) -> Callable[[float, float], Reward]:
@@ -27,10 +47,83 @@ def make_reward(config: SearchConfig) -> Callable[[float, float], Reward]:
     return lambda acc, ratio: (acc, ratio)  # pareto: both objectives
 
 
-class PolicyScorer:
-    """Scores policies on validation minibatches with the supernet's shared weights.
+def split_tensors(data: DataSplits, split: str) -> tuple[Tensor, Tensor]:
+    """All images of ``split`` as one tensor, as the model sees them (CIFAR: normalised by
+    its evaluation transforms), and the labels."""
+    if data.transforms is None:
+        return data.tensors[split]
+    xs, ys = zip(*data.loader(split, _CHUNK), strict=True)
+    return torch.cat(xs), torch.cat(ys)
 
-    Accuracy uses each batch's own normalisation statistics (docs/supernet.md); the
+
+def calibration_images(data: DataSplits, n: int) -> Tensor:
+    """The first ``n`` training images in a fixed shuffled order, without augmentation: what
+    batch norm is recalibrated on (the same images for every policy, run and strategy)."""
+    if n < 1:
+        raise ConfigError(None, "calibration images", "an integer >= 1", n)
+    out: list[Tensor] = []
+    loader = data.loader("train", min(n, _CHUNK), shuffle=True, seed=_CALIB_SEED)
+    for x, _ in loader:
+        out.append(x)
+        if sum(len(t) for t in out) >= n:
+            break
+    return torch.cat(out)[:n]
+
+
+@contextlib.contextmanager
+def _recalibrated(
+    model: nn.Module, chunks: Sequence[Tensor], accel: Accelerator, policy: Mapping[str, Any]
+) -> Iterator[None]:
+    """Batch norm running statistics of ``policy`` on the calibration images (a cumulative
+    average over ``chunks``), restored to the model's own afterwards: scoring never changes
+    the supernet's state, so a resumed search stays exact."""
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [
+        (m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in layers
+        if m.running_mean is not None
+        and m.running_var is not None
+        and m.num_batches_tracked is not None
+    ]
+    was_training = model.training
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the chunks
+        model.train()
+        with torch.no_grad():
+            for x in chunks:
+                with accel.autocast():
+                    model(x, policy)
+        model.eval()
+        yield
+    finally:
+        model.train(was_training)
+        for m, (momentum, mean, var, count) in zip(layers, saved, strict=True):
+            m.momentum = momentum
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            assert m.num_batches_tracked is not None
+            m.num_batches_tracked.copy_(count)
+
+
+class PolicyScorer:
+    """Scores policies with the supernet's shared weights on fixed validation images.
+
+    ``bn`` says which batch-norm statistics a policy is scored with (docs/search.md measures
+    how each ranks policies):
+
+    * ``"recalibrated"`` -- the deployable score: running statistics recomputed for the
+      policy on ``calibration`` training images (no augmentation), then eval mode, as a
+      device runs the frozen policy one image at a time. Independent of the batch size.
+    * ``"batch"`` -- each minibatch's own statistics (depends on the minibatch's size).
+    * ``"running"`` -- the supernet's shared running statistics (an average over every
+      policy it was trained with).
+
+    Minibatches all hold ``batch_size`` images (the whole split when it is smaller): a
+    partial last minibatch is never scored on its own. The whole split (``batch=None``) is
+    every image in eval modes, and every full minibatch with batch statistics. The
     communication ratio is the cost model's live ratio, cached per policy.
     """
 
@@ -38,12 +131,37 @@ class PolicyScorer:
         self,
         space: SearchSpace,
         model: nn.Module,
-        batches: list[tuple[Tensor, Tensor]],
+        images: Tensor,
+        labels: Tensor,
         accel: Accelerator,
+        *,
+        batch_size: int,
+        bn: str = "recalibrated",
+        calibration: Tensor | None = None,
     ) -> None:
-        self.space, self.model, self.accel = space, model, accel
-        self.batches = [accel.batch(x, y) for x, y in batches]
+        if bn not in SCORING:
+            raise ConfigError(None, "search.scoring", f"one of {', '.join(SCORING)}", bn)
+        if bn == "recalibrated" and (calibration is None or not len(calibration)):
+            raise ConfigError(None, "search.calib_images", "calibration images", 0)
+        if len(labels) < 1 or batch_size < 1:
+            raise ConfigError(None, "search.eval_batch_size", "images to score", len(labels))
+        self.space, self.model, self.accel, self.bn = space, model, accel, bn
+        size = min(batch_size, len(labels))
+        self.batch_size = size
+        x, y = accel.batch(images, labels)
+        full = len(labels) // size * size
+        self.batches = [(x[i : i + size], y[i : i + size]) for i in range(0, full, size)]
+        self._tail = [(x[full:], y[full:])] if full < len(labels) else []
+        self.calibration = [] if calibration is None else [
+            accel.batch(c, c.new_zeros(0))[0] for c in calibration.split(_CHUNK)
+        ]  # fmt: skip
         self._ratios: dict[tuple[int, ...], float] = {}
+
+    @property
+    def images(self) -> int:
+        """Images scored by a whole-split evaluation."""
+        whole = self.batches + (self._tail if self.bn != "batch" else [])
+        return sum(len(y) for _, y in whole)
 
     def ratio(self, policy: Mapping[str, Any]) -> float:
         """Live communication ratio of ``policy``: the bytes that can reach the head, which
@@ -54,15 +172,24 @@ class PolicyScorer:
         return self._ratios[key]
 
     def accuracy(self, policy: Mapping[str, Any], batch: int | None = None) -> float:
-        """Accuracy on minibatch ``batch`` (cycled), or on all of them when ``None``."""
-        batches = self.batches if batch is None else [self.batches[batch % len(self.batches)]]
-        return evaluate(self.model, batches, self.accel, policy, bn="batch")
+        """Accuracy on minibatch ``batch`` (cycled), or on the whole split when ``None``."""
+        if batch is not None:
+            batches = [self.batches[batch % len(self.batches)]]
+        else:
+            batches = self.batches + (self._tail if self.bn != "batch" else [])
+        if self.bn == "batch":
+            return evaluate(self.model, batches, self.accel, policy, bn="batch")
+        if self.bn == "running":
+            return evaluate(self.model, _chunked(batches), self.accel, policy)
+        with _recalibrated(self.model, self.calibration, self.accel, policy):
+            return evaluate(self.model, _chunked(batches), self.accel, policy)
 
 
-def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
-    """Non-dominated (accuracy up, ratio down) points, by increasing ratio."""
-    front: list[tuple[float, float, Any]] = []
-    for acc, ratio, item in sorted(points, key=lambda p: (p[1], -p[0])):
-        if not front or acc > front[-1][0]:
-            front.append((acc, ratio, item))
-    return front
+def _chunked(batches: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """Eval-mode batches regrouped into forward passes of up to ``_CHUNK`` images (results do
+    not depend on the grouping)."""
+    if len(batches) == 1 or all(len(y) >= _CHUNK for _, y in batches):
+        return batches
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    return list(zip(x.split(_CHUNK), y.split(_CHUNK), strict=True))

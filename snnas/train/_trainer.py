@@ -36,6 +36,7 @@ from snnas.train._config import TrainConfig, check_config
 
 __all__ = [
     "Accelerator",
+    "StepSchedule",
     "TrainResult",
     "batch_statistics",
     "evaluate",
@@ -224,17 +225,50 @@ def _build(space: SearchSpace, config: TrainConfig) -> nn.Module:
 
 
 def step_schedule(lr: float, milestones: Sequence[float], t: int, total: int) -> float:
-    """``lr`` divided by 10 at each milestone (a fraction of ``total``), at time ``t``.
+    """``lr`` divided by 10 at each milestone (a fraction of ``total``), at time ``t``."""
+    return StepSchedule.from_fractions(lr, milestones, total)(t)
 
-    A function of ``t`` alone, so a resumed run gets the same rates as a straight one.
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """A step learning-rate schedule in absolute steps (or epochs): ``lr`` divided by 10 at
+    each of ``steps``.
+
+    It is fixed when a run starts and stored in its checkpoint: a run resumed with more
+    epochs or iterations keeps the rates it had (and stays at the last one), instead of
+    stretching its milestones over the new total.
     """
-    ends = [max(1, round(f * total)) for f in milestones]
-    return lr * 0.1 ** sum(1 for m in ends if t >= m)
+
+    lr: float
+    steps: tuple[int, ...]
+
+    @classmethod
+    def from_fractions(cls, lr: float, milestones: Sequence[float], total: int) -> StepSchedule:
+        """Milestones given as fractions of ``total`` steps."""
+        return cls(lr, tuple(max(1, round(f * total)) for f in milestones))
+
+    def __call__(self, t: int) -> float:
+        return self.lr * 0.1 ** sum(1 for m in self.steps if t >= m)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (stored in checkpoints)."""
+        return {"lr": self.lr, "steps": list(self.steps)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepSchedule:
+        """Inverse of :meth:`to_json`."""
+        return cls(float(data["lr"]), tuple(int(s) for s in data["steps"]))
+
+
+def learning_schedule(config: TrainConfig) -> StepSchedule:
+    """The schedule of a run started with ``config``, in epochs."""
+    return StepSchedule.from_fractions(config.lr, config.milestones, config.epochs)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:
-    """The training run's rate at ``epoch`` (milestones are fractions of the epochs)."""
-    return step_schedule(config.lr, config.milestones, epoch, config.epochs)
+    """The rate at ``epoch`` of a run started with ``config`` (milestones are fractions of
+    its epochs)."""
+    return learning_schedule(config)(epoch)
 
 
 def train(
@@ -267,6 +301,7 @@ def train(
     metrics: list[dict[str, Any]] = []
     start_epoch = 0
     identity = {"config": config.to_json(), "space_hash": space.hash}
+    schedule = learning_schedule(config)
 
     run.create()
     if run.has_checkpoint(CHECKPOINT):
@@ -278,6 +313,18 @@ def train(
         start_epoch, metrics = _check_same_run(state, space, config, run)
         load_module_state(model, state["model"], run / CHECKPOINT)
         load_optimizer_state(optimizer, state["optimizer"], run / CHECKPOINT)
+        # The schedule the run started with, in absolute epochs (older checkpoints: from the
+        # epochs they were started with), so more epochs continue at the last rate.
+        try:
+            schedule = (
+                StepSchedule.from_json(state["schedule"])
+                if "schedule" in state
+                else learning_schedule(TrainConfig.from_json(state["config"]))
+            )
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise CheckpointError(
+                f"{run / CHECKPOINT}: corrupt checkpoint (its 'schedule' is not one)"
+            ) from None
     run.write_json("config.json", {**identity, "space": space.to_json()})
 
     train_loader = data.loader(
@@ -299,7 +346,7 @@ def train(
         train_loader.set_epoch(epoch)
         policy_rng = random.Random(config.seed * _POLICY_SEED + epoch)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, epoch)
+            group["lr"] = schedule(epoch)
         model.train()
         # Running sums stay on the device: no host synchronisation on every step.
         loss_sum = torch.zeros((), device=accel.device)
@@ -332,7 +379,7 @@ def train(
             )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
-            "lr": learning_rate(config, epoch),
+            "lr": schedule(epoch),
             "train_loss": float(loss_sum) / seen,
             "train_acc": int(correct) / seen,
             "time_s": elapsed,
@@ -353,6 +400,7 @@ def train(
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "schedule": schedule.to_json(),
                 "metrics": metrics,
             },
         )

@@ -69,6 +69,10 @@ def test_compare_cli(tmp_path):
             "4",
             "--supernet-epochs",
             "1",
+            "--reference",
+            "100",
+            "--rewards",
+            "penalized,pareto",
             "--runs-dir",
             str(tmp_path),
             "--name",
@@ -79,6 +83,11 @@ def test_compare_cli(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["strategies"] == ["random", "evolution"] and report["budget"] == 4
+    assert report["seeds"] == 2 and report["rewards"] == ["penalized", "pareto"]
+    for key in ("auc", "regret", "evals_to_top1pct", "p_vs_random"):
+        assert key in report["results"]["penalized"]["evolution"]
+    assert "hypervolume" in report["results"]["pareto"]["random"]
+    assert report["skipped"] == {"pareto": ["evolution"]}
 
 
 def test_list_json():

@@ -145,3 +145,25 @@ def test_cifar_batch_with_wrong_contents(tmp_path):
         (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
         with pytest.raises(DatasetError, match=reason):
             load_dataset("cifar10", input_size=32, input_channels=3, data_dir=tmp_path)
+
+
+def test_cifar_augmentation_is_seeded_per_sample(tmp_path):
+    """Each sample's augmentation comes from (seed, epoch, index): not from the global random
+    state, and the same with loader workers (persistent across epochs) as without."""
+    write_cifar(tmp_path, "cifar10", per_batch=4, test=4)
+    data = load_dataset("cifar10", input_size=32, input_channels=3, data_dir=tmp_path)
+
+    def epochs(workers):
+        loader = data.loader("train", 6, shuffle=True, seed=1, augment=True, workers=workers)
+        out = []
+        for epoch in (0, 1, 0):
+            loader.set_epoch(epoch)
+            torch.manual_seed(epoch + 100 * workers)  # the global state must not matter
+            out.append(torch.cat([x for x, _ in loader]))
+        return out
+
+    inline, workers = epochs(0), epochs(2)
+    assert torch.equal(inline[0], inline[2])  # an epoch is the same whenever it is drawn
+    assert not torch.equal(inline[0], inline[1])  # ...and differs from the next epoch's
+    for a, b in zip(inline, workers, strict=True):
+        assert torch.equal(a, b)

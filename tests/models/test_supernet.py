@@ -5,7 +5,7 @@ import torch
 
 from snnas.cost import communication
 from snnas.models import ResNeXt, SepResNeXt, make_plan
-from snnas.models.supernet import aggregate, transmit
+from snnas.models.supernet import aggregate, transfer, transmit
 from snnas.space import PointPolicy, load_space, space_from_text
 from tests.conftest import SMALL_TOML, SPACES
 
@@ -200,3 +200,72 @@ def test_parity_devices_are_refused_until_implemented():
     space = space_from_text(SMALL_TOML + "\n[parity]\nr = 1\n")
     with pytest.raises(SnnasError, match="parity"):
         SepResNeXt(space)
+
+
+def test_bfloat16_autocast_keeps_the_stream_and_the_wire_in_float32():
+    """Under autocast only convolutions (and the head) run in bfloat16: the residual stream
+    and the payloads stay float32, so float16 on the wire is a real rounding, not a no-op on
+    an already-bfloat16 stream."""
+    space = space_from_text(ALPHA2_TOML)
+    torch.manual_seed(0)
+    net = SepResNeXt(space).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(m.weight)
+    streams = {}
+    hooks = [
+        block.register_forward_hook(lambda m, i, o, b=b: streams.__setitem__(b, o))
+        for b, block in enumerate(net.blocks)
+    ]
+    talk = {
+        k: ([1, 0, 3, 2] if k.endswith("perm") else 100.0 if k.endswith("sparsity") else v)
+        for k, v in space.no_communication_policy().items()
+    }
+    half = {k: ("float16" if k.endswith("dtype") else v) for k, v in talk.items()}
+    full = {k: ("float32" if k.endswith("dtype") else v) for k, v in talk.items()}
+    x = torch.randn(4, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_full = net(x, full)
+        out_half = net(x, half)
+        frozen = net.freeze(half)(x)
+    for h in hooks:
+        h.remove()
+    assert {s.dtype for s in streams.values()} == {torch.float32}
+    # What a float16 transfer adds is the float32 stream rounded through float16.
+    geo = space.arch.points[0]
+    stream = streams[geo.block]
+    plan = make_plan(geo, space.resolve(half)[0], 4, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sent = transfer(stream, stream, plan)
+    assert sent.dtype == torch.float32
+    view = stream.view(4, 4, geo.channels, geo.size, geo.size)
+    expected = view + view[:, [1, 0, 3, 2]].to(torch.float16).float()
+    assert torch.equal(sent, expected.flatten(1, 2))
+    assert not torch.equal(sent, (view + view[:, [1, 0, 3, 2]]).flatten(1, 2))
+    assert not torch.equal(out_half, out_full)
+    assert torch.equal(frozen, out_half)  # the frozen network computes the same
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_fused_transfer_equals_transmit_then_aggregate(same):
+    """The fused transfer the forward uses computes exactly eqs. (2)-(3) as written
+    (transmit, then aggregate), and its gradients are theirs with a straight-through cast."""
+    space = space_from_text(SMALL_TOML)
+    geo = space.arch.points[1]
+    rng = random.Random(5)
+    for _ in range(12):
+        decision = space.resolve(space.sample(rng))[1]
+        plan = make_plan(geo, decision, 4, "cpu")
+        x = torch.randn(3, 4 * geo.channels, geo.size, geo.size, requires_grad=True)
+        sent = x if same else torch.randn_like(x).requires_grad_()
+        reference = aggregate(x, transmit(sent, plan), plan)
+        fused = transfer(x, sent, plan)
+        assert torch.equal(fused, reference), decision
+        weight = torch.randn_like(fused)
+        grads_ref = torch.autograd.grad((reference * weight).sum(), [x, sent])
+        grads = torch.autograd.grad((fused * weight).sum(), [x, sent])
+        for a, b in zip(grads, grads_ref, strict=True):
+            if plan.half:  # the reference rounds its gradient through float16 too
+                assert torch.allclose(a, b, atol=1e-2, rtol=1e-3)
+            else:
+                assert torch.equal(a, b)

@@ -40,6 +40,7 @@ def test_one_choice_space_is_searched(tmp_path):
     args += ["--name", "one", "--json"]
     for item in ("iterations=1", "train_steps=1", "strategy_steps=1", "samples=1", "topk=1"):
         args += ["--set", f"search.{item}"]
+    args += ["--set", "strategy.reinforce.batch=1"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     best = json.loads((tmp_path / "runs" / "one" / "best_policy.json").read_text())

@@ -15,7 +15,12 @@ from snnas.train import Accelerator
 from tests.conftest import TINY_SPACE
 from tests.fuzz._cli import invoke
 
-TINY = ["search.iterations=1", "search.train_steps=1", "search.strategy_steps=1"]
+TINY = [
+    "search.iterations=1",
+    "search.train_steps=1",
+    "search.strategy_steps=1",
+    "strategy.reinforce.batch=1",
+]
 TINY += ["search.samples=2", "search.topk=1"]
 
 
@@ -94,17 +99,21 @@ def test_search_resume_is_refused_before_any_data(tmp_path, saved):
     assert outcome.code == 1 and "iteration -5 of 1" in outcome.error
 
 
-GOOD = {"strategy": "random", "seed": 0, "evaluation": 1, "policy": {}, "reward": 0.5}
+GOOD = {"reward_mode": "penalized", "strategy": "random", "seed": 0, "policy": {}}
 GOOD.update(accuracy=0.5, comm_ratio=0.1)
+WRONG_SEED = json.dumps({**GOOD, "seed": "0"})
+NAN_ACCURACY = json.dumps(GOOD).replace('"accuracy": 0.5', '"accuracy": NaN')
 
 
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ('{"strategy": "random", "seed": 0}\n', "evaluations.jsonl:1: corrupt checkpoint (no "),
+        ('{"strategy": "random", "seed": 0}\n', "evaluations.jsonl:1: a record without "),
         ('{"a": \n{"a": 1}\n', "evaluations.jsonl:1: not a JSON record"),
-        ("[1]\n", "evaluations.jsonl:1: not a JSON object"),
-        ('GOOD\n{"x": 1}\n', "evaluations.jsonl:2: corrupt checkpoint (no 'strategy'"),
+        ("[1]\n", "evaluations.jsonl:1: a record without reward_mode"),
+        ('GOOD\n{"x": 1}\n', "evaluations.jsonl:2: a record without reward_mode"),
+        (WRONG_SEED + "\n", "evaluations.jsonl:1: a record whose seed has the wrong type"),
+        (NAN_ACCURACY + "\n", "evaluations.jsonl:1: a record whose accuracy"),
     ],
 )
 def test_compare_refuses_corrupt_evaluations_before_training(tmp_path, text, reason):

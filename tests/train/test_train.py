@@ -117,3 +117,49 @@ def test_fixed_policy_and_class_mismatch(tmp_path, space, digits):
     other = space_from_text(SMALL_TOML.replace("num_classes = 10", "num_classes = 7"))
     with pytest.raises(DatasetError, match="num_classes = 10"):
         train(other, digits, _config(), RunDir(tmp_path / "x"), accel=CPU)
+
+
+def test_resuming_with_more_epochs_keeps_the_schedule(tmp_path, space, digits):
+    """The schedule is fixed in absolute epochs when the run starts: more epochs continue at
+    the last rate instead of stretching the milestones over the new total."""
+    run = RunDir(tmp_path / "r")
+    train(space, digits, _config(epochs=2, milestones=(0.5,)), run, accel=CPU)
+    train(space, digits, _config(epochs=4, milestones=(0.5,)), run, resume=True, accel=CPU)
+    lrs = [m["lr"] for m in run.read_jsonl("metrics.jsonl")]
+    assert lrs == pytest.approx([0.1, 0.01, 0.01, 0.01])  # not [0.1, 0.01, 0.01 -> 0.1...]
+    assert run.load_checkpoint("last.pt")["schedule"] == {"lr": 0.1, "steps": [1]}
+
+
+def test_cifar_resume_is_exact(tmp_path):
+    """Augmentation is seeded per sample from (seed, epoch, index): an interrupted CIFAR run
+    resumes to the same weights as an uninterrupted one."""
+    from snnas.data import load_dataset
+    from tests.data.cifar_fixture import write_cifar
+
+    write_cifar(tmp_path, "cifar10", per_batch=8, test=8)
+    data = load_dataset("cifar10", input_size=32, input_channels=3, data_dir=tmp_path)
+    text = SMALL_TOML.replace("input_size = 8", "input_size = 32").replace(
+        "input_channels = 1", "input_channels = 3"
+    )
+    cifar_space = space_from_text(text)
+
+    def config(epochs):
+        return default_config(
+            "supernet", "cifar10", epochs=epochs, batch_size=12, eval_policies=1,
+            epoch_eval_policies=1,
+        )  # fmt: skip
+
+    def interrupt(phase, done, total, info):
+        if phase == "epoch" and done == 1:
+            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    straight = train(cifar_space, data, config(2), RunDir(tmp_path / "a"), accel=CPU)
+    torch.manual_seed(123)  # the global state must not matter
+    with pytest.raises(KeyboardInterrupt):
+        train(cifar_space, data, config(2), RunDir(tmp_path / "b"), accel=CPU, progress=interrupt)
+    torch.rand(7)
+    resumed = train(cifar_space, data, config(2), RunDir(tmp_path / "b"), resume=True, accel=CPU)
+    for (k, a), (_, b) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k

@@ -75,6 +75,8 @@ class Strategy(ABC):
     name: ClassVar[str] = "strategy"
     #: Whether ``tell`` accepts (accuracy, communication ratio) pairs.
     multi_objective: bool = False
+    #: Policies asked, scored on one minibatch and told together (one controller update).
+    batch_size: int = 1
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space
@@ -98,6 +100,12 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, policy: Policy, reward: Reward) -> None:
         """Report the reward of a policy (normally one this strategy asked for)."""
+
+    def observe(self, policy: Policy, reward: Reward) -> None:
+        """Report the reward of a policy sampled to be kept, not to learn from (the search's
+        phase 3). Strategies learn from it as from :meth:`tell`, except those that model a
+        distribution the paper samples frozen (the REINFORCE controller)."""
+        self.tell(policy, reward)
 
     def sample_for_training(self) -> Policy:
         """A policy to train the shared weights with: uniform unless the strategy has a

@@ -4,8 +4,11 @@ One LSTM step per labelled decision, in the space's order: the input is the embe
 previous decision's choice (a learned start vector for the first), the output goes through
 that decision's own softmax head, which has exactly the decision's number of choices (so no
 choice is ever invalid). Logits are divided by a temperature and squashed by ``c * tanh``
-(ENAS), the update is REINFORCE with an exponential-moving-average baseline and an entropy
-bonus, optimised with Adam. Defaults and their sources are in docs/search.md.
+(ENAS). One update per ``batch`` policies, all scored on the same minibatch: the policy
+gradient with normalized advantages (batch mean and standard deviation, leave-one-out, or
+ENAS's moving-average baseline), optionally PPO's clipped objective over a few epochs
+(Schulman et al., 2017), an entropy bonus, Adam. Defaults, how they were measured and their
+sources are in docs/search.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnas.search._pareto import epsilon_gap, pareto_front
 from snnas.search.strategies._base import Reward, Strategy, register_strategy
 from snnas.space import Policy, SearchSpace
 
@@ -26,7 +30,7 @@ class Controller(nn.Module):
     """Autoregressive policy over a sequence of categorical decisions."""
 
     def __init__(
-        self, sizes: list[int], hidden: int = 100, temperature: float = 5.0, tanh: float = 2.5
+        self, sizes: list[int], hidden: int = 100, temperature: float = 1.0, tanh: float = 5.0
     ) -> None:
         super().__init__()
         self.sizes = sizes
@@ -91,26 +95,51 @@ class Controller(nn.Module):
         return indices, probs
 
 
+ADVANTAGES = ("mean_std", "loo", "ema")
+
+
 @register_strategy("reinforce")
 class Reinforce(Strategy):
-    """REINFORCE over a :class:`Controller`; one update every ``batch`` rewards."""
+    """Policy gradient over a :class:`Controller`; one update every ``batch`` rewards.
+
+    ``advantage``: ``"mean_std"`` (batch mean and standard deviation), ``"loo"`` (each reward
+    minus the mean of the others, over a moving average of the batches' standard deviation)
+    or ``"ema"`` (minus ENAS's moving-average baseline, in reward units). ``ppo_epochs`` > 1
+    makes the update PPO's clipped objective (``ppo_clip``) over that many passes; 1 is
+    plain REINFORCE. Two objectives (``pareto``): a policy's reward is minus its additive
+    epsilon gap to the front of every policy told before its batch (positive when it
+    extends the front).
+    """
+
+    multi_objective = True
 
     def __init__(
         self,
         space: SearchSpace,
         seed: int = 0,
         hidden: int = 100,
-        temperature: float = 5.0,
-        tanh_constant: float = 2.5,
+        temperature: float = 1.0,
+        tanh_constant: float = 5.0,
         entropy_weight: float = 1e-4,
         baseline_decay: float = 0.95,
-        lr: float = 1e-3,
-        batch: int = 1,
+        lr: float = 1e-2,
+        batch: int = 10,
+        advantage: str = "mean_std",
+        ppo_epochs: int = 1,
+        ppo_clip: float = 0.2,
         grad_clip: float = 5.0,
     ) -> None:
         super().__init__(space, seed)
         if batch < 1 or not 0 <= baseline_decay < 1 or lr <= 0 or temperature <= 0:
-            raise ValueError("need batch >= 1, 0 <= baseline_decay < 1, lr > 0, temperature > 0")
+            raise ValueError(
+                "need batch >= 1, 0 <= baseline_decay < 1, lr > 0, temperature > 0; got "
+                f"{batch}, {baseline_decay}, {lr}, {temperature}"
+            )
+        if advantage not in ADVANTAGES or ppo_epochs < 1 or ppo_clip <= 0:
+            raise ValueError(
+                f"need advantage in {ADVANTAGES}, ppo_epochs >= 1, ppo_clip > 0; got "
+                f"{advantage!r}, {ppo_epochs}, {ppo_clip}"
+            )
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         self.controller = Controller(
@@ -120,10 +149,15 @@ class Reinforce(Strategy):
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=lr)
         self.entropy_weight = entropy_weight
         self.baseline_decay = baseline_decay
-        self.batch = batch
+        self.batch_size = batch
+        self.advantage = advantage
+        self.ppo_epochs = ppo_epochs
+        self.ppo_clip = ppo_clip
         self.grad_clip = grad_clip
-        self.baseline: float | None = None
-        self.buffer: list[tuple[list[int], float]] = []
+        self.baseline: float | None = None  # "ema": the moving average of rewards
+        self.scale: float | None = None  # "loo": the moving average of the batches' std
+        self.front: list[tuple[float, float]] = []  # two objectives: the front so far
+        self.buffer: list[tuple[list[int], Reward]] = []
         self.updates = 0
         self._stats: dict[str, Any] = {}
 
@@ -144,39 +178,83 @@ class Reinforce(Strategy):
         return self.ask()  # the shared weights train under the controller's distribution
 
     def tell(self, policy: Policy, reward: Reward) -> None:
-        self.buffer.append((list(self.space.encode(policy)), self.scalar(reward)))
+        self.buffer.append((list(self.space.encode(policy)), reward))
         self.told += 1
-        if len(self.buffer) >= self.batch:
+        if len(self.buffer) >= self.batch_size:
             self._update()
+
+    def observe(self, policy: Policy, reward: Reward) -> None:
+        """Phase 3 samples from the frozen controller (the paper): nothing is learned."""
+        self.told += 1
+
+    def _scalars(self, rewards: list[Reward]) -> list[float]:
+        """Rewards as numbers; (accuracy, ratio) pairs against the front before the batch,
+        which then takes them in."""
+        pairs = [r for r in rewards if isinstance(r, tuple)]
+        if not pairs:
+            return [float(r) for r in rewards]  # type: ignore[arg-type]
+        if len(pairs) != len(rewards):
+            raise ValueError("a batch mixes one- and two-objective rewards")
+        out = [-epsilon_gap((a, r), self.front) for a, r in pairs]
+        points = [(a, r, None) for a, r in self.front + [(a, r) for a, r in pairs]]
+        self.front = [(a, r) for a, r, _ in pareto_front(points)]
+        return out
+
+    def _advantages(self, rewards: Tensor) -> Tensor:
+        mean = float(rewards.mean())
+        if self.advantage == "ema":
+            if self.baseline is None:
+                self.baseline = mean
+            advantage = rewards - self.baseline  # before the baseline moves: unbiased
+            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean
+            return advantage
+        if len(rewards) < 2:
+            return torch.zeros_like(rewards)
+        std = float(rewards.std(unbiased=False))
+        if self.advantage == "mean_std":
+            return (rewards - mean) / std if std > 0 else torch.zeros_like(rewards)
+        k = len(rewards)
+        others = (rewards.sum() - rewards) / (k - 1)  # leave-one-out baseline: unbiased
+        self.scale = std if self.scale is None else (
+            self.baseline_decay * self.scale + (1 - self.baseline_decay) * std
+        )  # fmt: skip
+        return (rewards - others) / self.scale if self.scale > 0 else torch.zeros_like(rewards)
 
     def _update(self) -> None:
         indices = torch.tensor([code for code, _ in self.buffer])
-        rewards = torch.tensor([r for _, r in self.buffer])
+        rewards = torch.tensor(self._scalars([r for _, r in self.buffer]), dtype=torch.float64)
         self.buffer = []
-        mean_reward = float(rewards.mean())
-        if self.baseline is None:
-            self.baseline = mean_reward
-        advantage = rewards - self.baseline  # before the baseline moves: an unbiased signal
-        self.baseline = (
-            self.baseline_decay * self.baseline + (1 - self.baseline_decay) * mean_reward
-        )
-        log_prob, entropy = self.controller.evaluate(indices)
-        loss = -(log_prob * advantage).mean() - self.entropy_weight * entropy.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = float(
-            torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip or math.inf)
-        )
-        self.optimizer.step()
+        advantage = self._advantages(rewards).float()
+        old_log_prob: Tensor | None = None
+        kl = 0.0
+        for _ in range(self.ppo_epochs):
+            log_prob, entropy = self.controller.evaluate(indices)
+            if old_log_prob is None:
+                old_log_prob = log_prob.detach()
+            ratio = torch.exp(log_prob - old_log_prob)  # 1 in the first pass: REINFORCE
+            clipped = ratio.clamp(1 - self.ppo_clip, 1 + self.ppo_clip)
+            objective = torch.minimum(ratio * advantage, clipped * advantage)
+            loss = -objective.mean() - self.entropy_weight * entropy.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    self.controller.parameters(), self.grad_clip or math.inf
+                )
+            )
+            self.optimizer.step()
+            kl = float((old_log_prob - log_prob.detach()).mean())
         self.updates += 1
         greedy, probs = self.controller.greedy()
         self._stats = {
             "update": self.updates,
-            "mean_reward": mean_reward,
+            "mean_reward": float(rewards.mean()),
+            "reward_std": float(rewards.std(unbiased=False)),
             "baseline": self.baseline,
-            "advantage": float(advantage.mean()),
+            "advantage_abs": float(advantage.abs().mean()),
             "entropy": float(entropy.detach().mean()),
             "grad_norm": norm,
+            "approx_kl": kl,  # of the last pass against the sampling controller (PPO)
             "argmax_probs": {d.label: p for d, p in zip(self.space.decisions, probs, strict=True)},
             "argmax_policy": greedy,
         }
@@ -194,7 +272,9 @@ class Reinforce(Strategy):
             "controller": self.controller.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "baseline": self.baseline,
-            "buffer": [[code, r] for code, r in self.buffer],
+            "scale": self.scale,
+            "front": [list(p) for p in self.front],
+            "buffer": [[code, list(r) if isinstance(r, tuple) else r] for code, r in self.buffer],
             "updates": self.updates,
         }
 
@@ -203,5 +283,10 @@ class Reinforce(Strategy):
         self.controller.load_state_dict(state["controller"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
-        self.buffer = [(list(code), float(r)) for code, r in state["buffer"]]
+        self.scale = state.get("scale")
+        self.front = [(float(a), float(r)) for a, r in state.get("front", [])]
+        self.buffer = [
+            (list(code), (float(r[0]), float(r[1])) if isinstance(r, list) else float(r))
+            for code, r in state["buffer"]
+        ]
         self.updates = state["updates"]

@@ -1,0 +1,172 @@
+"""``report.md`` of a comparison, and the report of full mode (whole searches per seed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snnas.data import DataSplits
+from snnas.search._config import SearchConfig
+from snnas.search._stats import auc, best_so_far, mean_se, summary, wilcoxon_p
+from snnas.space import SearchSpace
+
+__all__ = ["full_report", "markdown"]
+
+
+def _ci(stat: dict[str, Any], digits: int = 4) -> str:
+    lo, hi = stat["ci95"]
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: one table per reward mode, the headline first."""
+    if report["mode"] == "full":
+        return _markdown_full(report)
+    lines = [
+        f"# Strategy comparison: {report['space']} (fixed mode)",
+        "",
+        f"{report['seeds']} seeds per strategy, {report['budget']} evaluations each, on "
+        f"{report['dataset']}: searches score policies on {report['split']['search_images']} "
+        f"validation images ("
+        + {
+            "batch": "batch statistics",
+            "running": "the supernet's running statistics",
+            "recalibrated": f"batch norm recalibrated on {report['scoring']['calib_images']} "
+            "training images",
+        }[report["scoring"]["search"]]
+        + f"); each seed's incumbent is re-scored on {report['split']['heldout_images']} "
+        f"held-out images ({report['scoring']['heldout']}). Medians over seeds with "
+        "bootstrap 95% intervals; AUC is the mean best-so-far value over the budget; regret "
+        "is the reference sample's best minus the strategy's final best; p is a paired "
+        "two-sided Wilcoxon signed-rank test of AUC against random search over seeds.",
+        "",
+    ]
+    for reward in report["rewards"]:
+        ref = report["reference"][reward]
+        head = " (headline)" if reward == report["headline"] else ""
+        lines += [f"## Reward `{reward}`{head}", ""]
+        if reward == "pareto":
+            point = ref["reference_point"]
+            lines += [
+                "Values are hypervolumes of the (accuracy, live communication) front, "
+                f"reference point accuracy {point['accuracy']:.4f} (the no-communication "
+                f"policy) and communication ratio {point['comm_ratio']:.1f} (a ring "
+                "all-reduce's bytes); held-out: the front re-scored on the held-out images, "
+                f"reference accuracy {ref['heldout_reference_point']['accuracy']:.4f}. The "
+                f"reference sample ({ref['policies']} uniform policies) has a front of "
+                f"{ref['front_size']} policies and hypervolume {ref['hypervolume']:.5f}; "
+                "top 1% means within the sample's best 1% by additive epsilon gap to its "
+                f"front (threshold {ref['top1pct_threshold']:.4f}).",
+                "",
+            ]
+        else:
+            lines += [
+                f"Reference sample: {ref['policies']} uniform policies, best "
+                f"{ref['best']:.4f}, median {ref['median']:.4f}, top-1% threshold "
+                f"{ref['top1pct_threshold']:.4f}.",
+                "",
+            ]
+        digits = 5 if reward == "pareto" else 4
+        lines += [
+            "| strategy | AUC [95% CI] | final | regret [95% CI] | evals to top 1% "
+            "(reached) | held-out [95% CI] | p vs random |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, r in report["results"][reward].items():
+            s = r["stats"]
+            e = s["evals_to_top1pct"]
+            reach = f"{e['median']:g} {_ci(e, 0)} ({e['reached']}/{report['seeds']})"
+            lines.append(
+                f"| {name} | {r['auc']:.{digits}f} {_ci(s['auc'], digits)} | "
+                f"{r['final']:.{digits}f} | {r['regret']:.{digits}f} {_ci(s['regret'], digits)} "
+                f"| {reach} | {r['heldout']:.{digits}f} {_ci(s['heldout'], digits)} | "
+                f"{_p(r['p_vs_random'])} |"
+            )
+        for name in report["skipped"].get(reward, []):
+            lines.append(f"| {name} | not a two-objective strategy: skipped | | | | | |")
+        lines.append("")
+    lines += [
+        f"Evaluations to the top 1% count {report['budget'] + 1} for a seed that never got "
+        "there. `curves.png` plots the mean curves; `report.json` has every figure "
+        "per seed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def full_report(
+    space: SearchSpace,
+    data: DataSplits,
+    config: SearchConfig,
+    strategies: list[str],
+    seeds: int,
+    histories: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Full mode: every search's rewards per evaluation (weights change as it trains), its
+    selected policy's deployable validation score, AUC and the test against random."""
+    results: dict[str, Any] = {}
+    for name, runs in histories.items():
+        curves = [best_so_far(h["rewards"]) for h in runs]
+        results[name] = {
+            "auc": summary([auc(c) for c in curves])["median"],
+            "final": summary([c[-1] for c in curves])["median"],
+            "selected_reward": summary([h["reward"] for h in runs])["median"],
+            "regret": None,
+            "evals_to_top1pct": None,
+            "p_vs_random": None,
+            "stats": {
+                "auc": summary([auc(c) for c in curves]),
+                "selected_reward": summary([h["reward"] for h in runs]),
+                "selected_val_acc": summary([h["val"] for h in runs]),
+            },
+            "per_iteration": {
+                "train_loss": [h["losses"] for h in runs],
+                "mean_sampled_accuracy": [h["sampled"] for h in runs],
+            },
+            "final_mean_se": mean_se([c[-1] for c in curves]),
+        }
+    if "random" in results:
+        base = results["random"]["stats"]["auc"]["per_seed"]
+        for name, r in results.items():
+            if name != "random":
+                r["p_vs_random"] = wilcoxon_p(r["stats"]["auc"]["per_seed"], base)
+    return {
+        "mode": "full",
+        "space": space.name,
+        "space_hash": space.hash,
+        "dataset": data.name,
+        "strategies": strategies,
+        "seeds": seeds,
+        "iterations": config.iterations,
+        "budget": min(len(h["rewards"]) for runs in histories.values() for h in runs),
+        "rewards": [config.reward],
+        "headline": config.reward,
+        "results": {config.reward: results},
+        "time_s": {},
+    }
+
+
+def _markdown_full(report: dict[str, Any]) -> str:
+    reward = report["headline"]
+    lines = [
+        f"# Strategy comparison: {report['space']} (full mode)",
+        "",
+        f"{report['seeds']} whole searches per strategy, {report['iterations']} iterations "
+        f"({report['budget']} evaluations), reward `{reward}` on {report['dataset']}. "
+        "Medians over seeds with bootstrap 95% intervals; the selected reward is deployable "
+        "(batch norm recalibrated, whole validation split).",
+        "",
+        "| strategy | AUC [95% CI] | final best | selected reward [95% CI] | p vs random |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in report["results"][reward].items():
+        s = r["stats"]
+        lines.append(
+            f"| {name} | {r['auc']:.4f} {_ci(s['auc'])} | {r['final']:.4f} | "
+            f"{r['selected_reward']:.4f} {_ci(s['selected_reward'])} | {_p(r['p_vs_random'])} |"
+        )
+    lines += ["", "`curves.png` plots training loss and mean sampled accuracy.", ""]
+    return "\n".join(lines)
