@@ -47,7 +47,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from snnas.cli import compare, cost, list_, search, space, train
+    from snnas.cli import compare, cost, list_, parity, search, space, train
 
     cli.add_command(space.space)
     cli.add_command(cost.cost)
@@ -55,6 +55,7 @@ def _register() -> None:
     cli.add_command(search.search)
     cli.add_command(compare.compare)
     cli.add_command(list_.list_command)
+    cli.add_command(parity.parity)
 
 
 _register()

@@ -251,7 +251,10 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
         metrics = list(state["metrics"])
-    run.write_json("config.json", {**identity, "space": space.to_json()})
+    # The space file's text too, so later commands (snnas parity) rebuild the same space.
+    run.write_json(
+        "config.json", {**identity, "space": space.to_json(), "space_toml": space.config.source}
+    )
 
     train_loader = data.loader(
         "train",
