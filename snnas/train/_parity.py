@@ -72,6 +72,7 @@ class ParityTrainConfig:
     shadow_weight: float = 1.0  # r >= 2: weight of the stand-in streams' relative error
     augment: bool = True  # the training augmentation of the dataset
     calibration_batches: int = 8  # batches of 256 training images for the imputation means
+    init: str = "shadow"  # "shadow": copies of their data devices; "scratch": random (ablation)
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +92,8 @@ class ParityTrainConfig:
                 raise ConfigError(
                     None, f"--{name.replace('_', '-')}", "an integer >= 1", getattr(self, name)
                 )
+        if self.init not in ("shadow", "scratch"):
+            raise ConfigError(None, "init", "'shadow' or 'scratch'", self.init)
         if self.joint_epochs < 0:
             raise ConfigError(None, "--joint-epochs", "an integer >= 0", self.joint_epochs)
         for name in ("lr", "joint_lr"):
@@ -250,7 +253,10 @@ def train_parity(
         state = {k: saved[k] for k in state}
     else:
         torch.manual_seed(config.seed)
-        net.parity.init_from(net.base)
+        if config.init == "shadow":
+            net.parity.init_from(net.base)
+        else:  # the ablation: random blocks and head, the stem still a copy (it is exact)
+            net.parity.stem.load_state_dict(net.base.stem.state_dict())
         calib = data.loader("train", 256, shuffle=True, seed=config.seed)
         batches = [accel.batch(x, y) for x, y in _first(calib, config.calibration_batches)]
         net.eval()
