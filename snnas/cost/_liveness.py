@@ -167,10 +167,10 @@ def parity_live_blocks(
 
     arch, g = space.arch, space.groups
     graph, _ = _graph(space, policy)
+    from snnas.cost._parity import parity_plan
+
     sinks: list[tuple[Any, ...]] = [_HEAD]
-    for geo, choice in zip(arch.points, space.resolve_parity(policy), strict=True):
-        if choice.m_send(geo.channels) > 0:
-            sinks.extend(("A", d, geo.block) for d in range(g))
+    sinks.extend(("A", e.src, e.send_block) for e in parity_plan(space, policy).encodings)
     live: set[Any] = set()
     for sink in sinks:
         live |= nx.ancestors(graph, sink) | {sink}

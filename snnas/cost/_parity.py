@@ -161,22 +161,34 @@ def _image_bytes(space: SearchSpace) -> int:
 
 
 def parity_plan(space: SearchSpace, policy: Mapping[str, Any]) -> ParityPlan:
-    """Every encoding of ``policy`` in normal operation (module docstring)."""
+    """Every encoding of ``policy`` in normal operation (module docstring): every data device
+    to every parity device, or with the ``mirror`` encoder only the senders of the payloads
+    the shadowed devices receive (``min(m, n)`` channels)."""
     g, r = space.groups, space.parity.r
     encodings = []
-    for geo, choice in zip(space.arch.points, space.resolve_parity(policy), strict=True):
+    decisions = space.resolve(policy)
+    for geo, dec, choice in zip(
+        space.arch.points, decisions, space.resolve_parity(policy), strict=True
+    ):
         m = choice.m_send(geo.channels)
         if m == 0:
             continue
-        nbytes = m * geo.size**2 * DTYPES[choice.dtype]
-        for k in range(r):
-            for i in range(g):
-                encodings.append(
-                    EncodingTransfer(
-                        geo.index, i, g + k, geo.block, geo.aggregate_block, m, geo.size,
-                        choice.dtype, nbytes,
-                    )
-                )  # fmt: skip
+        pairs: list[tuple[int, int, int]] = []  # (sender, parity device, channels)
+        if choice.encoder == "mirror":
+            n = dec.n_send(geo.channels)
+            for src, dst in enumerate(dec.perm):
+                if dst != src and dst < r and n > 0:
+                    pairs.append((src, g + dst, min(m, n)))
+        else:
+            pairs = [(i, g + k, m) for k in range(r) for i in range(g)]
+        for src, dst, channels in pairs:
+            nbytes = channels * geo.size**2 * DTYPES[choice.dtype]
+            encodings.append(
+                EncodingTransfer(
+                    geo.index, src, dst, geo.block, geo.aggregate_block, channels, geo.size,
+                    choice.dtype, nbytes,
+                )
+            )  # fmt: skip
     return ParityPlan(g, r, _image_bytes(space) if r else 0, tuple(encodings))
 
 
@@ -199,8 +211,7 @@ def degraded_rule(
     by = g + device if device < r else None
     standins = []
     decisions = space.resolve(policy)
-    choices = space.resolve_parity(policy)
-    for geo, dec, choice in zip(space.arch.points, decisions, choices, strict=True):
+    for geo, dec in zip(space.arch.points, decisions, strict=True):
         if geo.index < from_point:
             continue
         n = dec.n_send(geo.channels)
@@ -210,17 +221,11 @@ def degraded_rule(
             standins.append(
                 StandIn(geo.index, device, dst, n, by, dec.dtype, size if by is not None else 0)
             )
-        m = choice.m_send(geo.channels)
-        if m > 0:
-            for k in range(r):
-                if g + k == by:
-                    continue  # the stand-in is this parity device's own stream
-                size = m * geo.size**2 * DTYPES[choice.dtype]
-                standins.append(
-                    StandIn(
-                        geo.index, device, g + k, m, by, choice.dtype, size if by is not None else 0
-                    )
-                )
+    for e in parity_plan(space, policy).encodings:
+        if e.point >= from_point and e.src == device and e.dst != by:
+            size = e.bytes if by is not None else 0  # imputed by the receiver: nothing moves
+            standins.append(StandIn(e.point, device, e.dst, e.channels, by, e.dtype, size))
+    standins.sort(key=lambda s: (s.point, s.dst))
     stem_to: tuple[int, ...] = ()
     stem_by = None
     if device == 0 and from_point == 0:
@@ -277,7 +282,7 @@ def parity_cost(space: SearchSpace, policy: Mapping[str, Any]) -> ParityCost:
         if choice.encoder == "concat":  # a 1x1 convolution from G * m channels to w
             enc_macs += g * m * geo.channels * geo.size**2
             enc_params += g * m * geo.channels
-        else:  # one weight per data device
+        elif choice.encoder == "sum":  # one weight per data device
             enc_macs += g * m * geo.size**2
             enc_params += g
     flops, params = [], []

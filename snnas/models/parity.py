@@ -10,9 +10,10 @@ channels of its stream, ``E_i = X_i^{b_q}[:m_q]`` (the encodings), and the parit
 where ``D_k(E)`` is what data device ``k`` receives at ``q`` rebuilt from the encodings (the
 sender's first ``n_q`` channels, eq. (3), exact when ``m_q >= n_q``) and ``Enc_q`` a learned
 encoder that starts at zero: ``sum`` (one learned weight per parity and data device) or
-``concat`` (a 1x1 convolution of the concatenated encodings). So in normal operation parity
-device k computes what device k computes; the encoder lets it learn to do better than device
-k when another device is missing.
+``concat`` (a 1x1 convolution of the concatenated encodings); with ``mirror`` there is no
+learned encoder and only the devices that send to a shadowed device send encodings (what it
+receives). So in normal operation parity device k computes what device k computes; the
+encoder lets it learn to do better than device k when another device is missing.
 
 If data device ``j`` is unavailable from point ``p`` on, from ``p`` on every receiver of ``j``
 (data or parity) gets in ``j``'s place
@@ -200,8 +201,8 @@ class ParityStreams(nn.Module):
         return value
 
     def encode(self, point: int, kind: str, encodings: Tensor) -> Tensor:
-        """``Enc_q`` of (P1): ``encodings`` (N, G, w, H, W) zero-padded to the stream width ->
-        (N, r * w, H, W)."""
+        """``Enc_q`` of (P1) for ``sum`` and ``concat`` (``mirror`` has none): ``encodings``
+        (N, G, w, H, W) zero-padded to the stream width -> (N, r * w, H, W)."""
         if kind == "concat":
             return self.concat[str(point)](encodings.flatten(1, 2))
         weight = self.sum[str(point)].to(encodings.dtype)
@@ -335,11 +336,12 @@ class CodedNetwork(nn.Module):
                 if choice.dtype == "float16":
                     enc = enc.to(torch.float16).to(enc.dtype)
                 enc = F.pad(enc, (0, 0, 0, 0, 0, w - m))  # zero-padded to the stream width
-                add = par.encode(q, choice.encoder, enc)
+                add = par.encode(q, choice.encoder, enc) if choice.encoder != "mirror" else None
                 if plan is not None:
                     # What parity device k's data device receives, rebuilt from the encodings.
                     mirrored = transmit(enc.flatten(1, 2), plan)[:, :r]  # (N, r, n, H, W)
-                    add = add + F.pad(mirrored, (0, 0, 0, 0, 0, w - plan.n_send)).flatten(1, 2)
+                    mirrored = F.pad(mirrored, (0, 0, 0, 0, 0, w - plan.n_send)).flatten(1, 2)
+                    add = mirrored if add is None else add + mirrored
             if geo.aggregate_block == b:
                 if plan is not None and d is not None:
                     with no_grad:
@@ -437,8 +439,10 @@ class ParityDevice(nn.Module):
         enc = F.pad(enc, (0, 0, 0, 0, 0, w - m))  # (B, G, w, H, W)
         if choice.encoder == "concat":
             add = self.concat[str(point)](enc.flatten(1, 2))
-        else:
+        elif choice.encoder == "sum":
             add = torch.einsum("g,bgchw->bchw", self.sum[str(point)].to(enc.dtype), enc)
+        else:  # mirror: only what data device k receives
+            add = torch.zeros_like(enc[:, 0])
         if plan is not None:
             source = int(plan.source[self.k])
             if source != self.k and plan.n_send > 0 and bool(plan.receives.flatten()[self.k]):

@@ -28,8 +28,9 @@ __all__ = [
 #: Wire dtypes a transmission may use, with their size in bytes.
 DTYPES: dict[str, int] = {"float32": 4, "float16": 2}
 
-#: Parity encoder kinds (docs/parity.md): what a parity stream reads from the encodings.
-ENCODERS = ("sum", "concat")
+#: Parity encoder kinds (docs/parity.md): what a parity stream reads from the encodings
+#: ("mirror": only what its data device receives, from the devices that send it).
+ENCODERS = ("sum", "concat", "mirror")
 
 _FAMILIES = ("sep_resnext",)
 _DECISION_KINDS = ("permutation", "sparsity", "dtype")

@@ -70,6 +70,7 @@ class ParityTrainConfig:
     joint_epochs: int = 0  # then base and parity devices together (0: none)
     joint_lr: float = 1e-4  # Adam, cosine, joint phase
     shadow_weight: float = 1.0  # r >= 2: weight of the stand-in streams' relative error
+    label_weight: float = 0.0  # parity device 0's cross-entropy on the labels (0: distillation)
     augment: bool = True  # the training augmentation of the dataset
     calibration_batches: int = 8  # batches of 256 training images for the imputation means
     init: str = "shadow"  # "shadow": copies of their data devices; "scratch": random (ablation)
@@ -94,6 +95,8 @@ class ParityTrainConfig:
                 )
         if self.init not in ("shadow", "scratch"):
             raise ConfigError(None, "init", "'shadow' or 'scratch'", self.init)
+        if self.label_weight < 0:
+            raise ConfigError(None, "--label-weight", "a number >= 0", self.label_weight)
         if self.joint_epochs < 0:
             raise ConfigError(None, "--joint-epochs", "an integer >= 0", self.joint_epochs)
         for name in ("lr", "joint_lr"):
@@ -109,21 +112,28 @@ def parity_loss(
     policy: Mapping[str, Any] | None,
     shadow_weight: float = 1.0,
     labels: Tensor | None = None,
+    *,
+    joint: bool = False,
+    label_weight: float = 0.0,
 ) -> Tensor:
     """The distillation loss of one batch over every erasure position (module docstring).
 
-    With ``labels`` (joint phase) the base's cross-entropy in normal operation is added and
-    the targets are detached from the base.
+    ``joint``: the base trains too; its cross-entropy in normal operation on ``labels`` is
+    added and the targets are detached from the base. ``label_weight``: parity device 0's
+    cross-entropy on ``labels`` at every position is added with this weight (0: pure
+    distillation, the default).
     """
+    if (joint or label_weight) and labels is None:
+        raise ValueError("labels are needed for the joint phase and for label_weight > 0")
     space = net.space
     g, points, r = space.groups, space.num_points, net.parity.r
     positions = erasure_grid(g, points)
     b = x.shape[0]
-    if labels is None:
+    if joint:
+        clean = net(x, policy)
+    else:
         with torch.no_grad():
             clean = net(x, policy)
-    else:
-        clean = net(x, policy)
     fail_at = fail_at_tensor(positions, g, b, x.device)
     out = net(x.repeat(len(positions), 1, 1, 1), policy, fail_at)
     target = clean.device_logits.detach().repeat(len(positions), 1)
@@ -139,7 +149,12 @@ def parity_loss(
                     terms.append(((est - ref) ** 2).mean() / (ref**2).mean().clamp_min(1e-8))
         if terms:
             loss = loss + shadow_weight * torch.stack(terms).mean()
-    if labels is not None:
+    if label_weight > 0:
+        assert labels is not None
+        repeated = labels.repeat(len(positions))
+        loss = loss + label_weight * F.cross_entropy(out.parity_logits, repeated)
+    if joint:
+        assert labels is not None
         loss = loss + F.cross_entropy(clean.logits, labels)
     return loss
 
@@ -300,8 +315,15 @@ def train_parity(
                 _frozen_bn(net)  # a fine-tuned base and its copies keep their statistics
             context = batch_statistics(net.base) if policy is None else contextlib.nullcontext()
             with context, accel.autocast():
-                labels = y if joint else None
-                loss = parity_loss(net, x, next(policies), config.shadow_weight, labels)
+                loss = parity_loss(
+                    net,
+                    x,
+                    next(policies),
+                    config.shadow_weight,
+                    y,
+                    joint=joint,
+                    label_weight=config.label_weight,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -16,7 +16,7 @@ r = {r}
 values = [0, 50, 100]
 
 [decisions.encoder]
-choices = ["sum", "concat"]
+choices = ["sum", "concat", "mirror"]
 """
 
 
@@ -111,3 +111,25 @@ def test_no_parity_devices():
     assert parity_cost(space, policy).bytes == 0
     with pytest.raises(ValueError, match="no parity devices"):
         degraded_rule(space, policy, 0, 0)
+
+
+def test_mirror_encoder_sends_only_what_the_shadowed_devices_receive():
+    space = _space(2)
+    policy = _policy(
+        space,
+        encoder="mirror",
+        **{"t0.perm": (1, 2, 3, 0), "t0.sparsity": 50.0, "t0.encode": 100.0},
+        **{"t1.perm": (0, 1, 3, 2), "t1.encode": 100.0, "t2.encode": 0.0},
+    )
+    plan = parity_plan(space, policy)
+    # Point 0: device 3 sends to device 0, device 0 to device 1 (the shadowed ones), half of
+    # their 8 channels; point 1: devices 0 and 1 receive nothing.
+    assert [(e.point, e.src, e.dst, e.channels) for e in plan.encodings] == [
+        (0, 0, 5, 4),
+        (0, 3, 4, 4),
+    ]
+    mirror = parity_cost(space, policy).params_per_parity
+    summed = parity_cost(space, {**policy, "encoder": "sum"}).params_per_parity
+    assert [s - m for s, m in zip(summed, mirror, strict=True)] == [2 * 4, 2 * 4]  # no weights
+    rule = degraded_rule(space, policy, 3, 0)
+    assert [(s.point, s.dst, s.by) for s in rule.standins if s.dst >= 4] == [(0, 4, None)]

@@ -29,7 +29,7 @@ bottleneck_scale = {scale}
 values = [0, 50, 100]
 
 [decisions.encoder]
-choices = ["sum", "concat"]
+choices = ["sum", "concat", "mirror"]
 """
 
 
@@ -81,6 +81,15 @@ def test_parity_devices_start_as_exact_shadows(r, scale):
         for q, stream in out.streams.items():
             torch.testing.assert_close(out.shadows[q], stream[:, :r], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(out.parity_logits, out.device_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_mirror_shadows_exactly_with_the_senders_encodings_only():
+    space = _space(1)
+    net = _net(space, noisy_encoders=True)  # mirror ignores the learned encoders
+    x = torch.randn(3, 1, 8, 8)
+    policy = {**_protective(space, random.Random(7)), "encoder": "mirror"}
+    out = net(x, policy)
+    torch.testing.assert_close(out.parity_logits, out.device_logits, atol=1e-5, rtol=1e-5)
 
 
 def test_an_unprotected_point_breaks_the_shadow():
