@@ -175,3 +175,17 @@ def test_no_parity_space_is_refused(tmp_path, data):
     base = load_finetuned(path)
     with pytest.raises(ValueError, match="no parity devices"):
         ParityStreams(base.space)
+
+
+def test_label_term_changes_the_loss(finetuned, data):
+    from snnas.train._parity import parity_loss
+
+    net = _net(finetuned)
+    net.parity.init_from(net.base)
+    net.detach_base = True
+    x, y = next(iter(data.loader("train", 16)))
+    pure = parity_loss(net, x, None)
+    with_labels = parity_loss(net, x, None, labels=y, label_weight=1.0)
+    assert float(with_labels.detach()) > float(pure.detach())
+    with pytest.raises(ValueError, match="labels"):
+        parity_loss(net, x, None, label_weight=1.0)
