@@ -113,6 +113,7 @@ def _register() -> None:
         export,
         finetune,
         list_,
+        parity,
         plan,
         run,
         search,
@@ -130,6 +131,7 @@ def _register() -> None:
     cli.add_command(plan.plan)
     cli.add_command(run.run)
     cli.add_command(list_.list_command)
+    cli.add_command(parity.parity)
 
 
 _register()

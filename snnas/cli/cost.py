@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from snnas.cli._terminal import Terminal, styled
+
+if TYPE_CHECKING:
+    from snnas.cost import ParityCost
 
 __all__ = ["cost"]
 
@@ -57,6 +61,7 @@ def cost(
         get_profile,
         latency,
         min_hiding_alpha,
+        parity_cost,
     )
     from snnas.space import load_space
 
@@ -67,6 +72,7 @@ def cost(
     comp = compute(space, policy)
     lat = latency(space, policy, profile)
     scan = alpha_scan(space, profile)
+    par = parity_cost(space, policy) if space.parity.r else None
     data = {
         "space": space.name,
         "space_hash": space.hash,
@@ -77,6 +83,8 @@ def cost(
         "latency": lat.to_json(),
         "alpha_scan": scan,
         "min_hiding_alpha": min_hiding_alpha(scan),
+        # Parity devices (docs/parity.md): their traffic and compute, on their own lines.
+        "parity": par.to_json() if par else None,
     }
     if as_json:
         terminal.json(data)
@@ -155,3 +163,32 @@ def cost(
         "smallest alpha hiding every transfer (dense float32 policy): "
         + (str(alpha) if alpha is not None else "none")
     )
+    if par is not None:
+        _parity_lines(terminal, space.groups, par)
+
+
+def _parity_lines(terminal: Terminal, groups: int, par: ParityCost) -> None:
+    from rich.table import Table
+
+    table = Table("parity device", "shadows", "GFLOPs", "params", title="parity devices")
+    for k in range(par.r):
+        table.add_row(
+            str(groups + k),
+            str(k),
+            f"{par.flops_per_parity[k] / 1e9:.4f}",
+            f"{par.params_per_parity[k]:,}",
+        )
+    terminal.print(table)
+    per_point = ", ".join(f"t{p}: {b:,}" for p, b in enumerate(par.encoding_bytes_per_point))
+    terminal.info(
+        f"parity traffic: image {par.image_bytes:,} B + encodings {par.encoding_bytes:,} B "
+        f"= [bold]{par.bytes:,} B[/bold] per image ({per_point})"
+    )
+    extra = ", ".join(f"device {d}: {_ranges(b)}" for d, b in enumerate(par.extra_data_blocks) if b)
+    terminal.info(
+        f"parity compute: {par.flops / 1e9:.4f} GFLOPs per image, of which "
+        f"{sum(par.extra_data_flops) / 1e9:.4f} on data devices for encodings"
+        + (f" (blocks {extra})" if extra else "")
+    )
+    lost = ", ".join(f"{d}: {b:,} B" for d, b in enumerate(par.degraded_bytes))
+    terminal.info(f"degraded operation, stand-in bytes per image by unavailable device: {lost}")

@@ -18,25 +18,44 @@ from snnas.cost._latency import (
     min_hiding_alpha,
     simulate,
 )
-from snnas.cost._liveness import Liveness, Transfer, liveness
+from snnas.cost._liveness import Liveness, Transfer, liveness, parity_live_blocks
+from snnas.cost._parity import (
+    DegradedRule,
+    EncodingTransfer,
+    ParityCost,
+    ParityPlan,
+    StandIn,
+    degraded_rule,
+    parity_cost,
+    parity_plan,
+)
 
 __all__ = [
     "PROFILES",
     "CommReport",
     "ComputeReport",
+    "DegradedRule",
     "DeviceProfile",
+    "EncodingTransfer",
     "LatencyReport",
     "Liveness",
+    "ParityCost",
+    "ParityPlan",
     "PointBytes",
+    "StandIn",
     "Transfer",
     "alpha_scan",
     "baseline_block_bytes",
     "communication",
     "compute",
+    "degraded_rule",
     "get_profile",
     "latency",
     "liveness",
     "min_hiding_alpha",
+    "parity_cost",
+    "parity_live_blocks",
+    "parity_plan",
     "simulate",
     "stem_bytes",
 ]

@@ -245,9 +245,11 @@ def alpha_scan(
                 choices=({"permutation": shift, "sparsity": 100.0, "dtype": dtype}[s.kind],),
             )
             for s in space.config.decisions
+            if s.kind in ("permutation", "sparsity", "dtype")  # the data network only
         )
         split = replace(space.split, alpha=alpha, overlap=default_overlap(space.network, alpha))
-        config = replace(space.config, split=split, decisions=specs)
+        no_parity = replace(space.config.parity, r=0)
+        config = replace(space.config, split=split, decisions=specs, parity=no_parity)
         dense = _Space(config)
         report = latency(dense, {}, profile)
         ratios = [

@@ -28,7 +28,7 @@ from typing import Any
 
 from snnas.space import SearchSpace
 
-__all__ = ["Liveness", "Transfer", "liveness"]
+__all__ = ["Liveness", "Transfer", "liveness", "parity_live_blocks"]
 
 _HEAD = ("head",)
 
@@ -101,8 +101,8 @@ class Liveness:
         }
 
 
-def liveness(space: SearchSpace, policy: Mapping[str, Any]) -> Liveness:
-    """Mark every block and transfer of ``policy`` live or dead (module docstring)."""
+def _graph(space: SearchSpace, policy: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+    """The communication graph of ``policy`` (module docstring) and its raw transfers."""
     import networkx as nx
 
     arch, g = space.arch, space.groups
@@ -141,10 +141,37 @@ def liveness(space: SearchSpace, policy: Mapping[str, Any]) -> Liveness:
                 live=False,
             )
             raw.append((transfer, target))
+    return graph, raw
 
+
+def liveness(space: SearchSpace, policy: Mapping[str, Any]) -> Liveness:
+    """Mark every block and transfer of ``policy`` live or dead (module docstring)."""
+    import networkx as nx
+
+    arch, g = space.arch, space.groups
+    graph, raw = _graph(space, policy)
     live_nodes = nx.ancestors(graph, _HEAD) | {_HEAD}
     transfers = tuple(Transfer(**{**vars(t), "live": target in live_nodes}) for t, target in raw)
     blocks = tuple(
         tuple(b for b in range(arch.num_blocks) if ("A", d, b) in live_nodes) for d in range(g)
     )
     return Liveness(g, arch.num_blocks, transfers, blocks)
+
+
+def parity_live_blocks(
+    space: SearchSpace, policy: Mapping[str, Any]
+) -> tuple[tuple[int, ...], ...]:
+    """Per data device, the blocks needed by the head or by an encoding the parity devices
+    read (every device's stream at every protected point, docs/parity.md)."""
+    import networkx as nx
+
+    arch, g = space.arch, space.groups
+    graph, _ = _graph(space, policy)
+    from snnas.cost._parity import parity_plan
+
+    sinks: list[tuple[Any, ...]] = [_HEAD]
+    sinks.extend(("A", e.src, e.send_block) for e in parity_plan(space, policy).encodings)
+    live: set[Any] = set()
+    for sink in sinks:
+        live |= nx.ancestors(graph, sink) | {sink}
+    return tuple(tuple(b for b in range(arch.num_blocks) if ("A", d, b) in live) for d in range(g))

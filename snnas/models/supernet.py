@@ -161,11 +161,8 @@ class _SepBase(nn.Module):
 
     def __init__(self, space: SearchSpace) -> None:
         super().__init__()
-        if space.parity.r > 0:
-            raise SnnasError(
-                f"space {space.name!r} asks for {space.parity.r} parity device(s); parity "
-                "streams are not implemented yet, set [parity] r = 0"
-            )
+        # Parity devices (space.parity.r > 0) change nothing here: in normal operation they only
+        # receive, so the data network is the same; snnas.models.parity adds their streams.
         net = space.network
         self.space = space
         self.groups = space.groups
@@ -175,6 +172,12 @@ class _SepBase(nn.Module):
         )
         self.fc = nn.Linear(net.stage_widths[-1], net.num_classes)
         self.head_width = net.stage_widths[-1]
+
+    def transfer_plans(
+        self, policy: Mapping[str, Any] | Sequence[PointPolicy] | None = None
+    ) -> list[TransferPlan]:
+        """The transfer plans the forward pass uses (points that send nothing left out)."""
+        raise NotImplementedError
 
     def _run(self, x: Tensor, plans: Sequence[TransferPlan]) -> Tensor:
         # Table 1: the stem output is duplicated G times (the first transmission).
@@ -220,6 +223,14 @@ class SepResNeXt(_SepBase):
             if plan.channels_sent:
                 out.append(plan)
         return out
+
+    def transfer_plans(
+        self, policy: Mapping[str, Any] | Sequence[PointPolicy] | None = None
+    ) -> list[TransferPlan]:
+        """:meth:`plans` of ``policy`` (required for the supernet)."""
+        if policy is None:
+            raise SnnasError("the supernet needs a policy to know its transfers")
+        return self.plans(policy)
 
     def forward(self, x: Tensor, policy: Mapping[str, Any] | Sequence[PointPolicy]) -> Tensor:
         return self._run(x, self.plans(policy))
@@ -270,6 +281,12 @@ class FrozenSepResNeXt(_SepBase):
                 plan = TransferPlan(**{**vars(plan), **moved})
             out.append(plan)
         return out
+
+    def transfer_plans(
+        self, policy: Mapping[str, Any] | Sequence[PointPolicy] | None = None
+    ) -> list[TransferPlan]:
+        """The baked-in plans (``policy`` is ignored: the network has one)."""
+        return self._current_plans()
 
     def forward(self, x: Tensor) -> Tensor:
         return self._run(x, self._current_plans())

@@ -2,6 +2,7 @@
 
 from snnas.space._config import (
     DTYPES,
+    ENCODERS,
     DecisionSpec,
     NetworkConfig,
     ParityConfig,
@@ -19,6 +20,7 @@ from snnas.space._permutations import (
 )
 from snnas.space._space import (
     Decision,
+    ParityPoint,
     PointPolicy,
     Policy,
     SearchSpace,
@@ -29,10 +31,12 @@ from snnas.space._space import (
 
 __all__ = [
     "DTYPES",
+    "ENCODERS",
     "Decision",
     "DecisionSpec",
     "NetworkConfig",
     "ParityConfig",
+    "ParityPoint",
     "Permutation",
     "PointPolicy",
     "Policy",

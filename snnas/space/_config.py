@@ -19,6 +19,7 @@ from snnas.space._toml import TomlSource
 
 __all__ = [
     "DTYPES",
+    "ENCODERS",
     "LIMITS",
     "DecisionSpec",
     "NetworkConfig",
@@ -31,8 +32,13 @@ __all__ = [
 #: Wire dtypes a transmission may use, with their size in bytes.
 DTYPES: dict[str, int] = {"float32": 4, "float16": 2}
 
+#: Parity encoder kinds (docs/parity.md): what a parity stream reads from the encodings
+#: ("mirror": only what its data device receives, from the devices that send it).
+ENCODERS = ("sum", "concat", "mirror")
+
 _FAMILIES = ("sep_resnext",)
 _DECISION_KINDS = ("permutation", "sparsity", "dtype")
+_PARITY_KINDS = ("encode", "encoder")  # decision kinds that exist only when parity.r >= 1
 
 #: Upper bounds of the DSL's sizes (docs/dsl.md), checked before anything is enumerated or
 #: allocated, so a typo cannot exhaust memory or time.
@@ -99,9 +105,17 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class ParityConfig:
-    """Parity (coded-computation) devices; reserved, r = 0 means none."""
+    """Parity (coded-computation) devices, docs/parity.md; r = 0 means none."""
 
     r: int  # number of parity devices
+    bottleneck_scale: int = 1  # a parity stream's bottleneck width, in data devices' (C/G paths)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (what the space hash covers): only ``r`` when there is no parity, so
+        spaces without parity keep the hash they had before parity existed."""
+        if self.r == 0:
+            return {"r": 0}
+        return {"r": self.r, "bottleneck_scale": self.bottleneck_scale}
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,8 @@ class SpaceConfig:
     network: NetworkConfig
     split: SplitConfig
     parity: ParityConfig
-    decisions: tuple[DecisionSpec, ...]  # in the order permutation, sparsity, dtype
+    # in the order permutation, sparsity, dtype, then encode, encoder when parity.r >= 1
+    decisions: tuple[DecisionSpec, ...]
     path: str | None = None
     source: str | None = field(default=None, compare=False, repr=False)  # the TOML text
 
@@ -215,7 +230,62 @@ def _parse_parity(src: TomlSource, root: dict[str, Any], groups: int) -> ParityC
     table = src.table(root, "parity")
     src.check_keys(table, "parity", ParityConfig.__dataclass_fields__)
     r = src.get_int(table, "parity", "r", default=0, minimum=0, maximum=groups)
-    return ParityConfig(r=r)
+    scale = src.get_int(table, "parity", "bottleneck_scale", default=1, minimum=1, maximum=groups)
+    if r == 0 and "bottleneck_scale" in table:
+        raise src.error("parity.bottleneck_scale", "no parity keys when parity.r = 0", scale)
+    return ParityConfig(r=r, bottleneck_scale=scale)
+
+
+def _parse_encode(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
+    """Percent of each data device's stream channels sent to the parity devices at a point;
+    0 sends nothing (the point is not protected). Default: 100 at every point."""
+    key = "decisions.encode"
+    src.check_keys(table, key, ("values", "tie", "fixed"))
+
+    def percent(value: Any, where: str) -> float:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+            raise src.error(where, "percents in [0, 100]", src.found(value))
+        return float(value)
+
+    raw = table.get("values", [100])
+    if not isinstance(raw, list) or not 0 < len(raw) <= 101:
+        raise src.error(f"{key}.values", "an array of 1 to 101 percents", src.found(raw))
+    choices = tuple(sorted({percent(v, f"{key}.values") for v in raw}))
+    tie = src.get_bool(table, key, "tie", default=False)
+    fixed = None
+    if "fixed" in table:
+        fixed = percent(table["fixed"], f"{key}.fixed")
+        choices = (fixed,)
+    elif "values" not in table:
+        fixed = 100.0  # like sparsity: a constant of the space unless values are given
+    return DecisionSpec("encode", choices, tie, fixed)
+
+
+def _parse_encoder(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
+    """The parity encoder kind (docs/parity.md); tied across points unless ``tie = false``."""
+    key = "decisions.encoder"
+    src.check_keys(table, key, ("choices", "tie", "fixed"))
+    raw = table.get("choices", ["concat"])
+    if not isinstance(raw, list) or not 0 < len(raw) <= len(ENCODERS):
+        raise src.error(
+            f"{key}.choices", f"an array of 1 to {len(ENCODERS)} encoder kinds", src.found(raw)
+        )
+    for v in raw:
+        if not isinstance(v, str) or v not in ENCODERS:
+            raise src.error(
+                f"{key}.choices", f"encoder kinds from {', '.join(ENCODERS)}", src.found(v)
+            )
+    if len(set(raw)) != len(raw):
+        raise src.error(f"{key}.choices", "distinct encoder kinds", "<duplicates>")
+    choices = tuple(raw)
+    tie = src.get_bool(table, key, "tie", default=True)
+    fixed = None
+    if "fixed" in table:
+        fixed = src.get_str(table, key, "fixed", choices=ENCODERS)
+        choices = (fixed,)
+    elif "choices" not in table:
+        fixed = choices[0]
+    return DecisionSpec("encoder", choices, tie, fixed)
 
 
 def _parse_permutation(src: TomlSource, table: dict[str, Any], groups: int) -> DecisionSpec:
@@ -330,14 +400,28 @@ def _parse_dtype(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
 
 
 def _parse_decisions(
-    src: TomlSource, root: dict[str, Any], groups: int
+    src: TomlSource, root: dict[str, Any], groups: int, parity: ParityConfig
 ) -> tuple[DecisionSpec, ...]:
     table = src.table(root, "decisions")
-    src.check_keys(table, "decisions", _DECISION_KINDS)
-    return (
+    src.check_keys(table, "decisions", _DECISION_KINDS + _PARITY_KINDS)
+    specs = (
         _parse_permutation(src, src.table(table, "permutation", "decisions"), groups),
         _parse_sparsity(src, src.table(table, "sparsity", "decisions")),
         _parse_dtype(src, src.table(table, "dtype", "decisions")),
+    )
+    if parity.r == 0:
+        for kind in _PARITY_KINDS:
+            if kind in table:
+                raise src.error(
+                    f"decisions.{kind}",
+                    "no parity decisions when parity.r = 0 (set [parity] r >= 1)",
+                    "<a table>",
+                )
+        return specs
+    return (
+        *specs,
+        _parse_encode(src, src.table(table, "encode", "decisions")),
+        _parse_encoder(src, src.table(table, "encoder", "decisions")),
     )
 
 
@@ -358,5 +442,5 @@ def parse_space(src: TomlSource) -> SpaceConfig:
     network = _parse_network(src, root)
     split = _parse_split(src, root, network)
     parity = _parse_parity(src, root, split.groups)
-    decisions = _parse_decisions(src, root, split.groups)
+    decisions = _parse_decisions(src, root, split.groups, parity)
     return SpaceConfig(name, description, network, split, parity, decisions, src.path, src.text)

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_PARAMS",
     "MAX_TOTAL_CHOICES",
     "Decision",
+    "ParityPoint",
     "PointPolicy",
     "Policy",
     "SearchSpace",
@@ -48,7 +49,13 @@ __all__ = [
 #: A policy: one value per decision label (permutation tuple, sparsity percent, dtype name).
 Policy = dict[str, Any]
 
-_SHORT = {"permutation": "perm", "sparsity": "sparsity", "dtype": "dtype"}
+_SHORT = {
+    "permutation": "perm",
+    "sparsity": "sparsity",
+    "dtype": "dtype",
+    "encode": "encode",
+    "encoder": "encoder",
+}
 
 #: Most choices summed over a space's decisions (one output each in the REINFORCE
 #: controller, one entry each in the space's JSON and hash). Tie decisions or raise alpha
@@ -74,7 +81,11 @@ class Decision:
         """Bring a JSON value to the form of the choices (lists -> tuples, ints -> floats)."""
         if self.kind == "permutation" and isinstance(value, list):
             return tuple(value)
-        if self.kind == "sparsity" and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            self.kind in ("sparsity", "encode")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             return float(value)
         return value
 
@@ -126,6 +137,26 @@ class PointPolicy:
         """Channels sent out of ``channels``: ``floor(channels * sparsity / 100)``."""
         # Exact for the paper's levels (multiples of 1/16); the epsilon guards other floats.
         return min(channels, math.floor(channels * self.sparsity / 100.0 + 1e-9))
+
+    @property
+    def bytes_per_element(self) -> int:
+        """Wire size of one element."""
+        return DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class ParityPoint:
+    """What the data devices send the parity devices at one transmission point
+    (docs/parity.md): the first ``m`` channels of every data device's stream, in the point's
+    wire dtype, to every parity device."""
+
+    encode: float  # percent of the stream's channels sent (0: nothing, the point is unprotected)
+    encoder: str  # "sum" or "concat": what the parity streams read from the encodings
+    dtype: str  # wire dtype (the point's dtype decision)
+
+    def m_send(self, channels: int) -> int:
+        """Channels sent out of ``channels``: ``floor(channels * encode / 100)``."""
+        return min(channels, math.floor(channels * self.encode / 100.0 + 1e-9))
 
     @property
     def bytes_per_element(self) -> int:
@@ -265,7 +296,7 @@ class SearchSpace:
                 k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.network).items()
             },
             "split": vars(cfg.split).copy(),
-            "parity": vars(cfg.parity).copy(),
+            "parity": cfg.parity.to_json(),
             "points": [
                 {
                     "index": p.index,
@@ -365,6 +396,19 @@ class SearchSpace:
                 per_point[p][d.kind] = policy[d.label]
         return tuple(PointPolicy(v["permutation"], v["sparsity"], v["dtype"]) for v in per_point)
 
+    def resolve_parity(self, policy: Mapping[str, Any]) -> tuple[ParityPoint, ...]:
+        """What the data devices send the parity devices at every point (``()`` when the
+        space has no parity devices)."""
+        if self.parity.r == 0:
+            return ()
+        policy = self.validate(policy)
+        fixed = {s.kind: s.fixed for s in self.config.decisions if s.fixed is not None}
+        per_point: list[dict[str, Any]] = [dict(fixed) for _ in range(self.num_points)]
+        for d in self.decisions:
+            for p in d.points:
+                per_point[p][d.kind] = policy[d.label]
+        return tuple(ParityPoint(v["encode"], v["encoder"], v["dtype"]) for v in per_point)
+
     def no_communication_policy(self) -> Policy:
         """Every device keeps its data where the space allows it (identity permutation)."""
         identity = tuple(range(self.groups))
@@ -372,6 +416,8 @@ class SearchSpace:
         for d in self.decisions:
             if d.kind == "permutation" and identity in d.choices:
                 policy[d.label] = identity
+            elif d.kind == "encode":
+                policy[d.label] = d.choices[0]  # the fewest channels to the parity devices
             else:
                 policy[d.label] = d.choices[-1] if d.kind == "sparsity" else d.choices[0]
         return policy

@@ -325,7 +325,10 @@ def train(
             raise CheckpointError(
                 f"{run / CHECKPOINT}: corrupt checkpoint (its 'schedule' is not one)"
             ) from None
-    run.write_json("config.json", {**identity, "space": space.to_json()})
+    # The space file's text too, so later commands (snnas parity) rebuild the same space.
+    run.write_json(
+        "config.json", {**identity, "space": space.to_json(), "space_toml": space.config.source}
+    )
 
     train_loader = data.loader(
         "train",

@@ -194,12 +194,18 @@ def test_alpha_one_adds_before_the_next_block():
     assert not torch.equal(outputs[4], reference[4])
 
 
-def test_parity_devices_are_refused_until_implemented():
-    from snnas.errors import SnnasError
-
-    space = space_from_text(SMALL_TOML + "\n[parity]\nr = 1\n")
-    with pytest.raises(SnnasError, match="parity"):
-        SepResNeXt(space)
+def test_parity_devices_leave_the_data_network_unchanged():
+    # Parity devices only receive in normal operation: the data network, its parameters and
+    # its outputs are those of the same space without parity (snnas.models.parity adds them).
+    plain = space_from_text(SMALL_TOML)
+    coded = space_from_text(SMALL_TOML + "\n[parity]\nr = 1\n")
+    torch.manual_seed(0)
+    a = SepResNeXt(plain).eval()
+    b = SepResNeXt(coded).eval()
+    b.load_state_dict(a.state_dict())
+    policy = plain.sample(random.Random(3))
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(a(x, policy), b(x, policy))
 
 
 def test_bfloat16_autocast_keeps_the_stream_and_the_wire_in_float32():

@@ -1,0 +1,63 @@
+import json
+
+from click.testing import CliRunner
+
+from snnas.cli import cli
+from tests.conftest import SMALL_TOML
+from tests.train.parity_fixture import PARITY_TOML, make_finetuned_run, small_digits
+
+
+def test_parity_train_and_eval(tmp_path, digits):
+    run = tmp_path / "run"
+    make_finetuned_run(run, small_digits(digits), text=SMALL_TOML, epochs=1)
+    train = ["parity", "train", str(run), "--epochs", "1", "--batch-size", "256", "--json"]
+    # The run's space has no parity device: one line saying what to do.
+    refused = CliRunner().invoke(cli, train)
+    assert refused.exit_code == 1 and "--space" in refused.output
+    space = tmp_path / "p.toml"
+    space.write_text(PARITY_TOML)
+    choices = tmp_path / "choices.json"
+    choices.write_text(json.dumps({"encoder": "sum", "t1.encode": 50}))
+    args = [*train, "--space", str(space), "--choices", str(choices)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.output[result.output.index("{") :])
+    assert final["epochs"] == 1 and 0.0 <= final["val_degraded_acc"] <= 1.0
+    config = json.loads((run / "parity" / "config.json").read_text())
+    assert config["policy"]["encoder"] == "sum" and config["policy"]["t1.encode"] == 50.0
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"t0.perm": [0, 1, 2, 3]}))
+    wrong = CliRunner().invoke(cli, [*train, "--space", str(space), "--choices", str(bad)])
+    assert wrong.exit_code == 1 and "not a parity decision" in wrong.output
+
+    result = CliRunner().invoke(cli, ["parity", "eval", str(run), "--backup-epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    assert data["images"] == 360  # the full test split
+    assert {"none", "impute", "replicate", "backup"} == set(data["baselines"])
+    from snnas.cli._terminal import Terminal
+    from snnas.cli.parity import _table
+
+    terminal = Terminal()
+    with terminal.out.capture() as captured:
+        _table(terminal, data)
+    assert "A_degraded" in captured.get() and "replicate" in captured.get()
+
+
+def test_cost_shows_parity_lines(tmp_path):
+    import random
+
+    from snnas.space import space_from_text
+
+    space_file = tmp_path / "p.toml"
+    space_file.write_text(PARITY_TOML)
+    space = space_from_text(PARITY_TOML)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(space.policy_to_json(space.sample(random.Random(0)))))
+    result = CliRunner().invoke(cli, ["cost", str(space_file), "--policy", str(policy), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["parity"]["r"] == 1 and data["parity"]["bytes"] > 0
+    table = CliRunner().invoke(cli, ["cost", str(space_file), "--policy", str(policy)])
+    assert "parity traffic" in table.output and "parity compute" in table.output
