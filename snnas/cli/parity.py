@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from snnas.cli._options import data_options
+from snnas._numbers import Range
+from snnas.cli._options import SEED, Number, data_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["parity"]
+
+EPOCHS = Number(Range(1, 10_000, integer=True))
+JOINT_EPOCHS = Number(Range(0, 10_000, integer=True))
+BATCH = Number(Range(1, 65_536, integer=True))
+LR = Number(Range(0, 10, low_open=True))
 
 _RUN = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False, path_type=Path))
 
@@ -19,17 +24,22 @@ _RUN = click.argument("run_dir", metavar="RUN", type=click.Path(file_okay=False,
 def _choices(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    from snnas.errors import PolicyError
+    from snnas.errors import PolicyError, shorten
+    from snnas.space._space import load_json
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PolicyError(f"{path}: not a readable JSON file ({exc})") from None
+    data = load_json(path, "--choices", "JSON file")  # no NaN, no key twice, bounded
     if isinstance(data, dict) and isinstance(data.get("policy"), dict):
         data = data["policy"]
     if not isinstance(data, dict):
-        raise PolicyError(f"{path}: expected a JSON object of parity decisions")
+        raise PolicyError(f"{shorten(str(path))}: expected a JSON object of parity decisions")
     return data
+
+
+def _folder(run_dir: Path, name: str) -> Path:
+    """``RUN/NAME``, where ``NAME`` is one folder name (never ``..``, a path or a link out)."""
+    from snnas._run import resolve_run
+
+    return resolve_run(run_dir, name, "--name")
 
 
 @click.group()
@@ -52,11 +62,13 @@ def parity() -> None:
     help="JSON {label: value} of parity decisions (default: the run's, else the most protective).",
 )
 @click.option("--supernet", is_flag=True, help="Train on the run's shared weights (last.pt).")
-@click.option("--epochs", type=int, help="Epochs with the base frozen (default 4).")
-@click.option("--joint-epochs", type=int, help="Then epochs training base and parity together.")
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float, help="Adam learning rate of the frozen phase.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=EPOCHS, help="Epochs with the base frozen (default 4).")
+@click.option(
+    "--joint-epochs", type=JOINT_EPOCHS, help="Then epochs training base and parity together."
+)
+@click.option("--batch-size", type=BATCH)
+@click.option("--lr", type=LR, help="Adam learning rate of the frozen phase.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--name", default=None, help="Output folder under RUN (default: parity).")
 @click.option("--resume", is_flag=True, help="Continue the parity run's last checkpoint.")
 @click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
@@ -94,6 +106,8 @@ def train(
     from snnas.train._finetuned import load_finetuned, load_supernet
     from snnas.train._parity import ParityTrainConfig, train_parity
 
+    out = RunDir(_folder(run_dir, name or ("parity-supernet" if supernet else "parity")))
+    out.check_resume("last.pt", resume, "parity run")
     choices = _choices(choices_file)
     if supernet:
         if choices is not None:
@@ -120,7 +134,6 @@ def train(
     accel = Accelerator.pick(device)
     data = load_for_space(dataset, base.space, data_dir)
     net = CodedNetwork(base, ParityStreams(base.space))
-    out = RunDir(run_dir / (name or ("parity-supernet" if supernet else "parity")))
     if not as_json:
         terminal.info(
             f"training {base.space.parity.r} parity device(s) of {base.space.name} "
@@ -140,7 +153,7 @@ def train(
 @parity.command("eval")
 @_RUN
 @click.option("--name", default="parity", show_default=True, help="The parity folder under RUN.")
-@click.option("--backup-epochs", type=int, help="Epochs of the backup-model baseline.")
+@click.option("--backup-epochs", type=EPOCHS, help="Epochs of the backup-model baseline.")
 @click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @data_options
@@ -161,13 +174,15 @@ def evaluate(
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
-    from snnas.errors import ConfigError
+    from snnas.errors import CheckpointError, ConfigError, shorten
     from snnas.models import FrozenSepResNeXt
     from snnas.train import Accelerator
     from snnas.train._parity import load_parity_run
     from snnas.train._parity_report import parity_eval
 
-    folder = RunDir(run_dir / name)
+    folder = RunDir(_folder(run_dir, name))
+    if not folder.exists():
+        raise CheckpointError(f"{shorten(str(folder.path))}: no parity run (no such folder)")
     net = load_parity_run(folder)
     if not isinstance(net.base, FrozenSepResNeXt):
         raise ConfigError(

@@ -7,12 +7,13 @@ The format is ``snnas finetune``'s: the run's ``config.json`` holds the space fi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from snnas._run import RunDir
-from snnas.errors import CheckpointError, PolicyError
+from snnas._run import RunDir, check_state, load_module_state
+from snnas.errors import CheckpointError, PolicyError, shorten
 from snnas.models import FrozenSepResNeXt, SepResNeXt
 from snnas.space import Policy, SearchSpace, load_space, space_from_text
 
@@ -59,11 +60,24 @@ def load_finetuned(
     if not isinstance(text, str):
         raise CheckpointError(f"{run.path / 'config.json'}: no space_toml (not a search run?)")
     own = space_from_text(text, str(run.path / "config.json"))
-    state = run.load_checkpoint(FINETUNE_CHECKPOINT)
-    if state.get("space_hash") != own.hash:
+    path = run / FINETUNE_CHECKPOINT
+    if not os.path.lexists(path):
         raise CheckpointError(
-            f"{run.path / FINETUNE_CHECKPOINT}: made for space hash "
-            f"{state.get('space_hash')!r}, but the run's space is {own.hash!r}"
+            f"{shorten(str(run.path))}: not fine-tuned yet (no {FINETUNE_CHECKPOINT}); run "
+            "snnas finetune first"
+        )
+    state = run.load_checkpoint(FINETUNE_CHECKPOINT)
+    check_state(path, state, {"model": dict})
+    # ``snnas finetune`` keeps the space hash and policy in ``identity``; early parity runs
+    # wrote them at the top level.
+    identity = state.get("identity", state)
+    if not isinstance(identity, dict) or not isinstance(identity.get("policy"), dict):
+        raise CheckpointError(f"{shorten(str(path))}: not a fine-tuned network (no policy)")
+    if identity.get("space_hash") != own.hash:
+        raise CheckpointError(
+            f"{shorten(str(path))}: made for space hash "
+            f"{shorten(identity.get('space_hash'), 100, quote=True)}, but the run's space is "
+            f"{own.hash!r}"
         )
     space = own
     if space_file is not None:
@@ -72,13 +86,13 @@ def load_finetuned(
             raise CheckpointError(
                 f"{space_file}: its network or split differs from run {run.path.name}'s space"
             )
-    policy = dict(state["policy"])
+    policy = dict(identity["policy"])
     if space is not own:  # keep the data network's decisions, take the new parity ones
         kept = {d.label for d in own.decisions if d.kind not in ("encode", "encoder")}
         policy = {k: v for k, v in policy.items() if k in kept}
     full = with_parity_choices(space, policy, parity_choices)
     net = FrozenSepResNeXt(space, full)
-    net.load_state_dict(state["model"])
+    load_module_state(net, state["model"], path)
     return net.eval()
 
 
@@ -91,9 +105,13 @@ def load_supernet(path: str | Path, space_file: str | Path | None = None) -> Sep
     if not isinstance(text, str):
         raise CheckpointError(f"{run.path / 'config.json'}: no space_toml")
     own = space_from_text(text, str(run.path / "config.json"))
+    path = run / "last.pt"
     state = run.load_checkpoint("last.pt")
-    if state.get("space_hash", state.get("identity", {}).get("space_hash")) != own.hash:
-        raise CheckpointError(f"{run.path / 'last.pt'}: made for another space")
+    check_state(path, state, {"model": dict})
+    identity = state.get("identity")
+    saved_hash = identity.get("space_hash") if isinstance(identity, dict) else None
+    if state.get("space_hash", saved_hash) != own.hash:
+        raise CheckpointError(f"{shorten(str(path))}: made for another space")
     space = own
     if space_file is not None:
         space = load_space(space_file)
@@ -102,5 +120,5 @@ def load_supernet(path: str | Path, space_file: str | Path | None = None) -> Sep
                 f"{space_file}: its network or split differs from run {run.path.name}'s space"
             )
     net = SepResNeXt(space)
-    net.load_state_dict(state["model"])
+    load_module_state(net, state["model"], path)
     return net

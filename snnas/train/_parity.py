@@ -29,9 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from snnas._run import Progress, RunDir
+from snnas._run import (
+    Progress,
+    RunDir,
+    check_state,
+    load_module_state,
+    load_optimizer_state,
+)
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError
+from snnas.errors import CheckpointError, ConfigError, shorten
 from snnas.models import FrozenSepResNeXt, SepResNeXt
 from snnas.models.parity import (
     CodedNetwork,
@@ -263,8 +269,9 @@ def train_parity(
                 f"{run.path} already holds a parity run: pass --resume to continue it"
             )
         saved = run.load_checkpoint(_LAST)
+        _check_saved(saved, run / _LAST, total_epochs)
         _check_same(saved, identity, run)
-        net.load_state_dict(saved["model"])
+        load_module_state(net, saved["model"], run / _LAST)
         state = {k: saved[k] for k in state}
     else:
         torch.manual_seed(config.seed)
@@ -296,7 +303,7 @@ def train_parity(
             trainable = [p for p in net.parameters() if p.requires_grad]
             optimizer = torch.optim.Adam(trainable, lr=config.joint_lr if joint else config.lr)
             if saved is not None and bool(saved["joint"]) == joint:
-                optimizer.load_state_dict(saved["optimizer"])
+                load_optimizer_state(optimizer, saved["optimizer"], run / _LAST)
         assert optimizer is not None
         first, length = (config.epochs, config.joint_epochs) if joint else (0, config.epochs)
         base_lr = config.joint_lr if joint else config.lr
@@ -376,6 +383,29 @@ def train_parity(
     return final
 
 
+#: What one epoch's record in a parity checkpoint must hold.
+_RECORD = {"epoch": int, "val_available_acc": float, "val_degraded_acc": float,
+           "answers": list, "time_s": float}  # fmt: skip
+
+
+def _check_saved(saved: Mapping[str, Any], path: Any, total_epochs: int) -> None:
+    """Refuse a ``last.pt`` whose entries are missing, of the wrong type or inconsistent."""
+    check_state(path, saved, {"model": dict, "optimizer": dict, "epoch": int, "metrics": list,
+                              "best": dict, "joint": bool, "config": dict})  # fmt: skip
+    epoch, metrics = saved["epoch"], saved["metrics"]
+    if not 1 <= epoch <= total_epochs or len(metrics) != epoch:
+        raise CheckpointError(
+            f"{shorten(str(path))}: corrupt checkpoint (epoch {shorten(epoch)} with "
+            f"{len(metrics)} epochs of metrics, of {total_epochs})"
+        )
+    for record in [*metrics, saved["best"]]:
+        if not isinstance(record, dict):
+            raise CheckpointError(
+                f"{shorten(str(path))}: corrupt checkpoint (metrics are not records)"
+            )
+        check_state(path, record, _RECORD)
+
+
 def _check_same(saved: Mapping[str, Any], identity: Mapping[str, Any], run: RunDir) -> None:
     for key in ("space_hash", "policy", "supernet"):
         if saved.get(key) != identity[key]:
@@ -401,16 +431,21 @@ def load_parity_run(run: RunDir) -> CodedNetwork:
     from the space text and policy it recorded; its base's weights come from ``best.pt``."""
     from snnas.space import space_from_text
 
+    path = run / "config.json"
     config = run.read_json("config.json")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{shorten(str(path))}: expected a JSON object")
     text = config.get("space_toml")
     if not isinstance(text, str):
-        raise CheckpointError(f"{run.path / 'config.json'}: no space_toml")
-    space = space_from_text(text, str(run.path / "config.json"))
+        raise CheckpointError(f"{shorten(str(path))}: no space_toml")
+    space = space_from_text(text, str(path))
     base: SepResNeXt | FrozenSepResNeXt
-    if config.get("supernet"):
+    if config.get("supernet") is True:
         base = SepResNeXt(space)
     else:
-        base = FrozenSepResNeXt(space, space.policy_from_json(config["policy"]))
+        if not isinstance(config.get("policy"), dict):
+            raise CheckpointError(f"{shorten(str(path))}: no policy (not a parity run?)")
+        base = FrozenSepResNeXt(space, space.policy_from_json(config["policy"], f"{path}: policy"))
     return load_parity(run, base)
 
 
@@ -418,11 +453,12 @@ def load_parity(run: RunDir, base: SepResNeXt | FrozenSepResNeXt) -> CodedNetwor
     """The coded network of a parity run's ``best.pt`` over ``base`` (weights only; the base's
     own weights come from the checkpoint too, which matters after a joint phase)."""
     saved = run.load_checkpoint(_BEST)
+    check_state(run / _BEST, saved, {"model": dict})
     if saved.get("space_hash") != base.space.hash:
         raise CheckpointError(
             f"{run.path / _BEST}: made for space hash {saved.get('space_hash')!r}, "
             f"not {base.space.hash!r}"
         )
     net = CodedNetwork(base, ParityStreams(base.space))
-    net.load_state_dict(saved["model"])
+    load_module_state(net, saved["model"], run / _BEST)
     return net.eval()

@@ -28,7 +28,9 @@ def test_parity_train_and_eval(tmp_path, digits):
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"t0.perm": [0, 1, 2, 3]}))
-    wrong = CliRunner().invoke(cli, [*train, "--space", str(space), "--choices", str(bad)])
+    wrong = CliRunner().invoke(
+        cli, [*train, "--space", str(space), "--choices", str(bad), "--name", "other"]
+    )
     assert wrong.exit_code == 1 and "not a parity decision" in wrong.output
 
     result = CliRunner().invoke(cli, ["parity", "eval", str(run), "--backup-epochs", "1", "--json"])
