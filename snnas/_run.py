@@ -62,6 +62,10 @@ _TYPE_WORDS: dict[type, str] = {
 Progress = Callable[[str, int, int, dict[str, Any]], None]
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (a run writes null for it)")
+
+
 def resolve_run(runs_dir: str | Path, name: str, option: str = "--name") -> Path:
     """The folder of run ``name`` under ``runs_dir``, refusing any name that could land
     elsewhere: empty, ``.``/``..`` or any name starting with a dot, a path separator, an
@@ -136,8 +140,8 @@ def load_module_state(
     module: torch.nn.Module, state: object, path: str | Path, what: str = "model"
 ) -> None:
     """Load ``state`` into ``module`` after checking it holds exactly the module's tensors,
-    with the same shapes; a mismatch is a :class:`CheckpointError` naming the first
-    difference (a checkpoint of another network, a hand-edited file)."""
+    with the same shapes and finite values; a mismatch is a :class:`CheckpointError` naming
+    the first difference (a checkpoint of another network, a hand-edited file)."""
     import torch
 
     where = shorten(str(path))
@@ -167,6 +171,10 @@ def load_module_state(
                 f"{where}: the checkpoint's {what} does not match this network ({key}: "
                 f"{tuple(saved.shape)} {saved.dtype} saved, {tuple(tensor.shape)} "
                 f"{tensor.dtype} expected)"
+            )
+        if saved.is_floating_point() and not bool(torch.isfinite(saved).all()):
+            raise CheckpointError(
+                f"{where}: corrupt checkpoint ({what} entry {key!r} holds NaN or infinite values)"
             )
     module.load_state_dict(state)
 
@@ -216,11 +224,13 @@ class RunDir:
         path = self.path / name
         where = shorten(str(path))
         try:
-            return json.loads(self._read(path).decode("utf-8"))
+            return json.loads(self._read(path).decode("utf-8"), parse_constant=_no_constant)
         except FileNotFoundError:
             raise CheckpointError(f"{where}: missing") from None
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{where}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # NaN or Infinity: a run writes neither (dumps_json)
+            raise CheckpointError(f"{where}: {exc}") from None
         except (UnicodeDecodeError, RecursionError):
             raise CheckpointError(f"{where}: not valid JSON") from None
 

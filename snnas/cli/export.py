@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from snnas.cli._terminal import Terminal
 
 __all__ = ["export"]
+
+
+def _final(tuned: Any) -> dict[str, Any]:
+    """``finetune/final.json``: the accuracies the plan records, checked (finite, in [0, 1])."""
+    from snnas._run import check_state
+    from snnas.errors import CheckpointError, shorten
+
+    path = tuned / "final.json"
+    final = tuned.read_json("final.json")
+    if not isinstance(final, dict):
+        raise CheckpointError(f"{shorten(str(path))}: expected a JSON object")
+    check_state(path, final, {"val_acc": (float, int), "test_acc": (float, int),
+                              "selected_epoch": int})  # fmt: skip
+    for key in ("val_acc", "test_acc"):
+        if not 0 <= final[key] <= 1:
+            raise CheckpointError(
+                f"{shorten(str(path))}: {key} should be an accuracy in [0, 1], found {final[key]!r}"
+            )
+    if final["selected_epoch"] < 0:
+        raise CheckpointError(f"{shorten(str(path))}: selected_epoch should be >= 0")
+    final_dict: dict[str, Any] = final
+    return final_dict
 
 
 @click.command()
@@ -61,7 +84,7 @@ def export(
     from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
 
     run = existing_run(runs_dir, run_name)
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name, "--profile")
     space, config = load_run_space(run)
     tuned = RunDir(run / FINETUNE_DIR)
     if not (tuned / "final.json").is_file():
@@ -70,9 +93,9 @@ def export(
             f"run snnas finetune {run_name} first"
         )
     model = load_finetuned(tuned, space)
-    final = tuned.read_json("final.json")
+    final = _final(tuned)
     data = load_for_space(config["dataset"], space, data_dir)
-    target = inside_runs(runs_dir, out, "--out") if out else run.path / "plan"
+    target = inside_runs(runs_dir, out, "--out") if out is not None else run.path / "plan"
     if not as_json:
         terminal.info(f"exporting {run.path.name} ({space.name}, G={space.groups}) -> {target}")
     source = {

@@ -76,17 +76,17 @@ PROFILE_RANGES: dict[str, Range] = {
 }
 
 
-def get_profile(name_or_path: str) -> DeviceProfile:
+def get_profile(name_or_path: str, option: str = "--device") -> DeviceProfile:
     """A shipped profile by name, or a TOML file with the profile's fields.
 
-    An unknown name is a :class:`UsageError`; a file with a missing, NaN, infinite or
-    out-of-range number a :class:`ConfigError` naming the file, line and key.
+    An unknown name is a :class:`UsageError` naming ``option``; a file with a missing, NaN,
+    infinite or out-of-range number a :class:`ConfigError` naming the file, line and key.
     """
     if name_or_path in PROFILES:
         return PROFILES[name_or_path]
     path = Path(name_or_path)
     if not path.suffix == ".toml":
-        raise UsageError("--device", f"one of {', '.join(PROFILES)} or a .toml file", name_or_path)
+        raise UsageError(option, f"one of {', '.join(PROFILES)} or a .toml file", name_or_path)
     src = TomlSource.from_path(path)
     data = src.data
     src.check_keys(data, "", ("name", "flops", "bandwidth_bps", "link_latency_s", "source"))

@@ -307,7 +307,9 @@ def export_plan(
 
 def _swap_into_place(staging: Path, out: Path) -> None:
     """Rename ``staging`` to ``out``; an older plan there is moved aside, then removed."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        raise PlanError(f"{out}: is a symbolic link; refusing to replace it (choose another --out)")
+    if out.exists() and not out.is_dir():
         raise PlanError(f"{out}: exists and is not a plan folder; choose another --out")
     old = None
     if out.exists():

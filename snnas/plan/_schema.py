@@ -43,12 +43,29 @@ def validate_plan(data: Any, source: str) -> None:
             f"{source}: schema_version {version} comes from a newer snnas; this one reads "
             f"version {SCHEMA_VERSION} (upgrade snnas to run this plan)"
         )
-    validator = jsonschema.Draft202012Validator(plan_schema())
+    validator = _validator()
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "<document>"
-        found = _short(error.instance)
+        if error.validator == "additionalProperties":  # name the key, not the whole object
+            found = error.message.rpartition("(")[2].rstrip(")")
+        else:
+            found = _short(error.instance)
         raise PlanError(
             f"{source}: {where}: does not follow the plan schema "
             f"({error.validator}: {_short(error.validator_value)}), found {found}"
         )
+
+
+@cache
+def _validator() -> Any:
+    """The schema's validator, with JSON Schema's "integer" made strict: ``4.0`` is a number,
+    not an integer (the plan's counts index lists and size tensors)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    strict = jsonschema.validators.extend(base, type_checker=checker)
+    return strict(plan_schema())

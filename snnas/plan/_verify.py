@@ -98,9 +98,35 @@ class LoadedPlan:
         return DeviceNet(self.arch, self.device(d)["blocks"], self.weights(d))
 
     def reference(self) -> dict[str, Tensor]:
-        """The frozen network's logits and the labels of the splits it was exported with."""
+        """The frozen network's logits and the labels of the splits it was exported with
+        (checked: one float32 logit row of finite numbers and one label per image, as many
+        images as the plan says)."""
         path = self.folder / self.data["reference"]["file"]
-        return _read_safetensors(path)
+        tensors = _read_safetensors(path)
+        splits = self.data["reference"]["splits"]
+        classes = int(self.data["network"]["num_classes"])
+        expected = {f"{s}.{k}" for s in splits for k in ("logits", "labels")}
+        if set(tensors) != expected:
+            raise PlanError(
+                f"{path}: reference holds {sorted(tensors)[:6]}, expected {sorted(expected)}"
+            )
+        for split, count in splits.items():
+            logits, labels = tensors[f"{split}.logits"], tensors[f"{split}.labels"]
+            if logits.dtype != torch.float32 or tuple(logits.shape) != (count, classes):
+                raise PlanError(
+                    f"{path}: reference {split}.logits is {logits.dtype} "
+                    f"{tuple(logits.shape)}, expected float32 {(count, classes)}"
+                )
+            if labels.dtype != torch.int64 or tuple(labels.shape) != (count,):
+                raise PlanError(
+                    f"{path}: reference {split}.labels is {labels.dtype} "
+                    f"{tuple(labels.shape)}, expected int64 {(count,)}"
+                )
+            if not bool(torch.isfinite(logits).all()):
+                raise PlanError(f"{path}: reference {split}.logits holds NaN or infinite values")
+            if count and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+                raise PlanError(f"{path}: reference {split}.labels outside 0..{classes - 1}")
+        return tensors
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -119,6 +145,8 @@ def _read_json(path: Path) -> Any:
 
     if not path.exists() and not path.is_symlink():
         raise PlanError(f"{shorten(str(path))}: missing (not a plan folder?)")
+    if path.is_symlink():  # like every file a plan names: a plain file inside the folder
+        raise PlanError(f"{shorten(str(path))}: is a symbolic link, not a plain file of the plan")
     try:
         return load_json(path, "<plan>", "plan file")
     except SnnasError as exc:
@@ -164,6 +192,22 @@ def _check_space(folder: Path, plan: Mapping[str, Any], arch: Architecture) -> N
         )
     if space.check(plan["policy"]) is not None:
         raise PlanError(f"{folder / PLAN_FILE}: policy: {space.check(plan['policy'])}")
+    from snnas.cost import communication
+
+    comm = communication(space, space.validate(plan["policy"]))
+    totals = plan["totals"]
+    expected = {
+        "raw_policy_bytes": comm.policy_bytes,
+        "live_policy_bytes": comm.live_policy_bytes,
+        "ratio": comm.ratio,
+        "live_ratio": comm.live_ratio,
+    }
+    for key, value in expected.items():
+        if not math.isclose(totals[key], value, rel_tol=1e-9, abs_tol=1e-12):
+            raise PlanError(
+                f"{folder / PLAN_FILE}: totals.{key} is {shorten(totals[key])}, the policy's "
+                f"cost is {value}"
+            )
 
 
 def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
@@ -172,6 +216,12 @@ def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
     devices = plan["devices"]
     if len(devices) != groups or [e["device"] for e in devices] != list(range(groups)):
         raise PlanError(f"{source}: devices must be listed once each, 0..{groups - 1}")
+    takers = [e["device"] for e in devices if e["input"]]
+    if plan["input"]["devices"] != takers or not takers:
+        raise PlanError(
+            f"{source}: input.devices is {shorten(plan['input']['devices'])}, but the devices "
+            f"marked input are {takers}"
+        )
     sends: dict[tuple[int, int, Any], dict[str, Any]] = {}
     for e in devices:
         for s in e["sends"]:

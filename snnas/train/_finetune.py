@@ -33,7 +33,7 @@ from snnas._run import (
     load_optimizer_state,
 )
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError, shorten
+from snnas.errors import CheckpointError, ConfigError, PolicyError, shorten
 from snnas.models import FrozenSepResNeXt
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train._trainer import Accelerator, _Cached, _first, evaluate, recalibrate_bn
@@ -309,7 +309,10 @@ def load_finetuned(run: RunDir, space: SearchSpace) -> FrozenSepResNeXt:
             f"{run.path / BEST}: made for space hash {identity.get('space_hash')!r}, "
             f"not {space.hash!r} ({space.name})"
         )
-    policy: Policy = space.validate(identity["policy"])
+    try:
+        policy: Policy = space.validate(identity["policy"])
+    except PolicyError as exc:
+        raise CheckpointError(f"{shorten(str(run / BEST))}: policy: {exc}") from None
     model = FrozenSepResNeXt(space, policy)
     load_module_state(model, state["model"], run / BEST)
     return model.eval()
