@@ -54,10 +54,18 @@ def _address(value: str | None) -> str | None:
     show_default=True,
     help="Seconds to wait for a payload before declaring its sender failed.",
 )
+@click.option(
+    "--join-timeout",
+    "join_s",
+    type=TIMEOUT,
+    default=120.0,
+    show_default=True,
+    help="Seconds every device has to start and meet the others (the rendezvous).",
+)
 @click.option("--fail-device", type=DEVICE, help="Kill this device's process ...")
-@click.option("--fail-at", type=IMAGE, default=0, help="... when it reaches this image.")
+@click.option("--fail-at", type=IMAGE, help="... when it reaches this image (default 0).")
 @click.option("--slow-device", type=DEVICE, help="Delay this device's sends ...")
-@click.option("--delay-ms", type=DELAY, default=0.0, help="... by this many milliseconds.")
+@click.option("--delay-ms", type=DELAY, help="... by this many milliseconds.")
 @click.option("--name", help="Output folder under --runs-dir (default: runtime-<space>).")
 @click.option(
     "--runs-dir",
@@ -78,10 +86,11 @@ def run(
     split: str,
     warmup: int,
     timeout_s: float,
+    join_s: float,
     fail_device: int | None,
-    fail_at: int,
+    fail_at: int | None,
     slow_device: int | None,
-    delay_ms: float,
+    delay_ms: float | None,
     name: str | None,
     runs_dir: Path,
     data_dir: Path | None,
@@ -95,12 +104,19 @@ def run(
     if rank is not None and master is None:
         raise click.UsageError("--rank needs --master HOST:PORT")
     address = _address(master)
+    if fail_at is not None and fail_device is None:
+        raise click.UsageError("--fail-at needs --fail-device")
+    if (delay_ms is None) != (slow_device is None):
+        raise click.UsageError("--slow-device and --delay-ms go together")
+    fail_at = fail_at or 0
+    delay_ms = delay_ms or 0.0
 
     from snnas.cli._progress import progress_bars
     from snnas.cli._runs import inside_runs
     from snnas.plan import load_plan
 
     plan = load_plan(plan_folder)
+    _check_devices(plan, rank, fail_device, slow_device, fail_at, images, split)
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
     report: dict[str, Any] | None
     if local:
@@ -115,7 +131,7 @@ def run(
                 plan_folder, out, split=split, images=images, warmup=warmup,
                 timeout_s=timeout_s, fail_device=fail_device, fail_at=fail_at,
                 slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
-                progress=progress,
+                join_s=join_s, progress=progress,
             )  # fmt: skip
     else:
         from snnas.runtime import WorkerArgs, run_worker
@@ -125,7 +141,7 @@ def run(
         args = WorkerArgs(
             plan_folder, rank, plan.groups, "master", address, split, images, warmup,
             timeout_s, out if rank == 0 else None, None, fail_device, fail_at, slow_device,
-            delay_ms, data_dir,
+            delay_ms, data_dir, join_s,
         )  # fmt: skip
         try:
             report = run_worker(args)
@@ -137,6 +153,30 @@ def run(
             terminal.info(f"device {rank} done")
             return
     _show(terminal, report, out, as_json)
+
+
+def _check_devices(
+    plan: Any,
+    rank: int | None,
+    fail_device: int | None,
+    slow_device: int | None,
+    fail_at: int,
+    images: int | None,
+    split: str,
+) -> None:
+    """Options that name devices or images must fit the plan: a fault that can never happen
+    is refused, not silently skipped."""
+    from snnas.errors import UsageError
+
+    last = plan.groups - 1
+    for option, device in (("--rank", rank), ("--fail-device", fail_device),
+                           ("--slow-device", slow_device)):  # fmt: skip
+        if device is not None and not 0 <= device <= last:
+            raise UsageError(option, f"a device of the plan, 0..{last}", device)
+    available = int(plan.data["reference"]["splits"].get(split, 0))
+    count = available if images is None else min(images, available)
+    if fail_device is not None and fail_at >= count:
+        raise UsageError("--fail-at", f"an image the run reaches, 0..{count - 1}", fail_at)
 
 
 def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) -> None:

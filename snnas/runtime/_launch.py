@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from snnas._io import atomic_write_json
-from snnas._run import Progress
-from snnas.errors import RuntimeFailure, UsageError
+from snnas._run import Progress, RunDir
+from snnas.errors import CheckpointError, RuntimeFailure, UsageError, shorten
 from snnas.plan import load_plan
 from snnas.runtime._worker import WorkerArgs
 
@@ -108,6 +108,7 @@ def launch_local(
     slow_device: int | None = None,
     delay_ms: float = 0.0,
     data_dir: Path | None = None,
+    join_s: float = STARTUP_S,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the plan with one process per device; return device 0's report (``runtime.json``
@@ -121,10 +122,17 @@ def launch_local(
     for name, device in (("--fail-device", fail_device), ("--slow-device", slow_device)):
         if device is not None and not 0 <= device < groups:
             raise UsageError(name, f"a device of the plan, 0..{groups - 1}", device)
-    out.mkdir(parents=True, exist_ok=True)
+    # Never through a link the run did not make (a run folder, its logs or a log file).
+    RunDir(out).create()
     (out / "runtime.json").unlink(missing_ok=True)
     logs = out / "logs"
-    logs.mkdir(exist_ok=True)
+    RunDir(logs).create()
+    for rank in range(groups):
+        log = logs / f"device{rank}.log"
+        if log.is_symlink() or (log.exists() and not log.is_file()):
+            raise CheckpointError(
+                f"{shorten(str(log))}: is a link or not a file; refusing to write through it"
+            )
     store = dist.TCPStore(
         "127.0.0.1",
         0,
@@ -142,10 +150,11 @@ def launch_local(
             args = WorkerArgs(
                 plan_folder.resolve(), rank, groups, "store", address, split, images, warmup,
                 timeout_s, out.resolve() if rank == 0 else None, None, fail_device, fail_at,
-                slow_device, delay_ms, data_dir,
+                slow_device, delay_ms, data_dir, join_s,
             )  # fmt: skip
             log = logs / f"device{rank}.log"
-            with log.open("wb") as handle:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+            with os.fdopen(os.open(log, flags, 0o644), "wb") as handle:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "snnas.runtime", *args.to_argv()],
                     stdout=handle,
@@ -156,6 +165,7 @@ def launch_local(
             devices.append(_Device(rank, process, log))
         atomic_write_json(out / "pids.json", {str(d.rank): d.process.pid for d in devices})
         started = time.monotonic()
+        startup = max(join_s, STARTUP_S)  # device 0 reports progress every 10 images
         failed_at: float | None = None
         answered = 0
         while any(d.process.poll() is None for d in devices):
@@ -168,9 +178,9 @@ def launch_local(
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > timeout_s + 1.0:
                 break  # the survivors had their chance to notice and stop
-            if failed_at is None and answered == 0 and time.monotonic() - started > STARTUP_S:
+            if failed_at is None and answered == 0 and time.monotonic() - started > startup:
                 failures[-1] = {"peer": -1, "point": None, "image": 0, "device": -1,
-                                "reason": f"no answer within {STARTUP_S:g} s of starting",
+                                "reason": f"no answer within {startup:g} s of starting",
                                 "message": "the devices did not start"}  # fmt: skip
                 break
             if store.check(["progress"]):

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from snnas.errors import PlanError, RuntimeFailure
+from snnas.errors import PlanError, RuntimeFailure, UsageError
 from snnas.plan import LoadedPlan, Receive, load_plan, run_device
 from snnas.runtime._transport import STATS_TAG, GlooTransport, TransferFailed, clean_message
 
@@ -56,6 +56,7 @@ class WorkerArgs:
     slow_device: int | None = None  # straggler: this device sleeps before every send
     delay_ms: float = 0.0
     data_dir: Path | None = None
+    join_s: float = 120.0  # seconds to start and meet every other device
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_argv(self) -> list[str]:
@@ -77,18 +78,32 @@ class WorkerArgs:
             argv += ["--slow-device", str(self.slow_device), "--delay-ms", repr(self.delay_ms)]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
+        argv += ["--join-timeout", repr(self.join_s)]
         return argv
 
 
-#: Seconds every device has to start and join (import torch, read its weights, connect);
-#: transfers then wait ``--timeout`` seconds at most.
+#: Default seconds every device has to start and join (import torch, read its weights,
+#: connect; ``--join-timeout``); transfers then wait ``--timeout`` seconds at most.
 JOIN_S = 120.0
 
 
 def _connect(args: WorkerArgs) -> Any:
     """Join the process group and wait for every device (a barrier), so images start when
-    all are up; returns the store shared with the launcher, when there is one."""
-    timeout = datetime.timedelta(seconds=max(JOIN_S, args.timeout_s))
+    all are up; returns the store shared with the launcher, when there is one. A rendezvous
+    that cannot be reached or hosted, or devices that do not all come within ``join_s``
+    seconds, is a :class:`RuntimeFailure`."""
+    try:
+        return _join(args)
+    except (RuntimeError, ValueError, OSError) as exc:  # torch's DistNetworkError, DistError
+        where = args.address or "the environment's MASTER_ADDR:MASTER_PORT"
+        raise RuntimeFailure(
+            f"device {args.rank}: could not join the other {args.world - 1} device(s) at "
+            f"{where} within {args.join_s:g} s ({clean_message(exc, 160)})"
+        ) from None
+
+
+def _join(args: WorkerArgs) -> Any:
+    timeout = datetime.timedelta(seconds=args.join_s)
     if args.rendezvous == "env":
         dist.init_process_group("gloo", init_method="env://", timeout=timeout)
         dist.barrier()
@@ -287,27 +302,55 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(f"error: python -m snnas.runtime: {message}\n")
             sys.exit(2)
 
+    from snnas._numbers import Range
+
+    def checked(valid: Range) -> Any:
+        """An argparse type: a number of ``valid`` (type, finiteness, range)."""
+
+        def convert(text: str) -> int | float:
+            number: int | float | None
+            try:
+                number = int(text) if valid.integer else float(text)
+            except ValueError:
+                number = None
+            problem = valid.describe() if number is None else valid.problem(number)
+            if number is None or problem is not None:
+                raise argparse.ArgumentTypeError(f"expected {problem}, found {text!r}")
+            return number
+
+        return convert
+
+    device = checked(Range(0, 1023, integer=True))
+    count = checked(Range(0, 10_000_000, integer=True))
     parser = _Parser(prog="python -m snnas.runtime", description=__doc__)
     parser.add_argument("plan", type=Path)
-    parser.add_argument("--rank", type=int, default=None)
-    parser.add_argument("--world", type=int, default=None)
+    parser.add_argument("--rank", type=device, default=None)
+    parser.add_argument("--world", type=checked(Range(1, 1024, integer=True)), default=None)
     parser.add_argument("--rendezvous", choices=["store", "master", "env"], default="env")
     parser.add_argument("--address")
     parser.add_argument("--split", choices=["val", "test"], default="test")
-    parser.add_argument("--images", type=int)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--images", type=checked(Range(1, 10_000_000, integer=True)))
+    parser.add_argument("--warmup", type=count, default=5)
+    parser.add_argument("--timeout", type=checked(Range(0.1, 3600.0)), default=5.0)
+    parser.add_argument("--join-timeout", type=checked(Range(0.1, 3600.0)), default=JOIN_S)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--name", help="device 0's report folder under --runs-dir")
-    parser.add_argument("--timeline-image", type=int)
-    parser.add_argument("--fail-device", type=int)
-    parser.add_argument("--fail-at", type=int, default=0)
-    parser.add_argument("--slow-device", type=int)
-    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--timeline-image", type=count)
+    parser.add_argument("--fail-device", type=device)
+    parser.add_argument("--fail-at", type=count, default=0)
+    parser.add_argument("--slow-device", type=device)
+    parser.add_argument("--delay-ms", type=checked(Range(0.0, 600_000.0)), default=0.0)
     parser.add_argument("--data-dir", type=Path)
     ns = parser.parse_args(argv)
-    rank = ns.rank if ns.rank is not None else int(os.environ.get("RANK", "0"))
-    world = ns.world if ns.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if ns.rendezvous in ("store", "master") and not ns.address:
+        parser.error(f"--rendezvous {ns.rendezvous} needs --address HOST:PORT")
+    try:
+        rank = ns.rank if ns.rank is not None else int(os.environ.get("RANK", "0"))
+        world = ns.world if ns.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        parser.error("RANK and WORLD_SIZE must be integers")
+    if not 0 <= rank < world:
+        parser.error(f"--rank (or RANK) {rank} is not a device of --world {world}")
     try:
         out = None
         if rank == 0:
@@ -317,12 +360,15 @@ def main(argv: list[str] | None = None) -> None:
         args = WorkerArgs(
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
-            ns.delay_ms, ns.data_dir,
+            ns.delay_ms, ns.data_dir, ns.join_timeout,
         )  # fmt: skip
         report = run_worker(args)
     except TransferFailed as failure:
         sys.stderr.write(f"error: {failure}\n")
         sys.exit(3)
+    except UsageError as exc:  # --name: a usage error, as in the snnas command
+        sys.stderr.write(f"error: python -m snnas.runtime: {exc}\n")
+        sys.exit(2)
     except Exception as exc:  # every other failure: one line, and the process ends
         if os.environ.get("SNNAS_DEBUG") == "1":
             raise
