@@ -81,6 +81,12 @@ class _Group(click.Group):
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             _fail(ctx, f"{where}{exc.strerror or exc}", 1)
+        except ValueError as exc:
+            # os.stat and open refuse a path holding NUL (click's Path type, or ours) with a
+            # ValueError: no file can be named so, hence a usage error.
+            if _debug() or "null byte" not in str(exc):
+                raise
+            _fail(ctx, "a file or folder name holds a NUL character (\\x00)", 2)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130)
 
