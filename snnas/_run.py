@@ -203,6 +203,20 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    def check_own(self, names: Iterable[str], kind: str, option: str = "--name") -> None:
+        """Refuse a folder that already holds anything but ``names`` (what a ``kind`` writes):
+        a run is never written into a folder of another kind (a search run, a plan)."""
+        if not self.exists():
+            return
+        known = set(names)
+        others = sorted(p.name for p in self.path.iterdir() if p.name not in known)
+        others = [n for n in others if not n.startswith(".")]  # atomic writes' leftovers
+        if others:
+            raise CheckpointError(
+                f"{shorten(str(self.path))}: not a {kind} folder (it holds "
+                f"{shorten(', '.join(others[:5]), 200)}); choose another {option}"
+            )
+
     def exists(self) -> bool:
         """Whether the folder exists (a link to a folder does not count)."""
         return self.path.is_dir() and not self.path.is_symlink()

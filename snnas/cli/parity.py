@@ -13,6 +13,11 @@ from snnas.cli._terminal import Terminal
 
 __all__ = ["parity"]
 
+#: Everything a parity run folder holds (train, then eval).
+PARITY_FILES = (
+    "config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json", "eval.json",
+    "by_device.png", "overall.png",
+)  # fmt: skip
 EPOCHS = Number(Range(1, 10_000, integer=True))
 JOINT_EPOCHS = Number(Range(0, 10_000, integer=True))
 BATCH = Number(Range(1, 65_536, integer=True))
@@ -107,6 +112,7 @@ def train(
     from snnas.train._parity import ParityTrainConfig, train_parity
 
     out = RunDir(_folder(run_dir, name or ("parity-supernet" if supernet else "parity")))
+    out.check_own(PARITY_FILES, "parity run")
     out.check_resume("last.pt", resume, "parity run")
     choices = _choices(choices_file)
     if supernet:

@@ -118,6 +118,9 @@ def run(
     plan = load_plan(plan_folder)
     _check_devices(plan, rank, fail_device, slow_device, fail_at, images, split)
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
+    from snnas._run import RunDir
+
+    RunDir(out).check_own(("runtime.json", "timeline.png", "pids.json", "logs"), "runtime")
     report: dict[str, Any] | None
     if local:
         from snnas.runtime import launch_local
