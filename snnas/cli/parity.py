@@ -49,13 +49,24 @@ def parity() -> None:
     "--choices",
     "choices_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON {label: value} of parity decisions (default: the run's, else the most protective).",
+    help="JSON {label: value} of parity decisions (default: the most protective; the search "
+    "does not score them).",
 )
 @click.option("--supernet", is_flag=True, help="Train on the run's shared weights (last.pt).")
 @click.option("--epochs", type=int, help="Epochs with the base frozen (default 4).")
 @click.option("--joint-epochs", type=int, help="Then epochs training base and parity together.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float, help="Adam learning rate of the frozen phase.")
+@click.option(
+    "--label-weight",
+    type=float,
+    help="Add parity device 0's cross-entropy on the labels, this weighted (default 0).",
+)
+@click.option(
+    "--init",
+    type=click.Choice(["shadow", "scratch"]),
+    help="Parity devices start as copies of their data devices (shadow, default) or random.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Output folder under RUN (default: parity).")
 @click.option("--resume", is_flag=True, help="Continue the parity run's last checkpoint.")
@@ -73,6 +84,8 @@ def train(
     joint_epochs: int | None,
     batch_size: int | None,
     lr: float | None,
+    label_weight: float | None,
+    init: str | None,
     seed: int,
     name: str | None,
     resume: bool,
@@ -112,6 +125,8 @@ def train(
         "joint_epochs": joint_epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "label_weight": label_weight,
+        "init": init,
     }
     config = replace(
         ParityTrainConfig(seed=seed), **{k: v for k, v in overrides.items() if v is not None}
