@@ -1,11 +1,12 @@
 # Two entry points do all the set-up on a fresh machine:
 #   make quickstart   search, fine-tune, export and run a plan on the bundled digits data
+#   make parity       the same with one parity device: search, fine-tune, train and measure it
 #   make test         lint, type checks and the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test lint typecheck pytest bench clean
+.PHONY: install quickstart parity test lint typecheck pytest bench clean
 
 install: $(STAMP)
 
@@ -28,6 +29,19 @@ quickstart: $(STAMP)
 	$(SNNAS) export quickstart --onnx
 	$(SNNAS) plan verify runs/quickstart/plan
 	$(SNNAS) run runs/quickstart/plan --local --name quickstart-runtime
+
+# docs/parity.md: the quickstart with r = 1 (G = 4) through the real commands; `snnas cost`
+# shows the parity lines of the policy trained, `snnas parity eval` A_available, A_degraded
+# and the baselines (runs/quickstart_parity/parity/eval.json, by_device.png, overall.png).
+parity: $(STAMP)
+	$(SNNAS) search search_spaces/quickstart_parity.toml --name quickstart_parity \
+		$(call resume,runs/quickstart_parity/last.pt)
+	$(SNNAS) finetune quickstart_parity $(call resume,runs/quickstart_parity/finetune/last.pt)
+	$(SNNAS) parity train runs/quickstart_parity \
+		$(call resume,runs/quickstart_parity/parity/last.pt)
+	$(SNNAS) cost search_spaces/quickstart_parity.toml \
+		--policy runs/quickstart_parity/parity/config.json
+	$(SNNAS) parity eval runs/quickstart_parity
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check snnas tests benchmarks

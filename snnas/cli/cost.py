@@ -131,8 +131,10 @@ def cost(
         )
     )
     terminal.info(
-        f"live (reaches device 0's head): {comm.live_policy_bytes:,} B = "
-        f"[bold]{100 * comm.live_ratio:.2f}%[/bold]"
+        styled(
+            f"live (reaches device 0's head): {comm.live_policy_bytes:,} B = ",
+            (f"{100 * comm.live_ratio:.2f}%", "bold"),
+        )
     )
     terminal.info(
         f"stem broadcast (first transmission) {comm.stem_bytes:,} B: "
@@ -181,8 +183,11 @@ def _parity_lines(terminal: Terminal, groups: int, par: ParityCost) -> None:
     terminal.print(table)
     per_point = ", ".join(f"t{p}: {b:,}" for p, b in enumerate(par.encoding_bytes_per_point))
     terminal.info(
-        f"parity traffic: image {par.image_bytes:,} B + encodings {par.encoding_bytes:,} B "
-        f"= [bold]{par.bytes:,} B[/bold] per image ({per_point})"
+        styled(
+            f"parity traffic: image {par.image_bytes:,} B + encodings {par.encoding_bytes:,} B = ",
+            (f"{par.bytes:,} B", "bold"),
+            f" per image ({per_point})",
+        )
     )
     extra = ", ".join(f"device {d}: {_ranges(b)}" for d, b in enumerate(par.extra_data_blocks) if b)
     terminal.info(

@@ -64,7 +64,8 @@ def parity() -> None:
     "--choices",
     "choices_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON {label: value} of parity decisions (default: the run's, else the most protective).",
+    help="JSON {label: value} of parity decisions (default: the most protective; the search "
+    "does not score them).",
 )
 @click.option("--supernet", is_flag=True, help="Train on the run's shared weights (last.pt).")
 @click.option("--epochs", type=EPOCHS, help="Epochs with the base frozen (default 4).")
@@ -73,6 +74,16 @@ def parity() -> None:
 )
 @click.option("--batch-size", type=BATCH)
 @click.option("--lr", type=LR, help="Adam learning rate of the frozen phase.")
+@click.option(
+    "--label-weight",
+    type=Number(Range(0, 1000)),
+    help="Add parity device 0's cross-entropy on the labels, this weighted (default 0).",
+)
+@click.option(
+    "--init",
+    type=click.Choice(["shadow", "scratch"]),
+    help="Parity devices start as copies of their data devices (shadow, default) or random.",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--name", default=None, help="Output folder under RUN (default: parity).")
 @click.option("--resume", is_flag=True, help="Continue the parity run's last checkpoint.")
@@ -90,6 +101,8 @@ def train(
     joint_epochs: int | None,
     batch_size: int | None,
     lr: float | None,
+    label_weight: float | None,
+    init: str | None,
     seed: int,
     name: str | None,
     resume: bool,
@@ -132,6 +145,8 @@ def train(
         "joint_epochs": joint_epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "label_weight": label_weight,
+        "init": init,
     }
     config = replace(
         ParityTrainConfig(seed=seed), **{k: v for k, v in overrides.items() if v is not None}

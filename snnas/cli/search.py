@@ -97,6 +97,13 @@ def search(
             f"{config.iterations} iterations, reward {config.reward}, on {accel.device} "
             f"-> {run.path}"
         )
+        unscored = [d.label for d in space.decisions if d.kind in ("encode", "encoder")]
+        if unscored:
+            terminal.info(
+                f"note: the parity decisions ({', '.join(unscored)}) are sampled but not "
+                "scored (no degraded objective in the search yet); snnas parity train "
+                "chooses them (the most protective, or --choices)"
+            )
     with progress_bars(terminal, strategy) as progress:
         result = run_search(
             space,

@@ -1,13 +1,13 @@
-"""Reading a run's fine-tuned network (``runs/<name>/finetune/best.pt``) for parity work.
+"""Reading a run's fine-tuned network (``runs/<name>/finetune/best.pt``) or its supernet
+(``runs/<name>/last.pt``) for parity work.
 
-The format is ``snnas finetune``'s: the run's ``config.json`` holds the space file's text
-(``space_toml``) and ``finetune/best.pt`` a checkpoint with ``model`` (a
-:class:`FrozenSepResNeXt` state dict), ``policy`` and ``space_hash``.
+The formats are ``snnas search``'s (``config.json`` with the space file's text,
+``space_toml``, and its hash; ``last.pt`` with the shared weights under ``model``) and
+``snnas finetune``'s (``finetune/best.pt``, read by :mod:`snnas.train._finetune`'s loader).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ __all__ = ["FINETUNE_CHECKPOINT", "load_finetuned", "load_supernet", "with_parit
 
 #: Where ``snnas finetune`` leaves the network it selected on validation.
 FINETUNE_CHECKPOINT = "finetune/best.pt"
+#: Decision kinds that belong to the parity devices (chosen by parity work, not the search).
+PARITY_KINDS = ("encode", "encoder")
 
 
 def with_parity_choices(
@@ -32,7 +34,7 @@ def with_parity_choices(
     merged = dict(policy)
     for label, value in (choices or {}).items():
         decision = space.decision(label)  # PolicyError for an unknown label
-        if decision.kind not in ("encode", "encoder"):
+        if decision.kind not in PARITY_KINDS:
             raise PolicyError(f"{label}: not a parity decision (encode, encoder)")
         merged[label] = value
     for d in space.decisions:
@@ -50,35 +52,30 @@ def load_finetuned(
 ) -> FrozenSepResNeXt:
     """The fine-tuned network of run folder ``path``, in eval mode.
 
-    ``space_file`` replaces the run's space by one with the same network and split but other
-    parity settings (a run fine-tuned on a space without parity devices gains them); the
-    run's policy is then completed with the parity decisions (:func:`with_parity_choices`).
+    ``path`` is a search run that ``snnas finetune`` completed: its ``config.json`` gives the
+    space, ``finetune/best.pt`` (the checkpoint selected on validation) the network, read
+    by the fine-tuning's own loader. The parity decisions are ``parity_choices`` where
+    given, else the most protective (:func:`with_parity_choices`): the search samples them
+    but does not score them (its reward has no degraded objective), so the run's own are not
+    a choice. ``space_file`` replaces the run's space by one with the same network and split
+    but other parity settings (a run fine-tuned on a space without parity devices gains
+    them).
     """
+    from snnas.search._artifacts import load_run_space
+    from snnas.train._finetune import FINETUNE_DIR
+    from snnas.train._finetune import load_finetuned as load_selected
+
     run = RunDir(path)
-    config = run.read_json("config.json")
-    text = config.get("space_toml") if isinstance(config, dict) else None
-    if not isinstance(text, str):
-        raise CheckpointError(f"{run.path / 'config.json'}: no space_toml (not a search run?)")
-    own = space_from_text(text, str(run.path / "config.json"))
-    path = run / FINETUNE_CHECKPOINT
-    if not os.path.lexists(path):
+    if not run.path.is_dir():
+        raise CheckpointError(f"{run.path}: no such run folder")
+    own, _ = load_run_space(run)
+    tuned = RunDir(run / FINETUNE_DIR)
+    if not (tuned / "best.pt").is_file():
         raise CheckpointError(
-            f"{shorten(str(run.path))}: not fine-tuned yet (no {FINETUNE_CHECKPOINT}); run "
-            "snnas finetune first"
+            f"{tuned.path / 'best.pt'}: missing (fine-tune the run first: snnas finetune "
+            f"{run.path.name})"
         )
-    state = run.load_checkpoint(FINETUNE_CHECKPOINT)
-    check_state(path, state, {"model": dict})
-    # ``snnas finetune`` keeps the space hash and policy in ``identity``; early parity runs
-    # wrote them at the top level.
-    identity = state.get("identity", state)
-    if not isinstance(identity, dict) or not isinstance(identity.get("policy"), dict):
-        raise CheckpointError(f"{shorten(str(path))}: not a fine-tuned network (no policy)")
-    if identity.get("space_hash") != own.hash:
-        raise CheckpointError(
-            f"{shorten(str(path))}: made for space hash "
-            f"{shorten(identity.get('space_hash'), 100, quote=True)}, but the run's space is "
-            f"{own.hash!r}"
-        )
+    selected = load_selected(tuned, own)
     space = own
     if space_file is not None:
         space = load_space(space_file)
@@ -86,13 +83,12 @@ def load_finetuned(
             raise CheckpointError(
                 f"{space_file}: its network or split differs from run {run.path.name}'s space"
             )
-    policy = dict(identity["policy"])
-    if space is not own:  # keep the data network's decisions, take the new parity ones
-        kept = {d.label for d in own.decisions if d.kind not in ("encode", "encoder")}
-        policy = {k: v for k, v in policy.items() if k in kept}
+    # Keep the data network's decisions; the parity ones are chosen here.
+    kept = {d.label for d in own.decisions if d.kind not in PARITY_KINDS}
+    policy = {k: v for k, v in selected.policy.items() if k in kept}
     full = with_parity_choices(space, policy, parity_choices)
     net = FrozenSepResNeXt(space, full)
-    load_module_state(net, state["model"], path)
+    net.load_state_dict(selected.state_dict())
     return net.eval()
 
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from snnas.cli import cli
@@ -63,3 +64,36 @@ def test_cost_shows_parity_lines(tmp_path):
     assert data["parity"]["r"] == 1 and data["parity"]["bytes"] > 0
     table = CliRunner().invoke(cli, ["cost", str(space_file), "--policy", str(policy)])
     assert "parity traffic" in table.output and "parity compute" in table.output
+    assert "[bold]" not in table.output  # styles, not markup printed as text
+
+
+def test_pipeline_search_finetune_parity(tmp_path, write_space):
+    """The user's commands on a parity space, in order: search, finetune, parity train,
+    parity eval, each reading what the previous one wrote."""
+    space = write_space(PARITY_TOML, "parity.toml")
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    tiny = ["iterations=1", "train_steps=2", "strategy_steps=0", "samples=2", "rescore=2"]
+    sets = [a for s in tiny for a in ("--set", f"search.{s}")]
+    search = CliRunner().invoke(
+        cli, ["search", str(space), "--strategy", "random", "--name", "p", *runs, *sets]
+    )
+    assert search.exit_code == 0, search.output
+    assert "parity decisions" in search.output and "not scored" in search.output
+    tune = CliRunner().invoke(cli, ["finetune", "p", "--epochs", "1", *runs, "--json"])
+    assert tune.exit_code == 0, tune.output
+    run = str(tmp_path / "runs" / "p")
+    train = CliRunner().invoke(
+        cli, ["parity", "train", run, "--epochs", "1", "--batch-size", "256", "--json"]
+    )
+    assert train.exit_code == 0, train.output
+    config = json.loads((tmp_path / "runs" / "p" / "parity" / "config.json").read_text())
+    # The parity decisions are the most protective, whatever the search sampled.
+    assert config["policy"]["encoder"] == "sum"
+    assert all(v == 100.0 for k, v in config["policy"].items() if k.endswith(".encode"))
+    evaluate = CliRunner().invoke(cli, ["parity", "eval", run, "--backup-epochs", "1", "--json"])
+    assert evaluate.exit_code == 0, evaluate.output
+    data = json.loads(evaluate.output[evaluate.output.index("{") :])
+    tuned = json.loads((tmp_path / "runs" / "p" / "finetune" / "final.json").read_text())
+    # Normal operation is the fine-tuned network, exactly: the same test accuracy.
+    assert data["available_acc"] == pytest.approx(tuned["test_acc"])
+    assert 0.0 <= data["degraded_acc"] <= 1.0 and set(data["overall"]) == {"0.01", "0.05", "0.1"}

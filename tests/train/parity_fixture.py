@@ -42,8 +42,8 @@ def small_digits(digits: DataSplits, train: int = 192, evaluate: int = 96) -> Da
 def make_finetuned_run(
     path: Path, data: DataSplits, text: str = PARITY_TOML, epochs: int = 4, seed: int = 0
 ) -> FrozenSepResNeXt:
-    """Train a frozen policy a few epochs and write ``config.json`` (with ``space_toml``)
-    and ``finetune/best.pt`` like ``snnas finetune``."""
+    """Train a frozen policy a few epochs and write ``config.json`` (with ``space_toml``,
+    as ``snnas search`` does) and ``finetune/best.pt`` (as ``snnas finetune`` does)."""
     space = space_from_text(text)
     torch.manual_seed(seed)
     policy = space.sample(random.Random(seed))
@@ -65,12 +65,8 @@ def make_finetuned_run(
     run = RunDir(path)
     run.create()
     run.write_json("config.json", {"space_toml": text, "space_hash": space.hash})
+    identity = {"space_hash": space.hash, "policy": policy_json(frozen.policy)}
     RunDir(path / "finetune").save_checkpoint(
-        "best.pt",
-        {
-            "model": frozen.state_dict(),
-            "policy": policy_json(frozen.policy),
-            "space_hash": space.hash,
-        },
+        "best.pt", {"identity": identity, "model": frozen.state_dict(), "epoch": epochs}
     )
     return frozen

@@ -40,7 +40,14 @@ def test_load_finetuned_reads_the_finetune_format(finetuned, data, tmp_path, wri
     base = load_finetuned(finetuned)
     x, _ = next(iter(data.loader("val", 8)))
     state = RunDir(finetuned / "finetune").load_checkpoint("best.pt")
-    assert base.space.parity.r == 1 and base.policy == base.space.validate(state["policy"])
+    saved = base.space.validate(state["identity"]["policy"])
+    assert base.space.parity.r == 1
+    assert {k: v for k, v in base.policy.items() if "encode" not in k} == {
+        k: v for k, v in saved.items() if "encode" not in k
+    }
+    # The parity decisions default to the most protective, not the run's (unscored) ones.
+    assert all(v == 100.0 for k, v in base.policy.items() if k.endswith(".encode"))
+    assert base.policy["encoder"] == "sum"  # the first listed
     # Another space with the same network and split but other parity settings...
     other = write_space(PARITY_TOML.replace("r = 1", "r = 2"), "r2.toml")
     coded = load_finetuned(finetuned, other, {"encoder": "sum", "t0.encode": 50})
