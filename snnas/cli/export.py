@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,6 +37,12 @@ __all__ = ["export"]
     default=Path("runs"),
     show_default=True,
 )
+@click.option(
+    "--parity",
+    "parity_name",
+    help="Parity run folder under RUN (snnas parity train RUN) whose parity devices become "
+    "devices of the plan (default: parity, when the run's space has [parity] r >= 1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan's summary as JSON.")
 @click.pass_obj
 def export(
@@ -46,6 +53,7 @@ def export(
     profile_name: str,
     data_dir: Path | None,
     runs_dir: Path,
+    parity_name: str | None,
     as_json: bool,
 ) -> None:
     """Export RUN's fine-tuned network (snnas finetune RUN) as a plan folder: plan.json,
@@ -55,7 +63,7 @@ def export(
     from snnas.cli._runs import existing_run, inside_runs
     from snnas.cost import get_profile
     from snnas.data import load_for_space
-    from snnas.errors import CheckpointError
+    from snnas.errors import CheckpointError, UsageError
     from snnas.plan import export_plan, sha256_file
     from snnas.search._artifacts import load_run_space
     from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
@@ -69,7 +77,14 @@ def export(
             f"{run.path}: not fine-tuned yet (no {FINETUNE_DIR}/final.json); "
             f"run snnas finetune {run_name} first"
         )
-    model = load_finetuned(tuned, space)
+    coded = None
+    if parity_name is not None or space.parity.r >= 1:
+        coded = _parity_run(run, run_name, parity_name or "parity")
+        space, model = coded.space, coded.base
+        if onnx:
+            raise UsageError("--onnx", "a plan without parity devices", "--parity")
+    else:
+        model = load_finetuned(tuned, space)
     final = tuned.read_json("final.json")
     data = load_for_space(config["dataset"], space, data_dir)
     target = inside_runs(runs_dir, out, "--out") if out else run.path / "plan"
@@ -83,7 +98,7 @@ def export(
     with progress_bars(terminal, "export") as progress:
         plan = export_plan(
             space, model, data, profile, final, target, source=source, onnx=onnx,
-            progress=progress,
+            progress=progress, coded=coded,
         )  # fmt: skip
     totals = plan["totals"]
     summary = {
@@ -140,3 +155,26 @@ def export(
         terminal.info(f"ONNX segments checked with onnxruntime: max abs difference "
                       f"{summary['onnx_max_abs_diff']:.2e}")  # fmt: skip
     terminal.info(f"wrote {target}/plan.json; check it with: snnas plan verify {target}")
+
+
+def _parity_run(run: Any, run_name: str, name: str) -> Any:
+    """The coded network of RUN's parity folder ``name``, refused in one line when missing
+    or not made from RUN's fine-tuned network."""
+    from snnas._run import RunDir, resolve_run
+    from snnas.errors import CheckpointError
+    from snnas.models import FrozenSepResNeXt
+    from snnas.train._parity import load_parity_run
+
+    folder = RunDir(resolve_run(run.path, name, "--parity"))
+    if not (folder.path / "config.json").is_file() or not (folder.path / "best.pt").is_file():
+        raise CheckpointError(
+            f"{folder.path}: no parity run (config.json and best.pt) for the parity devices; "
+            f"run snnas parity train {run_name} first (or pass --parity NAME)"
+        )
+    coded = load_parity_run(folder)
+    if not isinstance(coded.base, FrozenSepResNeXt):
+        raise CheckpointError(
+            f"{folder.path}: a parity run of the supernet, expected one of the fine-tuned "
+            f"network (snnas parity train {run_name} without --supernet)"
+        )
+    return coded

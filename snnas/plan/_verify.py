@@ -60,8 +60,33 @@ class LoadedPlan:
 
     @property
     def groups(self) -> int:
-        """Number of devices."""
+        """Number of data devices."""
         return int(self.data["schedule"]["groups"])
+
+    @property
+    def world(self) -> int:
+        """Number of devices, parity devices included (one process each)."""
+        return len(self.data["devices"])
+
+    @property
+    def parity(self) -> dict[str, Any] | None:
+        """The ``parity`` section (None: a plan without parity devices)."""
+        section: dict[str, Any] | None = self.data.get("parity")
+        return section
+
+    def impute(self) -> dict[str, Tensor]:
+        """The imputation constants (``impute{q}``: (G, w)) of a plan with parity devices."""
+        assert self.parity is not None
+        path = self.folder / self.parity["impute"]["file"]
+        tensors = _read_safetensors(path)
+        for p in self.data["schedule"]["points"]:
+            t = tensors.get(f"impute{p['point']}")
+            shape = (self.groups, p["channels"])
+            if t is None or tuple(t.shape) != shape or t.dtype != torch.float32:
+                raise PlanError(f"{path}: impute{p['point']} must be float32 {shape}")
+            if not bool(torch.isfinite(t).all()):
+                raise PlanError(f"{path}: impute{p['point']} holds NaN or infinite values")
+        return tensors
 
     def device(self, d: int) -> dict[str, Any]:
         """Device ``d``'s entry."""
@@ -75,7 +100,14 @@ class LoadedPlan:
             return {}
         path = self.folder / entry["weights"]["file"]
         tensors = _read_safetensors(path)
-        expected = expected_shapes(self.arch, entry["blocks"], entry["head"])
+        if entry["role"] == "parity":
+            from snnas.plan._parity import parity_expected_shapes
+
+            assert self.parity is not None
+            scale = int(self.parity["bottleneck_scale"])
+            expected = parity_expected_shapes(self.arch, entry, scale)
+        else:
+            expected = expected_shapes(self.arch, entry["blocks"], entry["head"])
         if set(tensors) != set(expected):
             missing = sorted(set(expected) - set(tensors))
             extra = sorted(set(tensors) - set(expected))
@@ -95,7 +127,10 @@ class LoadedPlan:
 
     def net(self, d: int) -> DeviceNet:
         """Device ``d``'s network from its weights file."""
-        return DeviceNet(self.arch, self.device(d)["blocks"], self.weights(d))
+        entry = self.device(d)
+        parity = self.parity
+        scale = int(parity["bottleneck_scale"]) if parity and entry["role"] == "parity" else 1
+        return DeviceNet(self.arch, entry["blocks"], self.weights(d), scale)
 
     def reference(self) -> dict[str, Tensor]:
         """The frozen network's logits and the labels of the splits it was exported with."""
@@ -169,13 +204,26 @@ def _check_space(folder: Path, plan: Mapping[str, Any], arch: Architecture) -> N
 def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
     """Every send has exactly one matching receive, and the totals add up."""
     groups = plan["schedule"]["groups"]
+    parity = plan.get("parity")
+    world = groups + (parity["r"] if parity else 0)
     devices = plan["devices"]
-    if len(devices) != groups or [e["device"] for e in devices] != list(range(groups)):
-        raise PlanError(f"{source}: devices must be listed once each, 0..{groups - 1}")
+    if len(devices) != world or [e["device"] for e in devices] != list(range(world)):
+        raise PlanError(f"{source}: devices must be listed once each, 0..{world - 1}")
+    roles = ["data"] * groups + ["parity"] * (world - groups)
+    if [e["role"] for e in devices] != roles:
+        raise PlanError(f"{source}: devices 0..{groups - 1} must be data devices, the rest parity")
+    if parity and (
+        parity["data_devices"] != groups
+        or len(parity["answers"]) != groups
+        or len(parity["rules"]) != groups * len(plan["schedule"]["points"])
+    ):
+        raise PlanError(f"{source}: parity: data_devices, answers or rules do not match "
+                        f"{groups} data devices and their points")  # fmt: skip
     sends: dict[tuple[int, int, Any], dict[str, Any]] = {}
     for e in devices:
         for s in e["sends"]:
-            if not 0 <= s["to"] < groups or s["to"] == e["device"]:
+            parity_dst = s["kind"] == "encoding"
+            if not (groups <= s["to"] < world if parity_dst else 0 <= s["to"] < groups):
                 raise PlanError(f"{source}: device {e['device']} sends to device {s['to']}")
             key = (e["device"], s["to"], s["point"])
             if key in sends:
@@ -196,7 +244,11 @@ def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
             received += 1
     if received != len(sends):
         raise PlanError(f"{source}: {len(sends) - received} send(s) are never received")
-    total = sum(s["bytes"] for s in sends.values())
+    total = sum(s["bytes"] for s in sends.values() if s["kind"] != "encoding")
+    encoded = sum(s["bytes"] for s in sends.values() if s["kind"] == "encoding")
+    if encoded != (parity["encoding_bytes"] if parity else 0):
+        raise PlanError(f"{source}: parity.encoding_bytes does not add up to the encodings "
+                        f"sent ({encoded})")  # fmt: skip
     if total != plan["totals"]["bytes_per_image"]:
         raise PlanError(
             f"{source}: totals.bytes_per_image is {plan['totals']['bytes_per_image']}, "
@@ -226,6 +278,8 @@ def load_plan(folder: str | Path) -> LoadedPlan:
         for seg in e.get("onnx", []):
             _check_file(root, seg, f"device {e['device']}'s ONNX segment {seg['index']}")
     _check_file(root, data["reference"], "the reference logits")
+    if data.get("parity"):
+        _check_file(root, data["parity"]["impute"], "the imputation constants")
     plan = LoadedPlan(root, data, arch)
     for d in range(plan.groups):
         plan.ops[d] = device_ops(plan.device(d))
@@ -238,7 +292,11 @@ def execute_plan(
 ) -> Tensor:
     """Run every device of ``plan`` on ``images`` in this process and return device 0's
     logits (see :func:`drive`)."""
-    nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.groups)}
+    nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.world)}
+    if plan.parity is not None:
+        from snnas.plan._parity import execute_degraded
+
+        return execute_degraded(plan, images, None, nets)
     inputs = set(plan.data["input"]["devices"])
     gens = {
         d: run_device(nets[d], plan.ops[d], images if d in inputs else None)
@@ -334,7 +392,7 @@ def _frozen_reference(plan: LoadedPlan, images: Tensor) -> tuple[Tensor, str] | 
     from snnas.train._finetune import load_finetuned
 
     source = plan.data.get("source")
-    if not source:
+    if not source or plan.parity is not None:  # the base of a parity run: its own checkpoint
         return None
     checkpoint = Path(source["run"]) / source["checkpoint"]
     if not checkpoint.is_file() or sha256_file(checkpoint) != source["sha256"]:
@@ -365,7 +423,8 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
     images, data_labels = data.eval_tensors(split)
     if not torch.equal(data_labels, labels):
         raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
-    logits = execute_plan(plan, images)
+    nets = {d: plan.net(d) for d in range(plan.world)}
+    logits = execute_plan(plan, images, nets)
     frozen = _frozen_reference(plan, images)
     stored = reference[f"{split}.logits"]
     if frozen is not None:
@@ -383,9 +442,51 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
             "bytes_per_image": plan.data["totals"]["bytes_per_image"],
         }
     )
-    report["passed"] = (
+    report["passed"] = _passed(report)
+    if plan.parity is not None:
+        report["degraded"] = _verify_degraded(plan, images, labels, reference, split, nets)
+        report["passed"] = report["passed"] and report["degraded"]["passed"]
+    return report
+
+
+def _passed(report: Mapping[str, Any]) -> bool:
+    return bool(
         report["disagreements_beyond_tolerance"] == 0
         and math.isfinite(report["max_abs_diff"])
         and report["max_abs_diff"] <= report["tolerance"]
     )
-    return report
+
+
+def _verify_degraded(
+    plan: LoadedPlan,
+    images: Tensor,
+    labels: Tensor,
+    reference: Mapping[str, Tensor],
+    split: str,
+    nets: Mapping[int, DeviceNet],
+) -> dict[str, Any]:
+    """Every erasure position executed from the plan's own files (its degraded rules) and
+    compared with the coded network's answers for it."""
+    from snnas.plan._parity import Erasure, execute_degraded
+
+    assert plan.parity is not None
+    positions = []
+    for rule in plan.parity["rules"]:
+        j, p = rule["device"], rule["from_point"]
+        key = f"{split}.degraded.{j}.{p}"
+        if key not in reference:
+            raise PlanError(f"{plan.folder}: no reference degraded logits {key!r}")
+        logits = execute_degraded(plan, images, Erasure.from_json(rule), nets)
+        result = compare_logits(logits, reference[key], labels)
+        positions.append({"device": j, "from_point": p, "answer_by": rule["answer_by"],
+                          "standin_bytes": rule["bytes"], **result,
+                          "passed": _passed(result)})  # fmt: skip
+    n = max(len(positions), 1)
+    return {
+        "positions": positions,
+        "min_top1_agreement": min(x["top1_agreement"] for x in positions),
+        "max_abs_diff": max(x["max_abs_diff"] for x in positions),
+        "accuracy": sum(x["accuracy"] for x in positions) / n,
+        "reference_accuracy": sum(x["reference_accuracy"] for x in positions) / n,
+        "passed": all(x["passed"] for x in positions),
+    }
