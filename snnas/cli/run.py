@@ -108,7 +108,7 @@ def run(
 
         if not as_json:
             terminal.info(
-                f"running {plan_folder} on {plan.groups} local processes (gloo, loopback) -> {out}"
+                f"running {plan_folder} on {plan.world} local processes (gloo, loopback) -> {out}"
             )
         with progress_bars(terminal, "run") as progress:
             report = launch_local(
@@ -123,9 +123,9 @@ def run(
 
         assert rank is not None
         args = WorkerArgs(
-            plan_folder, rank, plan.groups, "master", address, split, images, warmup,
-            timeout_s, out if rank == 0 else None, None, fail_device, fail_at, slow_device,
-            delay_ms, data_dir,
+            plan_folder, rank, plan.world, "master", address, split, images, warmup,
+            timeout_s, out if rank in (0, plan.groups) else None, None, fail_device, fail_at,
+            slow_device, delay_ms, data_dir,
         )  # fmt: skip
         try:
             report = run_worker(args)
@@ -171,6 +171,17 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
             f"{d['bytes_sent']:,}",
         )
     terminal.print(table)
+    fail = report.get("failover")
+    if fail is not None:
+        terminal.info(
+            f"device {fail['device']} lost at image {fail['image']}, noticed by device "
+            f"{fail['detected_by']} ({fail['how']}) after {fail['detection_ms'] or 0:.0f} ms; "
+            f"{fail['degraded_images']} images answered by device {fail['answer_by']} with "
+            f"accuracy {fail['degraded_accuracy']:.4f} (the coded network on the same images: "
+            f"{fail['degraded_reference_accuracy']:.4f}, top-1 agreement "
+            f"{fail['degraded_top1_agreement']:.4f}; parity eval predicts "
+            f"{fail['predicted_accuracy_device_lost']:.4f} with device {fail['device']} lost)"
+        )
     terminal.info(f"wrote {out}/runtime.json, timeline.png")
     terminal.success(
         f"{report['images']} images answered by {report['devices']} processes: accuracy "

@@ -167,6 +167,10 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     """Run one device until every image is answered; device 0 returns the report."""
     torch.set_num_threads(1)  # one core's worth per device: several share this machine
     plan = load_plan(args.plan)
+    if plan.parity is not None:
+        from snnas.runtime._failover import run_failover_worker
+
+        return run_failover_worker(args, plan)
     if args.world != plan.groups:
         raise PlanError(f"{args.plan}: the plan has {plan.groups} devices, not {args.world}")
     if not 0 <= args.rank < plan.groups:
@@ -309,11 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     rank = ns.rank if ns.rank is not None else int(os.environ.get("RANK", "0"))
     world = ns.world if ns.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        out = None
-        if rank == 0:
-            from snnas._run import resolve_run
+        from snnas._run import resolve_run
 
-            out = resolve_run(ns.runs_dir, ns.name or f"runtime-{_space_name(ns.plan)}")
+        # Device 0 writes the report; with parity devices, parity device G when 0 is lost.
+        out = resolve_run(ns.runs_dir, ns.name or f"runtime-{_space_name(ns.plan)}")
         args = WorkerArgs(
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,

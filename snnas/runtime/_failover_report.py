@@ -1,0 +1,183 @@
+"""The report of a run with parity devices (``runtime.json``): the answers every image got,
+against the coded network's (normal operation before a failure, the degraded rule after),
+bytes, latency, and when a device was lost, how fast it was noticed and what accuracy the
+survivors kept against what ``snnas parity eval`` predicts (docs/runtime.md, "Failover")."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from snnas.errors import RuntimeFailure
+from snnas.plan import LoadedPlan, compare_logits
+from snnas.runtime._report import percentile
+
+__all__ = ["build_failover_report"]
+
+
+def _gather_stats(dev: Any, args: Any) -> list[dict[str, Any]]:
+    """Every surviving device's figures from the store (waits for them, with a deadline)."""
+    deadline = time.perf_counter() + args.timeout_s + 30.0
+    out = []
+    for rank in range(dev.plan.world):
+        while not dev.store.check([f"stats/{rank}"]):
+            if dev.down is not None and dev.down[0] == rank:
+                break
+            if time.perf_counter() > deadline:
+                raise RuntimeFailure(f"device {rank} left no figures in the store")
+            time.sleep(0.01)
+        else:
+            out.append(json.loads(dev.store.get(f"stats/{rank}").decode()))
+    return out
+
+
+def _latency(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(ms, 50),
+        "p95": percentile(ms, 95),
+        "p99": percentile(ms, 99),
+        "mean": statistics.fmean(ms) if ms else 0.0,
+        "max": max(ms, default=0.0),
+        "images": len(ms),
+    }
+
+
+def build_failover_report(
+    plan: LoadedPlan, args: Any, dev: Any, labels: Tensor, count: int
+) -> dict[str, Any]:
+    """``runtime.json`` of a plan with parity devices (module docstring)."""
+    g = plan.groups
+    devices = _gather_stats(dev, args)
+    reference = plan.reference()
+    normal = reference[f"{args.split}.logits"][:count]
+    down = dev.down
+    failed_at = down[1] if down is not None else count
+    rule = dev.rules[(down[0], 0)] if down is not None else None
+    expected = normal.clone()
+    logits = torch.empty_like(normal)
+    latencies: list[float] = []
+    for i in range(count):
+        by = rule["answer_by"] if rule is not None and i >= failed_at else 0
+        key = f"answer/{by}/{i}"
+        if not dev.store.check([key]):
+            raise RuntimeFailure(f"image {i} was never answered (device {by} left no answer)")
+        answer = json.loads(dev.store.get(key).decode())
+        logits[i] = torch.tensor(answer["logits"])
+        latencies.append(1e3 * answer["latency_s"])
+    if down is not None:
+        degraded = reference[f"{args.split}.degraded.{down[0]}.0"]
+        expected[failed_at:] = degraded[:count][failed_at:]
+    answers = compare_logits(logits, expected, labels)
+    measured: dict[tuple[int, int], int] = {}
+    for d in devices:
+        for peer, nbytes in d["bytes_sent"].items():
+            measured[(d["device"], int(peer))] = nbytes
+    planned: dict[tuple[int, int], int] = {}
+    for link in (*plan.data["totals"]["links"], *(plan.parity or {}).get("links", [])):
+        key2 = (link["from"], link["to"])
+        planned[key2] = planned.get(key2, 0) + link["bytes"] * count
+    links = sorted(set(measured) | set(planned))
+    warm = min(args.warmup, failed_at)
+    wall = max(d["finished"] for d in devices) - min(d["started"] for d in devices)
+    before, after = latencies[warm:failed_at], latencies[failed_at:]
+    report: dict[str, Any] = {
+        "plan": str(plan.folder),
+        "devices": plan.world,
+        "data_devices": g,
+        "parity_devices": plan.world - g,
+        "split": args.split,
+        "images": count,
+        "answered": len(latencies),
+        "top1_agreement": answers["top1_agreement"],
+        "max_abs_diff": answers["max_abs_diff"],
+        "accuracy": answers["accuracy"],
+        "reference_accuracy": answers["reference_accuracy"],
+        "compared_with": "the coded network: normal operation before the failure, the "
+        "degraded rule (j, 0) from the failed image on",
+        "bytes_measured": {
+            "total": sum(measured.values()),
+            "per_image": sum(measured.values()) / count,
+            "links": [{"from": a, "to": b, "bytes": measured.get((a, b), 0)} for a, b in links],
+        },
+        "bytes_planned": {  # normal operation: the policy's transfers and the encodings
+            "total": sum(planned.values()),
+            "per_image": sum(planned.values()) / count,
+            "links": [{"from": a, "to": b, "bytes": planned.get((a, b), 0)} for a, b in links],
+        },
+        "bytes_equal": down is None and all(measured.get(k, 0) == planned.get(k, 0) for k in links),
+        "latency_ms": {**_latency(before), "warmup_images": warm},
+        "per_device": [
+            {
+                "device": d["device"],
+                "compute_ms": 1e3 * d["compute_s"],
+                "send_ms": 0.0,  # sends are started by the device's loop: counted in compute
+                "wait_ms": 1e3 * d["wait_s"],
+                "bytes_sent": sum(d["bytes_sent"].values()),
+            }
+            for d in devices
+        ],
+        "throughput_images_per_s": count / wall if wall > 0 else 0.0,
+        "wall_s": wall,
+        "timeout_s": args.timeout_s,
+        "live_ratio": plan.data["totals"]["live_ratio"],
+        "prediction": plan.data["prediction"],
+        "failover": None,
+    }
+    if down is not None:
+        report["failover"] = _failover(dev, plan, args, logits, labels, reference, failed_at,
+                                       count, after, devices)  # fmt: skip
+    return report
+
+
+def _failover(
+    dev: Any,
+    plan: LoadedPlan,
+    args: Any,
+    logits: Tensor,
+    labels: Tensor,
+    reference: dict[str, Tensor],
+    failed_at: int,
+    count: int,
+    after: list[float],
+    devices: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What happened after the failure: detection, degraded accuracy measured and predicted."""
+    assert dev.down is not None and dev.detection is not None
+    j = dev.down[0]
+    split = args.split
+    degraded = reference[f"{split}.degraded.{j}.0"]
+    all_labels = reference[f"{split}.labels"]
+    part = compare_logits(logits[failed_at:], degraded[:count][failed_at:], labels[failed_at:])
+    killed = None
+    if dev.store.check(["killed"]):
+        killed = json.loads(dev.store.get("killed").decode())
+    detection = dev.detection
+    positions = [k for k in reference if k.startswith(f"{split}.degraded.")]
+    mean_degraded = sum(
+        float((reference[k].argmax(1) == all_labels).float().mean()) for k in positions
+    ) / max(len(positions), 1)
+    return {
+        "device": j,
+        "image": failed_at,
+        "detected_by": detection["by"],
+        "detected_at_point": detection["point"],
+        "how": detection["how"],
+        "detection_ms": 1e3 * (detection["time"] - killed["time"]) if killed else None,
+        "reporter": args.rank,
+        "answer_by": dev.rules[(j, 0)]["answer_by"],
+        "survivors": [d["device"] for d in devices],
+        "degraded_images": count - failed_at,
+        "degraded_accuracy": part["accuracy"],
+        "degraded_reference_accuracy": part["reference_accuracy"],
+        "degraded_top1_agreement": part["top1_agreement"],
+        "degraded_max_abs_diff": part["max_abs_diff"],
+        "predicted_accuracy_device_lost": float((degraded.argmax(1) == all_labels).float().mean()),
+        "predicted_degraded_acc": mean_degraded,
+        "predicted_on": f"the full {split} split (the coded network, as snnas parity eval)",
+        "latency_ms_after": _latency(after),
+    }
