@@ -56,8 +56,19 @@ def _address(value: str | None) -> str | None:
 )
 @click.option("--fail-device", type=DEVICE, help="Kill this device's process ...")
 @click.option("--fail-at", type=IMAGE, default=0, help="... when it reaches this image.")
+@click.option(
+    "--fail-point",
+    type=click.IntRange(min=0),
+    default=0,
+    help="... before its first send at this transmission point or later (parity plans).",
+)
 @click.option("--slow-device", type=DEVICE, help="Delay this device's sends ...")
 @click.option("--delay-ms", type=DELAY, default=0.0, help="... by this many milliseconds.")
+@click.option(
+    "--deadline-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Parity plans: wait this long for a payload, then use its stand-in (straggler mode).",
+)
 @click.option("--name", help="Output folder under --runs-dir (default: runtime-<space>).")
 @click.option(
     "--runs-dir",
@@ -80,8 +91,10 @@ def run(
     timeout_s: float,
     fail_device: int | None,
     fail_at: int,
+    fail_point: int,
     slow_device: int | None,
     delay_ms: float,
+    deadline_ms: float | None,
     name: str | None,
     runs_dir: Path,
     data_dir: Path | None,
@@ -115,7 +128,7 @@ def run(
                 plan_folder, out, split=split, images=images, warmup=warmup,
                 timeout_s=timeout_s, fail_device=fail_device, fail_at=fail_at,
                 slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
-                progress=progress,
+                progress=progress, fail_point=fail_point, deadline_ms=deadline_ms,
             )  # fmt: skip
     else:
         from snnas.runtime import WorkerArgs, run_worker
@@ -125,7 +138,7 @@ def run(
         args = WorkerArgs(
             plan_folder, rank, plan.world, "master", address, split, images, warmup,
             timeout_s, out if rank in (0, plan.groups) else None, None, fail_device, fail_at,
-            slow_device, delay_ms, data_dir,
+            slow_device, delay_ms, data_dir, {}, fail_point, deadline_ms,
         )  # fmt: skip
         try:
             report = run_worker(args)

@@ -51,9 +51,12 @@ class _Waiter:
     """Waits for one gloo transfer in a helper thread (``Work.is_completed`` does not move
     for gloo point-to-point without a wait)."""
 
-    def __init__(self, work: Any) -> None:
+    def __init__(self, work: Any, error: BaseException | None = None) -> None:
         self.done = threading.Event()
-        self.error: BaseException | None = None
+        self.error: BaseException | None = error
+        if error is not None:  # posting it failed already (the peer is gone)
+            self.done.set()
+            return
         threading.Thread(target=self._run, args=(work,), daemon=True).start()
 
     def _run(self, work: Any) -> None:
@@ -65,7 +68,16 @@ class _Waiter:
 
 
 class _Device:
-    """One device's state across images: its failure knowledge and pending transfers."""
+    """One device's state across images: what it knows of unavailable devices, its pending
+    transfers and the streams its stand-ins are cut from.
+
+    Two kinds of knowledge, both agreed through the store: ``down`` (device j died at image
+    I: from image I on it is missing, the plan's rule ``(j, 0)`` applies after image I) and,
+    per image, ``from/{i}`` (device j missed from point p on in image i: the smallest point at
+    which a receiver missed j's transfer, kept with ``compare_set``). Every publication is
+    also an event (``event/{n}``) that a watcher thread in every device waits for, so a
+    parity device learns within a store round trip that it owes stand-ins.
+    """
 
     def __init__(self, plan: LoadedPlan, args: Any, store: Any) -> None:
         self.plan, self.args, self.store = plan, args, store
@@ -74,8 +86,12 @@ class _Device:
         self.rules = {(r["device"], r["from_point"]): r for r in plan.parity["rules"]}
         self.down: tuple[int, int] | None = None  # (device, first image without it)
         self.detection: dict[str, Any] | None = None
+        self.late: dict[int, tuple[int, int]] = {}  # image -> (device, from point)
         self.bytes_sent: dict[int, int] = {}
-        self.sends: list[tuple[_Waiter, int, float]] = []
+        self.standin_bytes = 0
+        self.sends: list[tuple[_Waiter, int, bool]] = []  # (waiter, to, is a stand-in)
+        self.loose: list[_Waiter] = []  # stand-ins sent: not waited for (may go unclaimed)
+        self.armed: set[int] = set()  # images whose payloads have a --deadline-ms
         self.states: dict[int, dict[int | None, Tensor]] = {}  # image -> point -> stream
         self.sent_standins: set[tuple[int, int | None, int]] = set()
         self.impute = plan.impute()
@@ -85,82 +101,164 @@ class _Device:
         self._watcher.start()
 
     def close(self) -> None:
-        """Stop watching the store (before the process exits: no thread left in C++)."""
+        """Stop the watcher (before the process exits: no thread left in C++)."""
         self._stop.set()
-        self._watcher.join()
+        self._event({"kind": "close", "by": self.rank})
+        self._watcher.join(timeout=5.0)
 
-    # -- agreement on who is down -------------------------------------------------------
-    def _learn(self, value: bytes) -> None:
+    # -- agreement ----------------------------------------------------------------------
+    def _event(self, info: dict[str, Any]) -> None:
+        n = self.store.add("events", 1)
+        self.store.set(f"event/{n}", json.dumps(info))
+
+    def _learn_down(self, value: bytes) -> None:
         info = json.loads(value.decode())
         with self._lock:
             if self.down is None:
                 self.down = (int(info["device"]), int(info["image"]))
                 self.detection = info
 
+    def _learn_late(self, image: int, value: bytes) -> None:
+        info = json.loads(value.decode())
+        with self._lock:
+            self.late[image] = (int(info["device"]), int(info["point"]))
+
     def _watch(self) -> None:
         host, _, port = str(self.args.address).rpartition(":")
         watcher = dist.TCPStore(host, int(port), None, is_master=False, timeout=_NEVER)
-        while self.down is None and not self._stop.wait(0.005):
-            if watcher.check(["down"]):
-                self._learn(watcher.get("down"))
+        n = 1
+        while not self._stop.is_set():
+            watcher.wait([f"event/{n}"])
+            info = json.loads(watcher.get(f"event/{n}").decode())
+            n += 1
+            if info["kind"] == "down":
+                self._learn_down(watcher.get("down"))
+            elif info["kind"] == "late":
+                self._learn_late(info["image"], watcher.get(f"from/{info['image']}"))
 
     def declare(self, peer: int, image: int, point: int | None, how: str) -> bool:
-        """Say ``peer`` is down from ``image`` on; True when the agreed device is ``peer``."""
+        """Say ``peer`` died (from ``image`` on, missed at ``point``); True when the agreed
+        device is ``peer``."""
         info = {"device": peer, "image": image, "point": point, "how": how,
                 "by": self.rank, "time": time.time()}  # fmt: skip
-        self._learn(self.store.compare_set("down", "", json.dumps(info)))
-        return self.down is not None and self.down[0] == peer
+        value = self.store.compare_set("down", "", json.dumps(info))
+        self._learn_down(value)
+        if json.loads(value.decode())["by"] == self.rank and value == json.dumps(info).encode():
+            self._event({"kind": "down"})
+        if self.down is None or self.down[0] != peer:
+            return False
+        if point is not None:
+            self.missed(peer, image, point)
+        return True
+
+    def missed(self, peer: int, image: int, point: int) -> bool:
+        """Record that ``peer``'s transfer at ``point`` of ``image`` is missing (the image's
+        rule then starts at the smallest such point); False when another device is already
+        the image's missing one."""
+        key = f"from/{image}"
+        want = json.dumps({"device": peer, "point": point})
+        current = self.store.compare_set(key, "", want)
+        while True:
+            info = json.loads(current.decode())
+            if info["device"] != peer:
+                self._learn_late(image, current)
+                return False
+            if info["point"] <= point:
+                break
+            current = self.store.compare_set(key, current.decode(), want)
+        self._learn_late(image, self.store.get(key))
+        self._event({"kind": "late", "image": image})
+        return True
+
+    def missing(self, image: int) -> int | None:
+        """The data device missing in ``image`` (as far as this device knows)."""
+        down = self.down
+        if down is not None and image >= down[1]:
+            return down[0]
+        late = self.late.get(image)
+        return late[0] if late is not None else None
 
     def erasure(self, image: int) -> Erasure | None:
-        """The rule in force for ``image`` (a failure applies from its image on, point 0)."""
-        down = self.down
-        if down is None or image < down[1]:
-            return None
-        return Erasure.from_json(self.rules[(down[0], 0)])
+        """The rule in force for ``image``: ``(j, 0)`` after a failure's image, ``(j, p)``
+        with the image's smallest missed point, None when nothing is missing (yet)."""
+        down, late = self.down, self.late.get(image)
+        if down is not None and image > down[1]:
+            return Erasure.from_json(self.rules[(down[0], 0)])
+        if late is not None:
+            return Erasure.from_json(self.rules[late])
+        return None
+
+    def table(self, device: int) -> Erasure:
+        """What replaces ``device``'s transfers (the same at a point under every rule that
+        covers it)."""
+        return Erasure.from_json(self.rules[(device, 0)])
 
     # -- transfers ----------------------------------------------------------------------
-    def isend(self, tensor: Tensor, to: int, tag: int, image: int) -> None:
+    def isend(self, tensor: Tensor, to: int, tag: int, image: int, standin: bool = False) -> None:
         try:
             work = dist.isend(tensor, dst=to, tag=message_tag(image, tag))
         except RuntimeError as exc:  # the peer is gone
             if self.declare(to, image, None, "connection closed"):
                 return
             raise TransferFailed(self.rank, to, None, image, "send", clean_message(exc)) from None
-        self.bytes_sent[to] = self.bytes_sent.get(to, 0) + tensor.numel() * tensor.element_size()
-        self.sends.append((_Waiter(work), to, time.perf_counter()))
+        nbytes = tensor.numel() * tensor.element_size()
+        self.bytes_sent[to] = self.bytes_sent.get(to, 0) + nbytes
+        self.standin_bytes += nbytes if standin else 0
+        if standin:
+            self.loose.append(_Waiter(work))
+        else:
+            self.sends.append((_Waiter(work), to, standin))
 
     def irecv(self, src: int, tag: int, shape: tuple[int, ...], dtype: str, image: int) -> Any:
         buffer = torch.empty((1, *shape), dtype=WIRE_DTYPES[dtype])
-        return _Waiter(dist.irecv(buffer, src=src, tag=message_tag(image, tag))), buffer
+        try:
+            work = dist.irecv(buffer, src=src, tag=message_tag(image, tag))
+        except RuntimeError as exc:  # the peer is gone: the wait reports it
+            return _Waiter(None, exc), buffer
+        return _Waiter(work), buffer
 
-    def wait(self, waiter: _Waiter, peer: int, image: int, point: int | None) -> bool:
-        """Wait for a transfer with the deadline; False when ``peer`` is (now) down."""
-        deadline = time.perf_counter() + self.args.timeout_s
+    def wait(
+        self, waiter: _Waiter, peer: int, image: int, point: int | None, payload: bool = True
+    ) -> bool:
+        """Wait for a payload of ``peer`` (or, not ``payload``, for ``peer`` to take a send);
+        False when it is to be replaced: ``peer`` died, or is missing in this image from
+        ``point`` or earlier, or (``--deadline-ms``) it is late and nobody else is missing in
+        this image."""
+        tic = time.perf_counter()
+        deadline = tic + self.args.timeout_s
+        armed = payload and self.args.deadline_ms and image in self.armed
+        late_at = tic + self.args.deadline_ms / 1e3 if armed else None
+        at = 0 if point is None else point
         while not waiter.done.wait(_POLL_S):
-            if self.down is not None:
-                for kept in list(self.states):
-                    self.standins(kept)  # stand-ins owed since the failure: others wait on them
-            erasure = self.erasure(image)
-            if erasure is not None and erasure.device == peer:
-                return False
-            if time.perf_counter() > deadline:
-                if self.declare(peer, image, point, f"nothing within {self.args.timeout_s:g} s"):
+            self.catch_up()
+            late = self.late.get(image)
+            if payload and late is not None and late[0] == peer and late[1] <= at:
+                return False  # never sent (a failure) or replaced anyway (a straggler)
+            now = time.perf_counter()
+            if late_at is not None and now > late_at and peer < self.g:
+                late_at = None
+                if self.missed(peer, image, at):
                     return False
-                deadline = time.perf_counter() + self.args.timeout_s  # someone else is down
+            if now > deadline:
+                if self.declare(peer, image, at, f"nothing within {self.args.timeout_s:g} s"):
+                    return False
+                deadline = now + self.args.timeout_s  # someone else is the lost device
         if waiter.error is None:
+            if payload:
+                self.armed.add(image)  # the image has reached this device: deadlines apply
             return True
-        if self.declare(peer, image, point, "connection closed"):
+        if self.declare(peer, image, at, "connection closed"):
             return False
         raise TransferFailed(self.rank, peer, point, image, "recv", clean_message(waiter.error))
 
     def finish_sends(self, image: int) -> float:
+        """Wait until the image's sends are taken (not those to the lost device; a stand-in
+        nobody claims is left behind: they are counted at the end)."""
         tic = time.perf_counter()
         for waiter, to, _ in self.sends:
-            erasure = self.erasure(image)
-            if erasure is not None and erasure.device == to:
+            if self.missing(image) == to and self.down is not None:
                 continue  # a send to the device that died: never taken
-            if not self.wait(waiter, to, image, None):
-                continue
+            self.wait(waiter, to, image, None, payload=False)
         self.sends.clear()
         return time.perf_counter() - tic
 
@@ -169,17 +267,22 @@ class _Device:
         erasure = self.erasure(image)
         if erasure is None:
             return
-        for point, state in self.states.get(image, {}).items():
+        for point, state in list(self.states.get(image, {}).items()):
             for s in erasure.sends(self.rank, point):
                 key = (image, point, s["dst"])
                 if key not in self.sent_standins:
                     self.sent_standins.add(key)
                     tensor = standin_payload(state, s)
-                    self.isend(tensor, s["dst"], transfer_tag("standin", point), image)
+                    self.isend(tensor, s["dst"], transfer_tag("standin", point), image, True)
 
-    def substitute(self, erasure: Erasure, r: Receive, image: int) -> Tensor:
-        """What replaces a missing payload or encoding (the plan's rule, (P2))."""
-        s = erasure.standin(r.point, self.rank)
+    def catch_up(self) -> None:
+        """Stand-ins owed for every image still kept (others may be waiting on them)."""
+        for kept in list(self.states):
+            self.standins(kept)
+
+    def substitute(self, r: Receive, image: int) -> Tensor:
+        """What replaces a missing payload or encoding of ``r.src`` (the plan's rule, (P2))."""
+        s = self.table(r.src).standin(r.point, self.rank)
         if s is None:  # a parity device in its own data device's slot
             spec = {"channels": r.channels[1], "dtype": r.wire_dtype}
             return standin_payload(self.states[image][r.point], spec)
@@ -238,14 +341,15 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
     started = time.perf_counter()
     try:
         for i in range(count):
-            if args.fail_device == rank and i == args.fail_at:
-                store.set("killed", json.dumps({"device": rank, "image": i, "time": time.time()}))
-                os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no goodbye to anyone
-            tic = time.perf_counter()
-            erasure = dev.erasure(i)
+            if args.fail_device == rank and i == args.fail_at + 1:
+                _die(dev, i)  # it had nothing to send from --fail-point on in --fail-at
+            tic, taken = time.perf_counter(), time.time()
+            if rank == 0:
+                dev.armed.add(i)  # the source: the image starts here
+            lost = dev.missing(i) if dev.down is not None and i > dev.down[1] else None
             posted = {}
             for r in receives:
-                if erasure is None or not erasure.missing(r.src, r.point):
+                if r.src != lost:
                     posted[(r.src, r.tag)] = dev.irecv(r.src, r.tag, r.shape, r.wire_dtype, i)
             image = images[i : i + 1] if images is not None else None
             if parity:
@@ -270,30 +374,33 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
                     dev.standins(i)
                 elif kind == "send":
                     send: Send = op
-                    erasure = dev.erasure(i)
-                    if erasure is None or send.to != erasure.device:
+                    at = 0 if send.point is None else send.point
+                    if args.fail_device == rank and i == args.fail_at and at >= args.fail_point:
+                        dev.finish_sends(i)  # what it sent before the point arrives ...
+                        _die(dev, i)  # ... then it dies
+                    late = dev.late.get(i)
+                    if late is not None and late[0] == rank and late[1] <= at:
+                        continue  # replaced already (this device was late): not wanted
+                    if dev.down is None or send.to != dev.missing(i):
+                        if args.slow_device == rank and args.delay_ms > 0:
+                            time.sleep(args.delay_ms / 1e3)
                         dev.isend(tensor, send.to, send.tag, i)
                 else:
                     recv: Receive = op
                     w0 = time.perf_counter()
-                    erasure = dev.erasure(i)
                     pending = posted.pop((recv.src, recv.tag), None)
-                    live = pending is not None and (erasure is None or erasure.device != recv.src)
-                    if live and pending and dev.wait(pending[0], recv.src, i, recv.point):
+                    if pending is not None and dev.wait(pending[0], recv.src, i, recv.point):
                         value = pending[1]
-                    if value is None:
-                        erasure = dev.erasure(i)
-                        assert erasure is not None and erasure.missing(recv.src, recv.point)
-                        dev.standins(i)  # a parity device that just learned: catch up
-                        value = dev.substitute(erasure, recv, i)
+                    else:
+                        dev.catch_up()  # a parity device that just learned: stand-ins first
+                        value = dev.substitute(recv, i)
                     wait_s += time.perf_counter() - w0
-            dev.standins(i)
+            dev.catch_up()
             wait_s += dev.finish_sends(i)
-            if dev.erasure(i) is not None:
-                dev.standins(i)
             if answers and logits is not None:
                 latency = time.perf_counter() - tic
-                answer = {"logits": logits[0].tolist(), "latency_s": latency}
+                answer = {"logits": logits[0].tolist(), "latency_s": latency,
+                          "taken": taken, "answered": time.time()}  # fmt: skip
                 store.set(f"answer/{rank}/{i}", json.dumps(answer))
                 if i % 10 == 9 or i + 1 == count:
                     store.set("progress", str(i + 1))
@@ -305,6 +412,9 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
     stats = {"device": rank, "images": count, "compute_s": compute_s, "send_s": 0.0,
              "wait_s": wait_s, "started": started, "finished": finished, "timeline": [],
              "bytes_sent": {str(k): v for k, v in sorted(dev.bytes_sent.items())}}  # fmt: skip
+    time.sleep(0.1)  # stand-ins still in flight
+    unclaimed = sum(1 for w in dev.loose if not w.done.is_set())
+    stats["standin_bytes"], stats["unclaimed_standins"] = dev.standin_bytes, unclaimed
     store.set(f"stats/{rank}", json.dumps(stats))
     store.set(f"finished/{rank}", "1")
     reporter = _reporter(dev, args)
@@ -324,6 +434,12 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
     store.set("reported", "1")
     dev.close()
     return report
+
+
+def _die(dev: _Device, image: int) -> None:
+    """Fault injection: a real crash (SIGKILL), no goodbye to anyone."""
+    dev.store.set("killed", json.dumps({"device": dev.rank, "image": image, "time": time.time()}))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _reporter(dev: _Device, args: Any) -> int:

@@ -36,6 +36,18 @@ def _gather_stats(dev: Any, args: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _answer(dev: Any, device: int, image: int, required: bool = True) -> dict[str, Any]:
+    """What ``device`` answered for ``image`` (logits, when it took the image and answered;
+    wall-clock seconds, one machine), from the store."""
+    key = f"answer/{device}/{image}"
+    if not dev.store.check([key]):
+        if not required:
+            return {}
+        raise RuntimeFailure(f"image {image} was never answered (device {device} left no answer)")
+    answer: dict[str, Any] = json.loads(dev.store.get(key).decode())
+    return answer
+
+
 def _latency(ms: list[float]) -> dict[str, float]:
     return {
         "p50": percentile(ms, 50),
@@ -57,21 +69,24 @@ def build_failover_report(
     normal = reference[f"{args.split}.logits"][:count]
     down = dev.down
     failed_at = down[1] if down is not None else count
-    rule = dev.rules[(down[0], 0)] if down is not None else None
     expected = normal.clone()
     logits = torch.empty_like(normal)
     latencies: list[float] = []
+    erased: dict[int, tuple[int, int]] = {}  # image -> the rule it was answered under
     for i in range(count):
-        by = rule["answer_by"] if rule is not None and i >= failed_at else 0
-        key = f"answer/{by}/{i}"
-        if not dev.store.check([key]):
-            raise RuntimeFailure(f"image {i} was never answered (device {by} left no answer)")
-        answer = json.loads(dev.store.get(key).decode())
+        if dev.store.check([f"from/{i}"]):
+            info = json.loads(dev.store.get(f"from/{i}").decode())
+            erased[i] = (int(info["device"]), int(info["point"]))
+        if down is not None and (i > failed_at or (i == failed_at and i not in erased)):
+            erased[i] = (down[0], 0)
+        by = dev.rules[erased[i]]["answer_by"] if i in erased else 0
+        answer = _answer(dev, by, i)
         logits[i] = torch.tensor(answer["logits"])
-        latencies.append(1e3 * answer["latency_s"])
-    if down is not None:
-        degraded = reference[f"{args.split}.degraded.{down[0]}.0"]
-        expected[failed_at:] = degraded[:count][failed_at:]
+        taken = [a["taken"] for a in (_answer(dev, d, i, False) for d in (0, g)) if a]
+        latencies.append(1e3 * (answer["answered"] - min(taken)))
+        if i in erased:
+            j, p = erased[i]
+            expected[i] = reference[f"{args.split}.degraded.{j}.{p}"][i]
     answers = compare_logits(logits, expected, labels)
     measured: dict[tuple[int, int], int] = {}
     for d in devices:
@@ -84,6 +99,7 @@ def build_failover_report(
     links = sorted(set(measured) | set(planned))
     warm = min(args.warmup, failed_at)
     wall = max(d["finished"] for d in devices) - min(d["started"] for d in devices)
+    late = sorted(i for i in erased if down is None or i < failed_at)
     before, after = latencies[warm:failed_at], latencies[failed_at:]
     report: dict[str, Any] = {
         "plan": str(plan.folder),
@@ -126,11 +142,26 @@ def build_failover_report(
         "timeout_s": args.timeout_s,
         "live_ratio": plan.data["totals"]["live_ratio"],
         "prediction": plan.data["prediction"],
+        "erasure_bytes": sum(d.get("standin_bytes", 0) for d in devices),
         "failover": None,
+        "straggler": None,
     }
+    if args.slow_device is not None:
+        report["latency_ms"] = {**_latency(latencies[warm:]), "warmup_images": warm}
+        report["straggler"] = {
+            "device": args.slow_device,
+            "delay_ms": args.delay_ms,
+            "deadline_ms": args.deadline_ms,
+            "images_replaced": len(late),
+            "from_points": {
+                str(p): sum(1 for i in late if erased[i][1] == p)
+                for p in sorted({erased[i][1] for i in late})
+            },
+            "unclaimed_standins": sum(d.get("unclaimed_standins", 0) for d in devices),
+        }
     if down is not None:
         report["failover"] = _failover(dev, plan, args, logits, labels, reference, failed_at,
-                                       count, after, devices)  # fmt: skip
+                                       count, after, devices, erased)  # fmt: skip
     return report
 
 
@@ -145,6 +176,7 @@ def _failover(
     count: int,
     after: list[float],
     devices: list[dict[str, Any]],
+    erased: dict[int, tuple[int, int]],
 ) -> dict[str, Any]:
     """What happened after the failure: detection, degraded accuracy measured and predicted."""
     assert dev.down is not None and dev.detection is not None
@@ -164,6 +196,7 @@ def _failover(
     return {
         "device": j,
         "image": failed_at,
+        "from_point": erased[failed_at][1] if failed_at in erased else 0,
         "detected_by": detection["by"],
         "detected_at_point": detection["point"],
         "how": detection["how"],

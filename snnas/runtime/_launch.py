@@ -108,6 +108,8 @@ def launch_local(
     slow_device: int | None = None,
     delay_ms: float = 0.0,
     data_dir: Path | None = None,
+    fail_point: int = 0,
+    deadline_ms: float | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the plan with one process per device; return device 0's report (``runtime.json``
@@ -122,6 +124,14 @@ def launch_local(
     for name, device in (("--fail-device", fail_device), ("--slow-device", slow_device)):
         if device is not None and not 0 <= device < plan.groups:
             raise UsageError(name, f"a data device of the plan, 0..{plan.groups - 1}", device)
+    if plan.parity is None:
+        if fail_point:
+            raise UsageError("--fail-point", "a plan with parity devices", plan_folder)
+        if deadline_ms is not None:
+            raise UsageError("--deadline-ms", "a plan with parity devices", plan_folder)
+    elif not 0 <= fail_point < len(plan.data["schedule"]["points"]):
+        points = len(plan.data["schedule"]["points"])
+        raise UsageError("--fail-point", f"a transmission point, 0..{points - 1}", fail_point)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runtime.json").unlink(missing_ok=True)
     logs = out / "logs"
@@ -144,7 +154,7 @@ def launch_local(
                 plan_folder.resolve(), rank, groups, "store", address, split, images, warmup,
                 timeout_s, out.resolve() if rank in (0, plan.groups) else None, None, fail_device,
                 fail_at,
-                slow_device, delay_ms, data_dir,
+                slow_device, delay_ms, data_dir, {}, fail_point, deadline_ms,
             )  # fmt: skip
             log = logs / f"device{rank}.log"
             with log.open("wb") as handle:

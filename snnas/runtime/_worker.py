@@ -57,6 +57,8 @@ class WorkerArgs:
     delay_ms: float = 0.0
     data_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    fail_point: int = 0  # ... before its first send at this transmission point or later
+    deadline_ms: float | None = None  # parity plans: wait this long, then use the stand-in
 
     def to_argv(self) -> list[str]:
         """Command-line arguments of ``python -m snnas.runtime`` for these settings."""
@@ -73,6 +75,9 @@ class WorkerArgs:
             argv += ["--timeline-image", str(self.timeline_image)]
         if self.fail_device is not None:
             argv += ["--fail-device", str(self.fail_device), "--fail-at", str(self.fail_at)]
+            argv += ["--fail-point", str(self.fail_point)]
+        if self.deadline_ms is not None:
+            argv += ["--deadline-ms", repr(self.deadline_ms)]
         if self.slow_device is not None:
             argv += ["--slow-device", str(self.slow_device), "--delay-ms", repr(self.delay_ms)]
         if self.data_dir is not None:
@@ -309,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slow-device", type=int)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--fail-point", type=int, default=0)
+    parser.add_argument("--deadline-ms", type=float)
     ns = parser.parse_args(argv)
     rank = ns.rank if ns.rank is not None else int(os.environ.get("RANK", "0"))
     world = ns.world if ns.world is not None else int(os.environ.get("WORLD_SIZE", "1"))
@@ -320,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         args = WorkerArgs(
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
-            ns.delay_ms, ns.data_dir,
+            ns.delay_ms, ns.data_dir, {}, ns.fail_point, ns.deadline_ms,
         )  # fmt: skip
         report = run_worker(args)
     except TransferFailed as failure:
