@@ -60,10 +60,13 @@ def load_finetuned(
         raise CheckpointError(f"{run.path / 'config.json'}: no space_toml (not a search run?)")
     own = space_from_text(text, str(run.path / "config.json"))
     state = run.load_checkpoint(FINETUNE_CHECKPOINT)
-    if state.get("space_hash") != own.hash:
+    # ``snnas finetune`` keeps the space hash and policy under ``identity``.
+    nested = state.get("identity")
+    identity: dict[str, Any] = nested if isinstance(nested, dict) else state
+    if identity.get("space_hash") != own.hash:
         raise CheckpointError(
             f"{run.path / FINETUNE_CHECKPOINT}: made for space hash "
-            f"{state.get('space_hash')!r}, but the run's space is {own.hash!r}"
+            f"{identity.get('space_hash')!r}, but the run's space is {own.hash!r}"
         )
     space = own
     if space_file is not None:
@@ -72,7 +75,7 @@ def load_finetuned(
             raise CheckpointError(
                 f"{space_file}: its network or split differs from run {run.path.name}'s space"
             )
-    policy = dict(state["policy"])
+    policy = dict(identity["policy"])
     if space is not own:  # keep the data network's decisions, take the new parity ones
         kept = {d.label for d in own.decisions if d.kind not in ("encode", "encoder")}
         policy = {k: v for k, v in policy.items() if k in kept}
