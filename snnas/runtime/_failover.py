@@ -40,7 +40,10 @@ from snnas.plan._parity import Erasure, imputed, run_parity_device, standin_payl
 from snnas.plan._program import WIRE_DTYPES, transfer_tag
 from snnas.runtime._transport import TransferFailed, clean_message, message_tag
 
-__all__ = ["run_failover_worker"]
+__all__ = ["HARD_EXIT", "run_failover_worker"]
+
+#: Set once a device process ran a plan with parity devices: it ends with ``os._exit``.
+HARD_EXIT = False
 
 #: The process group's own timeout: never reached (deadlines are applied by the devices).
 _NEVER = datetime.timedelta(days=1)
@@ -336,6 +339,8 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
     store = _connect(args)
     sys.stderr.write(f"device {rank}: joined {args.world} devices, {count} images\n")
     dev = _Device(plan, args, store)
+    global HARD_EXIT
+    HARD_EXIT = True
     compute_s = wait_s = 0.0
     answers = rank in (0, g)
     started = time.perf_counter()

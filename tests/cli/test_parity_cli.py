@@ -61,3 +61,31 @@ def test_cost_shows_parity_lines(tmp_path):
     assert data["parity"]["r"] == 1 and data["parity"]["bytes"] > 0
     table = CliRunner().invoke(cli, ["cost", str(space_file), "--policy", str(policy)])
     assert "parity traffic" in table.output and "parity compute" in table.output
+
+
+def test_export_and_run_a_parity_plan(tmp_path, digits):
+    from snnas._run import RunDir
+
+    runs = tmp_path / "runs"
+    run = runs / "run"
+    make_finetuned_run(run, small_digits(digits), epochs=1)
+    RunDir(run / "finetune").write_json(
+        "final.json", {"val_acc": 0.5, "test_acc": 0.5, "selected_epoch": 0}
+    )
+    config = json.loads((run / "config.json").read_text())
+    RunDir(run).write_json("config.json", {**config, "dataset": "digits"})
+    export = ["export", "run", "--runs-dir", str(runs), "--json"]
+    refused = CliRunner().invoke(cli, export)
+    assert refused.exit_code == 1
+    assert "no parity run" in refused.output and "snnas parity train" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    train = ["parity", "train", str(run), "--epochs", "1", "--batch-size", "256", "--json"]
+    assert CliRunner().invoke(cli, train).exit_code == 0
+    result = CliRunner().invoke(cli, export)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((run / "plan" / "plan.json").read_text())
+    assert [e["role"] for e in plan["devices"]][-1] == "parity"
+    verify = CliRunner().invoke(cli, ["plan", "verify", str(run / "plan"), "--json"])
+    assert verify.exit_code == 0, verify.output
+    report = json.loads(verify.output[verify.output.index("{") :])
+    assert report["passed"] and report["degraded"]["min_top1_agreement"] == 1.0

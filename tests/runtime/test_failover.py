@@ -56,3 +56,29 @@ def test_a_killed_data_device_is_survived(parity_plan, device, answer_by):
     assert json.loads((out / "runtime.json").read_text())["failover"]["device"] == device
     pids = json.loads((out / "pids.json").read_text())
     assert len(pids) == 5 and all(_gone(pid) for pid in pids.values())
+
+
+def test_a_device_lost_mid_image(parity_plan):
+    """Device 1 dies after delivering what it sends before point 2 of image 5: that image is
+    answered under the rule (1, 2), the later ones under (1, 0)."""
+    folder, runs = parity_plan
+    report = launch_local(folder, runs / "mid", images=12, fail_device=1, fail_at=5,
+                          fail_point=2, timeout_s=5.0)  # fmt: skip
+    fail = report["failover"]
+    assert (fail["device"], fail["image"], fail["from_point"]) == (1, 5, 2)
+    assert report["answered"] == 12 and report["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] < 1e-3
+
+
+def test_a_straggler_is_replaced_after_the_deadline(parity_plan):
+    folder, runs = parity_plan
+    slow = dict(images=12, warmup=2, slow_device=2, delay_ms=60.0, timeout_s=5.0)
+    report = launch_local(folder, runs / "straggler", deadline_ms=15.0, **slow)
+    straggler = report["straggler"]
+    assert straggler["deadline_ms"] == 15.0 and straggler["images_replaced"] >= 10
+    # Each image equals the coded network under the rule it was answered with.
+    assert report["answered"] == 12 and report["top1_agreement"] == 1.0
+    assert report["failover"] is None
+    waited = launch_local(folder, runs / "waited", **slow)
+    assert waited["straggler"]["images_replaced"] == 0 and waited["top1_agreement"] == 1.0
+    assert report["latency_ms"]["p50"] < waited["latency_ms"]["p50"]
