@@ -123,6 +123,15 @@ def export(
         "prediction": plan["prediction"],
         "accuracy": plan["accuracy"],
     }
+    parity = plan.get("parity")
+    if parity is not None:
+        summary["parity"] = {
+            "devices": parity["devices"],
+            "encoding_bytes": parity["encoding_bytes"],
+            "image_bytes": parity["image_bytes"],
+            "answers": parity["answers"],
+            "rules": len(parity["rules"]),
+        }
     if onnx:
         diffs = [s["max_abs_diff"] for e in plan["devices"] for s in e.get("onnx", [])]
         summary["onnx_max_abs_diff"] = max(diffs, default=0.0)
@@ -151,6 +160,12 @@ def export(
         f"test {plan['accuracy']['test']:.4f}; predicted {pred['latency_ms']:.2f} ms on "
         f"{pred['profile']}"
     )
+    if parity is not None:
+        terminal.info(
+            f"parity devices {parity['devices']}: {parity['encoding_bytes']:,} B of encodings "
+            f"and {parity['image_bytes']:,} B of image per parity device per image (apart from "
+            f"the policy's traffic); degraded rules for {len(parity['rules'])} erasure positions"
+        )
     if onnx:
         terminal.info(f"ONNX segments checked with onnxruntime: max abs difference "
                       f"{summary['onnx_max_abs_diff']:.2e}")  # fmt: skip

@@ -376,6 +376,8 @@ def parity_section(
             rule["bytes"] = sum(s["bytes"] for s in rule["standins"])
             rules.append(rule)
     cost = parity_cost(space, policy)
+    for d in range(g):  # blocks a data device computes only for the encodings
+        plan["devices"][d]["flops"] += cost.extra_data_flops[d]
     links: dict[tuple[int, int], int] = {}
     for src, dst, s, _ in enc_pairs:
         links[(src, dst)] = links.get((src, dst), 0) + s.bytes
