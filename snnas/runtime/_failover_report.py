@@ -161,7 +161,7 @@ def build_failover_report(
         }
     if down is not None:
         report["failover"] = _failover(dev, plan, args, logits, labels, reference, failed_at,
-                                       count, after, devices, erased)  # fmt: skip
+                                       count, after, devices, erased, expected)  # fmt: skip
     return report
 
 
@@ -177,6 +177,7 @@ def _failover(
     after: list[float],
     devices: list[dict[str, Any]],
     erased: dict[int, tuple[int, int]],
+    expected: Tensor,
 ) -> dict[str, Any]:
     """What happened after the failure: detection, degraded accuracy measured and predicted."""
     assert dev.down is not None and dev.detection is not None
@@ -184,7 +185,9 @@ def _failover(
     split = args.split
     degraded = reference[f"{split}.degraded.{j}.0"]
     all_labels = reference[f"{split}.labels"]
-    part = compare_logits(logits[failed_at:], degraded[:count][failed_at:], labels[failed_at:])
+    # Against the coded network under each image's rule: (j, p) for the image in flight,
+    # (j, 0) after it.
+    part = compare_logits(logits[failed_at:], expected[failed_at:], labels[failed_at:])
     killed = None
     if dev.store.check(["killed"]):
         killed = json.loads(dev.store.get("killed").decode())

@@ -66,6 +66,7 @@ def test_a_device_lost_mid_image(parity_plan):
                           fail_point=2, timeout_s=5.0)  # fmt: skip
     fail = report["failover"]
     assert (fail["device"], fail["image"], fail["from_point"]) == (1, 5, 2)
+    assert fail["degraded_top1_agreement"] == 1.0 and fail["degraded_max_abs_diff"] < 1e-3
     assert report["answered"] == 12 and report["top1_agreement"] == 1.0
     assert report["max_abs_diff"] < 1e-3
 
