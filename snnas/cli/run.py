@@ -195,7 +195,8 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
             f"{fail['degraded_top1_agreement']:.4f}; parity eval predicts "
             f"{fail['predicted_accuracy_device_lost']:.4f} with device {fail['device']} lost)"
         )
-    terminal.info(f"wrote {out}/runtime.json, timeline.png")
+    drawn = ", timeline.png" if (out / "timeline.png").is_file() else ""
+    terminal.info(f"wrote {out}/runtime.json{drawn}")
     terminal.success(
         f"{report['images']} images answered by {report['devices']} processes: accuracy "
         f"{report['accuracy']:.4f}, live communication {100 * report['live_ratio']:.2f}% of a "
