@@ -294,7 +294,7 @@ def execute_plan(
     logits (see :func:`drive`)."""
     nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.world)}
     if plan.parity is not None:
-        from snnas.plan._parity import execute_degraded
+        from snnas.plan._erasure import execute_degraded
 
         return execute_degraded(plan, images, None, nets)
     inputs = set(plan.data["input"]["devices"])
@@ -442,51 +442,19 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
             "bytes_per_image": plan.data["totals"]["bytes_per_image"],
         }
     )
-    report["passed"] = _passed(report)
+    report["passed"] = passed(report)
     if plan.parity is not None:
-        report["degraded"] = _verify_degraded(plan, images, labels, reference, split, nets)
+        from snnas.plan._erasure import verify_degraded
+
+        report["degraded"] = verify_degraded(plan, images, labels, reference, split, nets)
         report["passed"] = report["passed"] and report["degraded"]["passed"]
     return report
 
 
-def _passed(report: Mapping[str, Any]) -> bool:
+def passed(report: Mapping[str, Any]) -> bool:
+    """Whether a comparison (:func:`compare_logits`) is within the tolerance."""
     return bool(
         report["disagreements_beyond_tolerance"] == 0
         and math.isfinite(report["max_abs_diff"])
         and report["max_abs_diff"] <= report["tolerance"]
     )
-
-
-def _verify_degraded(
-    plan: LoadedPlan,
-    images: Tensor,
-    labels: Tensor,
-    reference: Mapping[str, Tensor],
-    split: str,
-    nets: Mapping[int, DeviceNet],
-) -> dict[str, Any]:
-    """Every erasure position executed from the plan's own files (its degraded rules) and
-    compared with the coded network's answers for it."""
-    from snnas.plan._parity import Erasure, execute_degraded
-
-    assert plan.parity is not None
-    positions = []
-    for rule in plan.parity["rules"]:
-        j, p = rule["device"], rule["from_point"]
-        key = f"{split}.degraded.{j}.{p}"
-        if key not in reference:
-            raise PlanError(f"{plan.folder}: no reference degraded logits {key!r}")
-        logits = execute_degraded(plan, images, Erasure.from_json(rule), nets)
-        result = compare_logits(logits, reference[key], labels)
-        positions.append({"device": j, "from_point": p, "answer_by": rule["answer_by"],
-                          "standin_bytes": rule["bytes"], **result,
-                          "passed": _passed(result)})  # fmt: skip
-    n = max(len(positions), 1)
-    return {
-        "positions": positions,
-        "min_top1_agreement": min(x["top1_agreement"] for x in positions),
-        "max_abs_diff": max(x["max_abs_diff"] for x in positions),
-        "accuracy": sum(x["accuracy"] for x in positions) / n,
-        "reference_accuracy": sum(x["reference_accuracy"] for x in positions) / n,
-        "passed": all(x["passed"] for x in positions),
-    }

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from snnas.errors import PlanError
 from snnas.plan import LoadedPlan, Receive, Send, run_device
-from snnas.plan._parity import Erasure, imputed, run_parity_device, standin_payload
+from snnas.plan._erasure import Erasure, imputed, run_parity_device, standin_payload
 from snnas.plan._program import WIRE_DTYPES, transfer_tag
 from snnas.runtime._transport import TransferFailed, clean_message, message_tag
 

@@ -10,7 +10,7 @@ import torch
 from snnas.cost import PROFILES, parity_cost
 from snnas.errors import PlanError
 from snnas.plan import export_plan, load_plan, validate_plan, verify_plan
-from snnas.plan._parity import Erasure, execute_degraded
+from snnas.plan._erasure import Erasure, execute_degraded
 from tests.plan.conftest import ACCURACY, coded_network, parity_space
 
 
