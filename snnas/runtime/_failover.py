@@ -150,7 +150,7 @@ class _Device:
             self._event({"kind": "down"})
         if self.down is None or self.down[0] != peer:
             return False
-        if point is not None:
+        if point is not None and peer < self.g:  # a lost parity device: nothing to replace
             self.missed(peer, image, point)
         return True
 
@@ -185,7 +185,7 @@ class _Device:
         """The rule in force for ``image``: ``(j, 0)`` after a failure's image, ``(j, p)``
         with the image's smallest missed point, None when nothing is missing (yet)."""
         down, late = self.down, self.late.get(image)
-        if down is not None and image > down[1]:
+        if down is not None and image > down[1] and down[0] < self.g:
             return Erasure.from_json(self.rules[(down[0], 0)])
         if late is not None:
             return Erasure.from_json(self.rules[late])
@@ -346,8 +346,8 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
     started = time.perf_counter()
     try:
         for i in range(count):
-            if args.fail_device == rank and i == args.fail_at + 1:
-                _die(dev, i)  # it had nothing to send from --fail-point on in --fail-at
+            if args.fail_device == rank and i == args.fail_at + (0 if parity else 1):
+                _die(dev, i)  # a parity device, or nothing to send from --fail-point on
             tic, taken = time.perf_counter(), time.time()
             if rank == 0:
                 dev.armed.add(i)  # the source: the image starts here

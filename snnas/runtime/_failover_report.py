@@ -77,7 +77,12 @@ def build_failover_report(
         if dev.store.check([f"from/{i}"]):
             info = json.loads(dev.store.get(f"from/{i}").decode())
             erased[i] = (int(info["device"]), int(info["point"]))
-        if down is not None and (i > failed_at or (i == failed_at and i not in erased)):
+        lost_data = down is not None and down[0] < g  # a lost parity device replaces nothing
+        if (
+            lost_data
+            and down is not None
+            and (i > failed_at or (i == failed_at and i not in erased))
+        ):
             erased[i] = (down[0], 0)
         by = dev.rules[erased[i]]["answer_by"] if i in erased else 0
         answer = _answer(dev, by, i)
@@ -183,7 +188,8 @@ def _failover(
     assert dev.down is not None and dev.detection is not None
     j = dev.down[0]
     split = args.split
-    degraded = reference[f"{split}.degraded.{j}.0"]
+    # A lost parity device changes no answer: the coded network in normal operation.
+    degraded = reference.get(f"{split}.degraded.{j}.0", reference[f"{split}.logits"])
     all_labels = reference[f"{split}.labels"]
     # Against the coded network under each image's rule: (j, p) for the image in flight,
     # (j, 0) after it.
@@ -205,7 +211,7 @@ def _failover(
         "how": detection["how"],
         "detection_ms": 1e3 * (detection["time"] - killed["time"]) if killed else None,
         "reporter": args.rank,
-        "answer_by": dev.rules[(j, 0)]["answer_by"],
+        "answer_by": dev.rules[(j, 0)]["answer_by"] if j < plan.groups else 0,
         "survivors": [d["device"] for d in devices],
         "degraded_images": count - failed_at,
         "degraded_accuracy": part["accuracy"],

@@ -121,9 +121,10 @@ def launch_local(
     tolerate = plan.parity is not None  # one lost data device is survived
     available = int(plan.data["reference"]["splits"].get(split, 0))
     count = available if images is None else min(images, available)
-    for name, device in (("--fail-device", fail_device), ("--slow-device", slow_device)):
-        if device is not None and not 0 <= device < plan.groups:
-            raise UsageError(name, f"a data device of the plan, 0..{plan.groups - 1}", device)
+    for name, device, limit in (("--fail-device", fail_device, plan.world),
+                                ("--slow-device", slow_device, plan.groups)):  # fmt: skip
+        if device is not None and not 0 <= device < limit:
+            raise UsageError(name, f"a device of the plan, 0..{limit - 1}", device)
     if plan.parity is None:
         if fail_point:
             raise UsageError("--fail-point", "a plan with parity devices", plan_folder)

@@ -83,3 +83,15 @@ def test_a_straggler_is_replaced_after_the_deadline(parity_plan):
     waited = launch_local(folder, runs / "waited", **slow)
     assert waited["straggler"]["images_replaced"] == 0 and waited["top1_agreement"] == 1.0
     assert report["latency_ms"]["p50"] < waited["latency_ms"]["p50"]
+
+
+def test_a_killed_parity_device_changes_no_answer(parity_plan):
+    folder, runs = parity_plan
+    report = launch_local(folder, runs / "parity-lost", images=12, fail_device=4, fail_at=6,
+                          timeout_s=5.0)  # fmt: skip
+    fail = report["failover"]
+    assert (fail["device"], fail["image"], fail["answer_by"]) == (4, 6, 0)
+    assert fail["how"] == "connection closed" and fail["survivors"] == [0, 1, 2, 3]
+    # Device 0 answers every image as in normal operation; the encodings just stop.
+    assert report["answered"] == 12 and report["top1_agreement"] == 1.0
+    assert report["max_abs_diff"] < 1e-3 and report["erasure_bytes"] == 0
