@@ -59,6 +59,12 @@ def _final(tuned: Any) -> dict[str, Any]:
     default=Path("runs"),
     show_default=True,
 )
+@click.option(
+    "--parity",
+    "parity_name",
+    help="Parity run folder under RUN (snnas parity train RUN) whose parity devices become "
+    "devices of the plan (default: parity, when the run's space has [parity] r >= 1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan's summary as JSON.")
 @click.pass_obj
 def export(
@@ -69,6 +75,7 @@ def export(
     profile_name: str,
     data_dir: Path | None,
     runs_dir: Path,
+    parity_name: str | None,
     as_json: bool,
 ) -> None:
     """Export RUN's fine-tuned network (snnas finetune RUN) as a plan folder: plan.json,
@@ -78,7 +85,7 @@ def export(
     from snnas.cli._runs import existing_run, inside_runs
     from snnas.cost import get_profile
     from snnas.data import load_for_space
-    from snnas.errors import CheckpointError
+    from snnas.errors import CheckpointError, UsageError
     from snnas.plan import export_plan, sha256_file
     from snnas.search._artifacts import load_run_space
     from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
@@ -92,7 +99,14 @@ def export(
             f"{run.path}: not fine-tuned yet (no {FINETUNE_DIR}/final.json); "
             f"run snnas finetune {run_name} first"
         )
-    model = load_finetuned(tuned, space)
+    coded = None
+    if parity_name is not None or space.parity.r >= 1:
+        coded = _parity_run(run, run_name, parity_name or "parity")
+        space, model = coded.space, coded.base
+        if onnx:
+            raise UsageError("--onnx", "a plan without parity devices", "--parity")
+    else:
+        model = load_finetuned(tuned, space)
     final = _final(tuned)
     data = load_for_space(config["dataset"], space, data_dir)
     target = inside_runs(runs_dir, out, "--out") if out is not None else run.path / "plan"
@@ -106,7 +120,7 @@ def export(
     with progress_bars(terminal, "export") as progress:
         plan = export_plan(
             space, model, data, profile, final, target, source=source, onnx=onnx,
-            progress=progress,
+            progress=progress, coded=coded,
         )  # fmt: skip
     totals = plan["totals"]
     summary = {
@@ -131,6 +145,15 @@ def export(
         "prediction": plan["prediction"],
         "accuracy": plan["accuracy"],
     }
+    parity = plan.get("parity")
+    if parity is not None:
+        summary["parity"] = {
+            "devices": parity["devices"],
+            "encoding_bytes": parity["encoding_bytes"],
+            "image_bytes": parity["image_bytes"],
+            "answers": parity["answers"],
+            "rules": len(parity["rules"]),
+        }
     if onnx:
         diffs = [s["max_abs_diff"] for e in plan["devices"] for s in e.get("onnx", [])]
         summary["onnx_max_abs_diff"] = max(diffs, default=0.0)
@@ -159,7 +182,36 @@ def export(
         f"test {plan['accuracy']['test']:.4f}; predicted {pred['latency_ms']:.2f} ms on "
         f"{pred['profile']}"
     )
+    if parity is not None:
+        terminal.info(
+            f"parity devices {parity['devices']}: {parity['encoding_bytes']:,} B of encodings "
+            f"and {parity['image_bytes']:,} B of image per parity device per image (apart from "
+            f"the policy's traffic); degraded rules for {len(parity['rules'])} erasure positions"
+        )
     if onnx:
         terminal.info(f"ONNX segments checked with onnxruntime: max abs difference "
                       f"{summary['onnx_max_abs_diff']:.2e}")  # fmt: skip
     terminal.info(f"wrote {target}/plan.json; check it with: snnas plan verify {target}")
+
+
+def _parity_run(run: Any, run_name: str, name: str) -> Any:
+    """The coded network of RUN's parity folder ``name``, refused in one line when missing
+    or not made from RUN's fine-tuned network."""
+    from snnas._run import RunDir, resolve_run
+    from snnas.errors import CheckpointError
+    from snnas.models import FrozenSepResNeXt
+    from snnas.train._parity import load_parity_run
+
+    folder = RunDir(resolve_run(run.path, name, "--parity"))
+    if not (folder.path / "config.json").is_file() or not (folder.path / "best.pt").is_file():
+        raise CheckpointError(
+            f"{folder.path}: no parity run (config.json and best.pt) for the parity devices; "
+            f"run snnas parity train {run_name} first (or pass --parity NAME)"
+        )
+    coded = load_parity_run(folder)
+    if not isinstance(coded.base, FrozenSepResNeXt):
+        raise CheckpointError(
+            f"{folder.path}: a parity run of the supernet, expected one of the fine-tuned "
+            f"network (snnas parity train {run_name} without --supernet)"
+        )
+    return coded

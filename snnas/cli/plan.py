@@ -46,6 +46,21 @@ def verify(terminal: Terminal, folder: Path, split: str, as_json: bool) -> None:
             f"{report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.2e}), "
             f"accuracy {report['accuracy']:.4f}"
         )
+    degraded = report.get("degraded")
+    if degraded is not None and not as_json:
+        terminal.info(
+            f"{len(degraded['positions'])} erasure positions executed from the plan's degraded "
+            f"rules: min top-1 agreement with the coded network "
+            f"{degraded['min_top1_agreement']:.4f}, max abs logit difference "
+            f"{degraded['max_abs_diff']:.2e}, mean degraded accuracy {degraded['accuracy']:.4f}"
+        )
+    if degraded is not None and not degraded["passed"]:
+        bad = next(p for p in degraded["positions"] if not p["passed"])
+        raise PlanError(
+            f"{folder}: the plan's degraded rule for device {bad['device']} from point "
+            f"{bad['from_point']} disagrees with the coded network (top-1 agreement "
+            f"{bad['top1_agreement']:.4f}, max abs difference {bad['max_abs_diff']:.2e})"
+        )
     if not report["passed"]:
         raise PlanError(
             f"{folder}: the plan disagrees with the frozen network (top-1 agreement "
@@ -53,4 +68,5 @@ def verify(terminal: Terminal, folder: Path, split: str, as_json: bool) -> None:
             f"tolerance {report['tolerance']:.2e})"
         )
     if not as_json:
-        terminal.success("the plan answers as the frozen network does")
+        what = " and the coded network at every erasure position" if degraded else ""
+        terminal.success(f"the plan answers as the frozen network does{what}")

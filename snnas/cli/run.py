@@ -64,8 +64,19 @@ def _address(value: str | None) -> str | None:
 )
 @click.option("--fail-device", type=DEVICE, help="Kill this device's process ...")
 @click.option("--fail-at", type=IMAGE, help="... when it reaches this image (default 0).")
+@click.option(
+    "--fail-point",
+    type=Number(Range(0, 10_000, integer=True)),
+    default=0,
+    help="... before its first send at this transmission point or later (parity plans).",
+)
 @click.option("--slow-device", type=DEVICE, help="Delay this device's sends ...")
 @click.option("--delay-ms", type=DELAY, help="... by this many milliseconds.")
+@click.option(
+    "--deadline-ms",
+    type=Number(Range(0, 600_000, low_open=True)),
+    help="Parity plans: wait this long for a payload, then use its stand-in (straggler mode).",
+)
 @click.option("--name", help="Output folder under --runs-dir (default: runtime-<space>).")
 @click.option(
     "--runs-dir",
@@ -89,8 +100,10 @@ def run(
     join_s: float,
     fail_device: int | None,
     fail_at: int | None,
+    fail_point: int,
     slow_device: int | None,
     delay_ms: float | None,
+    deadline_ms: float | None,
     name: str | None,
     runs_dir: Path,
     data_dir: Path | None,
@@ -127,14 +140,15 @@ def run(
 
         if not as_json:
             terminal.info(
-                f"running {plan_folder} on {plan.groups} local processes (gloo, loopback) -> {out}"
+                f"running {plan_folder} on {plan.world} local processes (gloo, loopback) -> {out}"
             )
         with progress_bars(terminal, "run") as progress:
             report = launch_local(
                 plan_folder, out, split=split, images=images, warmup=warmup,
                 timeout_s=timeout_s, fail_device=fail_device, fail_at=fail_at,
                 slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
-                join_s=join_s, progress=progress,
+                join_s=join_s, progress=progress, fail_point=fail_point,
+                deadline_ms=deadline_ms,
             )  # fmt: skip
     else:
         from snnas.runtime import WorkerArgs, run_worker
@@ -142,9 +156,9 @@ def run(
 
         assert rank is not None
         args = WorkerArgs(
-            plan_folder, rank, plan.groups, "master", address, split, images, warmup,
-            timeout_s, out if rank == 0 else None, None, fail_device, fail_at, slow_device,
-            delay_ms, data_dir, join_s,
+            plan_folder, rank, plan.world, "master", address, split, images, warmup,
+            timeout_s, out if rank in (0, plan.groups) else None, None, fail_device, fail_at,
+            slow_device, delay_ms, data_dir, join_s, {}, fail_point, deadline_ms,
         )  # fmt: skip
         try:
             report = run_worker(args)
@@ -171,9 +185,10 @@ def _check_devices(
     is refused, not silently skipped."""
     from snnas.errors import UsageError
 
-    last = plan.groups - 1
-    for option, device in (("--rank", rank), ("--fail-device", fail_device),
-                           ("--slow-device", slow_device)):  # fmt: skip
+    # Parity devices (G..world-1) run processes and can be lost; only data devices straggle.
+    for option, device, last in (("--rank", rank, plan.world - 1),
+                                 ("--fail-device", fail_device, plan.world - 1),
+                                 ("--slow-device", slow_device, plan.groups - 1)):  # fmt: skip
         if device is not None and not 0 <= device <= last:
             raise UsageError(option, f"a device of the plan, 0..{last}", device)
     available = int(plan.data["reference"]["splits"].get(split, 0))
@@ -214,7 +229,19 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
             f"{d['bytes_sent']:,}",
         )
     terminal.print(table)
-    terminal.info(f"wrote {out}/runtime.json, timeline.png")
+    fail = report.get("failover")
+    if fail is not None:
+        terminal.info(
+            f"device {fail['device']} lost at image {fail['image']}, noticed by device "
+            f"{fail['detected_by']} ({fail['how']}) after {fail['detection_ms'] or 0:.0f} ms; "
+            f"{fail['degraded_images']} images answered by device {fail['answer_by']} with "
+            f"accuracy {fail['degraded_accuracy']:.4f} (the coded network on the same images: "
+            f"{fail['degraded_reference_accuracy']:.4f}, top-1 agreement "
+            f"{fail['degraded_top1_agreement']:.4f}; parity eval predicts "
+            f"{fail['predicted_accuracy_device_lost']:.4f} with device {fail['device']} lost)"
+        )
+    drawn = ", timeline.png" if (out / "timeline.png").is_file() else ""
+    terminal.info(f"wrote {out}/runtime.json{drawn}")
     terminal.success(
         f"{report['images']} images answered by {report['devices']} processes: accuracy "
         f"{report['accuracy']:.4f}, live communication {100 * report['live_ratio']:.2f}% of a "

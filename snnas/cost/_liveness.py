@@ -144,13 +144,22 @@ def _graph(space: SearchSpace, policy: Mapping[str, Any]) -> tuple[Any, list[Any
     return graph, raw
 
 
-def liveness(space: SearchSpace, policy: Mapping[str, Any]) -> Liveness:
-    """Mark every block and transfer of ``policy`` live or dead (module docstring)."""
+def liveness(space: SearchSpace, policy: Mapping[str, Any], *, encodings: bool = False) -> Liveness:
+    """Mark every block and transfer of ``policy`` live or dead (module docstring). With
+    ``encodings``, what the parity devices read is live too (every data stream at every
+    protected point, docs/parity.md): the data devices of a plan with parity devices."""
     import networkx as nx
 
     arch, g = space.arch, space.groups
     graph, raw = _graph(space, policy)
-    live_nodes = nx.ancestors(graph, _HEAD) | {_HEAD}
+    sinks: list[tuple[Any, ...]] = [_HEAD]
+    if encodings:
+        from snnas.cost._parity import parity_plan
+
+        sinks.extend(("A", e.src, e.send_block) for e in parity_plan(space, policy).encodings)
+    live_nodes: set[Any] = set()
+    for sink in sinks:
+        live_nodes |= nx.ancestors(graph, sink) | {sink}
     transfers = tuple(Transfer(**{**vars(t), "live": target in live_nodes}) for t, target in raw)
     blocks = tuple(
         tuple(b for b in range(arch.num_blocks) if ("A", d, b) in live_nodes) for d in range(g)

@@ -54,9 +54,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _transfers(space: SearchSpace, policy: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The live transfers as (Send, Receive) pairs, stem copies first."""
-    flow = liveness(space, policy)
+def _transfers(
+    space: SearchSpace, policy: Mapping[str, Any], encodings: bool = False
+) -> tuple[Any, ...]:
+    """The live transfers as (Send, Receive) pairs, stem copies first (with ``encodings``,
+    what the parity devices read is live too)."""
+    flow = liveness(space, policy, encodings=encodings)
     net = space.network
     pairs: list[tuple[int, int, Send, Receive]] = []
     shape = (net.stem_width, net.input_size, net.input_size)
@@ -118,12 +121,17 @@ def build_plan(
     data: DataSplits,
     profile: DeviceProfile,
     accuracy: Mapping[str, Any],
+    coded: Any = None,
 ) -> tuple[dict[str, Any], dict[int, dict[str, Tensor]]]:
     """``plan.json``'s content without files (their names, checksums and sizes are filled in
-    by :func:`export_plan`) and every active device's weights."""
+    by :func:`export_plan`) and every active device's weights. ``coded``: the
+    ``CodedNetwork`` of a space with parity devices (``model`` is its base)."""
+    from snnas.plan._parity import encoding_pairs
+
     policy = model.policy
     arch = space.arch
-    flow, pairs = _transfers(space, policy)
+    flow, pairs = _transfers(space, policy, encodings=coded is not None)
+    enc_pairs = encoding_pairs(space, policy) if coded is not None else []
     comm = communication(space, policy)
     comp = compute(space, policy)
     lat = latency(space, policy, profile)
@@ -132,7 +140,7 @@ def build_plan(
     for d in range(space.groups):
         blocks = list(flow.live_blocks[d])
         head = d == 0
-        sends = [s for src, _, s, _ in pairs if src == d]
+        sends = [s for src, _, s, _ in (*pairs, *enc_pairs) if src == d]
         receives = [r for _, dst, _, r in pairs if dst == d]
         if head or blocks:
             weights[d] = device_weights(model, arch, d, blocks, head)
@@ -220,7 +228,14 @@ def build_plan(
         },
         "reference": {"file": REFERENCE_FILE, "sha256": "0" * 64, "splits": {}},
     }
-    assert transfer_total == comm.live_policy_bytes
+    if coded is None:
+        assert transfer_total == comm.live_policy_bytes
+    else:
+        from snnas.plan._parity import parity_section
+
+        parity, parity_weights = parity_section(space, coded, plan, flow, enc_pairs)
+        plan["parity"] = parity
+        weights.update(parity_weights)
     return plan, weights
 
 
@@ -255,10 +270,15 @@ def export_plan(
     source: Mapping[str, Any] | None = None,
     onnx: bool = False,
     progress: Progress | None = None,
+    coded: Any = None,
 ) -> dict[str, Any]:
-    """Write the plan folder ``out`` (replacing an older plan there) and return the plan."""
+    """Write the plan folder ``out`` (replacing an older plan there) and return the plan.
+    ``coded``: the ``CodedNetwork`` whose base is ``model``, for a space with parity
+    devices (they become devices of the plan, docs/plan.md)."""
     model = model.cpu().eval()
-    plan, weights = build_plan(space, model, data, profile, accuracy)
+    if coded is not None:
+        coded = coded.cpu().eval()
+    plan, weights = build_plan(space, model, data, profile, accuracy, coded)
     if source is not None:
         plan["source"] = dict(source)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +300,18 @@ def export_plan(
                 "bytes": len(files[name]),
             }
         reference = reference_logits(model, data)
+        if coded is not None:
+            from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors
+
+            reference.update(degraded_reference(coded, data, progress))
+            files[IMPUTE_FILE] = _safetensors_bytes(
+                impute_tensors(coded), {"format": "snnas-impute", "space_hash": space.hash}
+            )
+            plan["parity"]["impute"] = {
+                "file": IMPUTE_FILE,
+                "sha256": sha256_bytes(files[IMPUTE_FILE]),
+                "bytes": len(files[IMPUTE_FILE]),
+            }
         files[REFERENCE_FILE] = _safetensors_bytes(
             reference, {"format": "snnas-reference", "space_hash": space.hash}
         )
@@ -290,6 +322,8 @@ def export_plan(
         }
         for name, blob in files.items():
             atomic_write_bytes(staging / name, blob)
+        if onnx and coded is not None:
+            raise PlanError("--onnx: ONNX segments of a plan with parity devices are not built")
         if onnx:
             from snnas.plan._onnx import export_segments
 

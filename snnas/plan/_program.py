@@ -36,12 +36,26 @@ __all__ = [
 WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 assert set(WIRE_DTYPES) == set(DTYPES)
 
+#: Tags within an image: 0 the stem's copy, ``1 + point`` a payload, ``ENCODING_TAG + 1 +
+#: point`` an encoding to a parity device, ``STANDIN_TAG + 1 + point`` a parity device's
+#: stand-in (``STANDIN_TAG``: its stem output), all below ``1 << 12``.
+ENCODING_TAG = 1 << 10
+STANDIN_TAG = 1 << 11
+
+
+def transfer_tag(kind: str, point: int | None) -> int:
+    """The message tag of a transfer within an image (unique per sender, receiver, point)."""
+    if point is None:
+        return STANDIN_TAG if kind == "standin" else 0
+    offset = {"transfer": 0, "encoding": ENCODING_TAG, "standin": STANDIN_TAG}[kind]
+    return offset + point + 1
+
 
 @dataclass(frozen=True)
 class Send:
     """A payload a device sends: the first ``channels[1]`` channels of its stream."""
 
-    kind: str  # "stem" (the first transmission) or "transfer"
+    kind: str  # "stem" (the first transmission), "transfer" or "encoding" (to a parity device)
     point: int | None  # transmission point (None for the stem)
     after_block: int  # -1 for the stem
     to: int
@@ -53,7 +67,7 @@ class Send:
     @property
     def tag(self) -> int:
         """The message tag of this transfer within an image (unique per sender and point)."""
-        return 0 if self.point is None else self.point + 1
+        return transfer_tag(self.kind, self.point)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Send:
@@ -88,7 +102,7 @@ class Receive:
     @property
     def tag(self) -> int:
         """The message tag (the sender's :attr:`Send.tag`)."""
-        return 0 if self.point is None else self.point + 1
+        return transfer_tag(self.kind, self.point)
 
     @property
     def same_block(self) -> bool:
@@ -132,7 +146,7 @@ def device_ops(entry: Mapping[str, Any]) -> list[Op]:
         if b in blocks:
             ops.append(("block", b))
         ops += [("recv", r) for r in receives if r.after_block == b and not r.same_block]
-        ops += [("send", s) for s in sends if s.after_block == b and s.kind == "transfer"]
+        ops += [("send", s) for s in sends if s.after_block == b and s.kind != "stem"]
         ops += [("recv", r) for r in receives if r.after_block == b and r.same_block]
     if entry["head"]:
         ops.append(("head",))
@@ -193,10 +207,15 @@ class DeviceNet(nn.Module):
     """A device's own layers, built from its weights file (float32, eval only)."""
 
     def __init__(
-        self, arch: Architecture, blocks: Sequence[int], weights: Mapping[str, Tensor]
+        self,
+        arch: Architecture,
+        blocks: Sequence[int],
+        weights: Mapping[str, Tensor],
+        scale: int = 1,
     ) -> None:
         super().__init__()
-        paths = arch.network.cardinality // arch.groups  # 3x3 groups on one device
+        # 3x3 groups on one device (a parity device: ``bottleneck_scale`` times as many)
+        paths = arch.network.cardinality // arch.groups * scale
         self.stem = _conv(weights, "stem", 1, 1, padding=1) if "stem.weight" in weights else None
         self.blocks = nn.ModuleDict(
             {str(b): _Block(weights, f"blocks.{b}.", arch.blocks[b].stride, paths) for b in blocks}

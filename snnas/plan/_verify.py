@@ -60,8 +60,33 @@ class LoadedPlan:
 
     @property
     def groups(self) -> int:
-        """Number of devices."""
+        """Number of data devices."""
         return int(self.data["schedule"]["groups"])
+
+    @property
+    def world(self) -> int:
+        """Number of devices, parity devices included (one process each)."""
+        return len(self.data["devices"])
+
+    @property
+    def parity(self) -> dict[str, Any] | None:
+        """The ``parity`` section (None: a plan without parity devices)."""
+        section: dict[str, Any] | None = self.data.get("parity")
+        return section
+
+    def impute(self) -> dict[str, Tensor]:
+        """The imputation constants (``impute{q}``: (G, w)) of a plan with parity devices."""
+        assert self.parity is not None
+        path = self.folder / self.parity["impute"]["file"]
+        tensors = _read_safetensors(path)
+        for p in self.data["schedule"]["points"]:
+            t = tensors.get(f"impute{p['point']}")
+            shape = (self.groups, p["channels"])
+            if t is None or tuple(t.shape) != shape or t.dtype != torch.float32:
+                raise PlanError(f"{path}: impute{p['point']} must be float32 {shape}")
+            if not bool(torch.isfinite(t).all()):
+                raise PlanError(f"{path}: impute{p['point']} holds NaN or infinite values")
+        return tensors
 
     def device(self, d: int) -> dict[str, Any]:
         """Device ``d``'s entry."""
@@ -75,7 +100,14 @@ class LoadedPlan:
             return {}
         path = self.folder / entry["weights"]["file"]
         tensors = _read_safetensors(path)
-        expected = expected_shapes(self.arch, entry["blocks"], entry["head"])
+        if entry["role"] == "parity":
+            from snnas.plan._parity import parity_expected_shapes
+
+            assert self.parity is not None
+            scale = int(self.parity["bottleneck_scale"])
+            expected = parity_expected_shapes(self.arch, entry, scale)
+        else:
+            expected = expected_shapes(self.arch, entry["blocks"], entry["head"])
         if set(tensors) != set(expected):
             missing = sorted(set(expected) - set(tensors))
             extra = sorted(set(tensors) - set(expected))
@@ -95,7 +127,10 @@ class LoadedPlan:
 
     def net(self, d: int) -> DeviceNet:
         """Device ``d``'s network from its weights file."""
-        return DeviceNet(self.arch, self.device(d)["blocks"], self.weights(d))
+        entry = self.device(d)
+        parity = self.parity
+        scale = int(parity["bottleneck_scale"]) if parity and entry["role"] == "parity" else 1
+        return DeviceNet(self.arch, entry["blocks"], self.weights(d), scale)
 
     def reference(self) -> dict[str, Tensor]:
         """The frozen network's logits and the labels of the splits it was exported with
@@ -105,7 +140,11 @@ class LoadedPlan:
         tensors = _read_safetensors(path)
         splits = self.data["reference"]["splits"]
         classes = int(self.data["network"]["num_classes"])
-        expected = {f"{s}.{k}" for s in splits for k in ("logits", "labels")}
+        kinds = ["logits", "labels"]
+        if self.parity:  # the coded network's answers at every erasure position (j, p)
+            points = len(self.data["schedule"]["points"])
+            kinds += [f"degraded.{j}.{p}" for j in range(self.groups) for p in range(points)]
+        expected = {f"{s}.{k}" for s in splits for k in kinds}
         if set(tensors) != expected:
             raise PlanError(
                 f"{path}: reference holds {sorted(tensors)[:6]}, expected {sorted(expected)}"
@@ -122,8 +161,17 @@ class LoadedPlan:
                     f"{path}: reference {split}.labels is {labels.dtype} "
                     f"{tuple(labels.shape)}, expected int64 {(count,)}"
                 )
-            if not bool(torch.isfinite(logits).all()):
-                raise PlanError(f"{path}: reference {split}.logits holds NaN or infinite values")
+            for kind in ["logits", *kinds[2:]]:
+                values = tensors[f"{split}.{kind}"]
+                if values.dtype != torch.float32 or tuple(values.shape) != (count, classes):
+                    raise PlanError(
+                        f"{path}: reference {split}.{kind} is {values.dtype} "
+                        f"{tuple(values.shape)}, expected float32 {(count, classes)}"
+                    )
+                if not bool(torch.isfinite(values).all()):
+                    raise PlanError(
+                        f"{path}: reference {split}.{kind} holds NaN or infinite values"
+                    )
             if count and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
                 raise PlanError(f"{path}: reference {split}.labels outside 0..{classes - 1}")
         return tensors
@@ -213,9 +261,21 @@ def _check_space(folder: Path, plan: Mapping[str, Any], arch: Architecture) -> N
 def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
     """Every send has exactly one matching receive, and the totals add up."""
     groups = plan["schedule"]["groups"]
+    parity = plan.get("parity")
+    world = groups + (parity["r"] if parity else 0)
     devices = plan["devices"]
-    if len(devices) != groups or [e["device"] for e in devices] != list(range(groups)):
-        raise PlanError(f"{source}: devices must be listed once each, 0..{groups - 1}")
+    if len(devices) != world or [e["device"] for e in devices] != list(range(world)):
+        raise PlanError(f"{source}: devices must be listed once each, 0..{world - 1}")
+    roles = ["data"] * groups + ["parity"] * (world - groups)
+    if [e["role"] for e in devices] != roles:
+        raise PlanError(f"{source}: devices 0..{groups - 1} must be data devices, the rest parity")
+    if parity and (
+        parity["data_devices"] != groups
+        or len(parity["answers"]) != groups
+        or len(parity["rules"]) != groups * len(plan["schedule"]["points"])
+    ):
+        raise PlanError(f"{source}: parity: data_devices, answers or rules do not match "
+                        f"{groups} data devices and their points")  # fmt: skip
     takers = [e["device"] for e in devices if e["input"]]
     if plan["input"]["devices"] != takers or not takers:
         raise PlanError(
@@ -225,7 +285,9 @@ def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
     sends: dict[tuple[int, int, Any], dict[str, Any]] = {}
     for e in devices:
         for s in e["sends"]:
-            if not 0 <= s["to"] < groups or s["to"] == e["device"]:
+            parity_dst = s["kind"] == "encoding"
+            in_range = groups <= s["to"] < world if parity_dst else 0 <= s["to"] < groups
+            if not in_range or s["to"] == e["device"]:
                 raise PlanError(f"{source}: device {e['device']} sends to device {s['to']}")
             key = (e["device"], s["to"], s["point"])
             if key in sends:
@@ -246,7 +308,11 @@ def _check_wiring(plan: Mapping[str, Any], source: str) -> None:
             received += 1
     if received != len(sends):
         raise PlanError(f"{source}: {len(sends) - received} send(s) are never received")
-    total = sum(s["bytes"] for s in sends.values())
+    total = sum(s["bytes"] for s in sends.values() if s["kind"] != "encoding")
+    encoded = sum(s["bytes"] for s in sends.values() if s["kind"] == "encoding")
+    if encoded != (parity["encoding_bytes"] if parity else 0):
+        raise PlanError(f"{source}: parity.encoding_bytes does not add up to the encodings "
+                        f"sent ({encoded})")  # fmt: skip
     if total != plan["totals"]["bytes_per_image"]:
         raise PlanError(
             f"{source}: totals.bytes_per_image is {plan['totals']['bytes_per_image']}, "
@@ -276,6 +342,8 @@ def load_plan(folder: str | Path) -> LoadedPlan:
         for seg in e.get("onnx", []):
             _check_file(root, seg, f"device {e['device']}'s ONNX segment {seg['index']}")
     _check_file(root, data["reference"], "the reference logits")
+    if data.get("parity"):
+        _check_file(root, data["parity"]["impute"], "the imputation constants")
     plan = LoadedPlan(root, data, arch)
     for d in range(plan.groups):
         plan.ops[d] = device_ops(plan.device(d))
@@ -288,7 +356,11 @@ def execute_plan(
 ) -> Tensor:
     """Run every device of ``plan`` on ``images`` in this process and return device 0's
     logits (see :func:`drive`)."""
-    nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.groups)}
+    nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.world)}
+    if plan.parity is not None:
+        from snnas.plan._erasure import execute_degraded
+
+        return execute_degraded(plan, images, None, nets)
     inputs = set(plan.data["input"]["devices"])
     gens = {
         d: run_device(nets[d], plan.ops[d], images if d in inputs else None)
@@ -384,7 +456,7 @@ def _frozen_reference(plan: LoadedPlan, images: Tensor) -> tuple[Tensor, str] | 
     from snnas.train._finetune import load_finetuned
 
     source = plan.data.get("source")
-    if not source:
+    if not source or plan.parity is not None:  # the base of a parity run: its own checkpoint
         return None
     checkpoint = Path(source["run"]) / source["checkpoint"]
     if not checkpoint.is_file() or sha256_file(checkpoint) != source["sha256"]:
@@ -415,7 +487,8 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
     images, data_labels = data.eval_tensors(split)
     if not torch.equal(data_labels, labels):
         raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
-    logits = execute_plan(plan, images)
+    nets = {d: plan.net(d) for d in range(plan.world)}
+    logits = execute_plan(plan, images, nets)
     frozen = _frozen_reference(plan, images)
     stored = reference[f"{split}.logits"]
     if frozen is not None:
@@ -433,9 +506,19 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
             "bytes_per_image": plan.data["totals"]["bytes_per_image"],
         }
     )
-    report["passed"] = (
+    report["passed"] = passed(report)
+    if plan.parity is not None:
+        from snnas.plan._erasure import verify_degraded
+
+        report["degraded"] = verify_degraded(plan, images, labels, reference, split, nets)
+        report["passed"] = report["passed"] and report["degraded"]["passed"]
+    return report
+
+
+def passed(report: Mapping[str, Any]) -> bool:
+    """Whether a comparison (:func:`compare_logits`) is within the tolerance."""
+    return bool(
         report["disagreements_beyond_tolerance"] == 0
         and math.isfinite(report["max_abs_diff"])
         and report["max_abs_diff"] <= report["tolerance"]
     )
-    return report

@@ -77,17 +77,23 @@ def device_weights(
 
 
 def expected_shapes(
-    arch: Architecture, blocks: Iterable[int], head: bool
+    arch: Architecture,
+    blocks: Iterable[int],
+    head: bool,
+    *,
+    scale: int = 1,
+    stem: bool | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """The tensors a device's weights file must hold, and their shapes."""
+    """The tensors a device's weights file must hold, and their shapes (a parity device:
+    ``scale`` times the bottleneck, and its own stem)."""
     net, g = arch.network, arch.groups
     shapes: dict[str, tuple[int, ...]] = {}
-    if head:
+    if head if stem is None else stem:
         shapes["stem.weight"] = (net.stem_width, net.input_channels, 3, 3)
         shapes["stem.bias"] = (net.stem_width,)
     for index in blocks:
         geo = arch.blocks[index]
-        m = geo.mid_width // g
+        m = geo.mid_width // g * scale
         prefix = f"blocks.{index}."
         shapes[prefix + "conv1.weight"] = (m, geo.in_width, 1, 1)
         shapes[prefix + "conv2.weight"] = (m, geo.mid_width // net.cardinality, 3, 3)

@@ -109,6 +109,8 @@ def launch_local(
     delay_ms: float = 0.0,
     data_dir: Path | None = None,
     join_s: float = STARTUP_S,
+    fail_point: int = 0,
+    deadline_ms: float | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the plan with one process per device; return device 0's report (``runtime.json``
@@ -116,12 +118,22 @@ def launch_local(
     import torch.distributed as dist
 
     plan = load_plan(plan_folder)  # refuse a bad plan before starting anything
-    groups = plan.groups
+    groups = plan.world  # one process per device, parity devices included
+    tolerate = plan.parity is not None  # one lost data device is survived
     available = int(plan.data["reference"]["splits"].get(split, 0))
     count = available if images is None else min(images, available)
-    for name, device in (("--fail-device", fail_device), ("--slow-device", slow_device)):
-        if device is not None and not 0 <= device < groups:
-            raise UsageError(name, f"a device of the plan, 0..{groups - 1}", device)
+    for name, device, limit in (("--fail-device", fail_device, plan.world),
+                                ("--slow-device", slow_device, plan.groups)):  # fmt: skip
+        if device is not None and not 0 <= device < limit:
+            raise UsageError(name, f"a device of the plan, 0..{limit - 1}", device)
+    if plan.parity is None:
+        if fail_point:
+            raise UsageError("--fail-point", "a plan with parity devices", plan_folder)
+        if deadline_ms is not None:
+            raise UsageError("--deadline-ms", "a plan with parity devices", plan_folder)
+    elif not 0 <= fail_point < len(plan.data["schedule"]["points"]):
+        points = len(plan.data["schedule"]["points"])
+        raise UsageError("--fail-point", f"a transmission point, 0..{points - 1}", fail_point)
     # Never through a link the run did not make (a run folder, its logs or a log file).
     RunDir(out).create()
     (out / "runtime.json").unlink(missing_ok=True)
@@ -149,8 +161,9 @@ def launch_local(
         for rank in range(groups):
             args = WorkerArgs(
                 plan_folder.resolve(), rank, groups, "store", address, split, images, warmup,
-                timeout_s, out.resolve() if rank == 0 else None, None, fail_device, fail_at,
-                slow_device, delay_ms, data_dir, join_s,
+                timeout_s, out.resolve() if rank in (0, plan.groups) else None, None,
+                fail_device, fail_at, slow_device, delay_ms, data_dir, join_s, {}, fail_point,
+                deadline_ms,
             )  # fmt: skip
             log = logs / f"device{rank}.log"
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
@@ -174,6 +187,8 @@ def launch_local(
                 if d.rank not in failures and store.check([key]):
                     failures[d.rank] = json.loads(store.get(key).decode())
             bad = [d for d in devices if d.process.returncode not in (None, 0)]
+            if tolerate and len(bad) == 1 and not failures:
+                bad = []  # the survivors carry on without it (docs/runtime.md, "Failover")
             if failed_at is None and (bad or failures):
                 failed_at = time.monotonic()
             if failed_at is not None and time.monotonic() - failed_at > timeout_s + 1.0:
@@ -201,6 +216,9 @@ def launch_local(
             if d.rank not in failures and store.check([key]):
                 failures[d.rank] = json.loads(store.get(key).decode())
         codes = [d.process.returncode for d in devices]
+        lost = [c for c in codes if c is not None and c < 0]
+        if tolerate and len(lost) == 1 and not failures and (out / "runtime.json").is_file():
+            codes = [c for c in codes if c not in lost]  # one lost device, survived
         if any(c != 0 for c in codes) or failures:
             raise RuntimeFailure(_explain(devices, failures, groups))
         report: dict[str, Any] = json.loads((out / "runtime.json").read_text())

@@ -97,3 +97,31 @@ def test_pipeline_search_finetune_parity(tmp_path, write_space):
     # Normal operation is the fine-tuned network, exactly: the same test accuracy.
     assert data["available_acc"] == pytest.approx(tuned["test_acc"])
     assert 0.0 <= data["degraded_acc"] <= 1.0 and set(data["overall"]) == {"0.01", "0.05", "0.1"}
+
+
+def test_export_and_run_a_parity_plan(tmp_path, digits):
+    from snnas._run import RunDir
+
+    runs = tmp_path / "runs"
+    run = runs / "run"
+    make_finetuned_run(run, small_digits(digits), epochs=1)
+    RunDir(run / "finetune").write_json(
+        "final.json", {"val_acc": 0.5, "test_acc": 0.5, "selected_epoch": 0}
+    )
+    config = json.loads((run / "config.json").read_text())
+    RunDir(run).write_json("config.json", {**config, "dataset": "digits"})
+    export = ["export", "run", "--runs-dir", str(runs), "--json"]
+    refused = CliRunner().invoke(cli, export)
+    assert refused.exit_code == 1
+    assert "no parity run" in refused.output and "snnas parity train" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    train = ["parity", "train", str(run), "--epochs", "1", "--batch-size", "256", "--json"]
+    assert CliRunner().invoke(cli, train).exit_code == 0
+    result = CliRunner().invoke(cli, export)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((run / "plan" / "plan.json").read_text())
+    assert [e["role"] for e in plan["devices"]][-1] == "parity"
+    verify = CliRunner().invoke(cli, ["plan", "verify", str(run / "plan"), "--json"])
+    assert verify.exit_code == 0, verify.output
+    report = json.loads(verify.output[verify.output.index("{") :])
+    assert report["passed"] and report["degraded"]["min_top1_agreement"] == 1.0

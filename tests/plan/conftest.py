@@ -56,3 +56,57 @@ def exported(tmp_path_factory, plan_space, digits):
     folder = tmp_path_factory.mktemp("runs") / "run" / "plan"
     plan = export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, folder, onnx=True)
     return plan_space, model, plan, folder
+
+
+PARITY = """
+[parity]
+r = {r}
+
+[decisions.encode]
+values = [0, 50, 100]
+
+[decisions.encoder]
+choices = ["sum", "concat", "mirror"]
+"""
+
+
+def parity_space(r=1):
+    """The plan tests' space with r parity devices and every encoder."""
+    return space_from_text(PLAN_TOML + PARITY.format(r=r))
+
+
+def coded_network(space, encoder="concat", seed=0):
+    """A CodedNetwork over a random frozen base: a talking policy, every point protected
+    (two at 50%), random encoders, imputation constants and ``answers[1]``, so that every
+    part of a parity plan matters."""
+    from snnas.models.parity import CodedNetwork, ParityStreams
+
+    policy = dict(talking_policy(space))
+    for i, label in enumerate(sorted(k for k in policy if k.endswith(".encode"))):
+        policy[label] = 50.0 if i in (1, 2) else 100.0
+    policy["encoder"] = encoder
+    policy = space.validate(policy)
+    base = random_frozen(space, policy, seed)
+    streams = ParityStreams(space)
+    streams.init_from(base)
+    torch.manual_seed(seed + 1)
+    for w in streams.sum.values():
+        torch.nn.init.normal_(w, std=0.3)
+    for conv in streams.concat.values():
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    for p in space.arch.points:
+        streams.impute(p.index).normal_()
+    streams.answers[1] = True
+    return CodedNetwork(base, streams).eval()
+
+
+@pytest.fixture(scope="session")
+def parity_exported(tmp_path_factory, digits):
+    """(coded network, plan dict, plan folder) of a plan with one parity device."""
+    from snnas.plan import export_plan
+
+    coded = coded_network(parity_space(1))
+    folder = tmp_path_factory.mktemp("runs") / "parity" / "plan"
+    plan = export_plan(coded.space, coded.base, digits, PROFILES["rpi3b+"], ACCURACY, folder,
+                       coded=coded)  # fmt: skip
+    return coded, plan, folder

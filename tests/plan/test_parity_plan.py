@@ -1,0 +1,125 @@
+"""Plans with parity devices: export, schema, load, and every erasure position executed from
+the plan's own files against the coded network."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from snnas.cost import PROFILES, parity_cost
+from snnas.errors import PlanError
+from snnas.plan import export_plan, load_plan, validate_plan, verify_plan
+from snnas.plan._erasure import Erasure, execute_degraded
+from tests.plan.conftest import ACCURACY, coded_network, parity_space
+
+
+def test_parity_devices_are_devices_of_the_plan(parity_exported):
+    coded, plan, folder = parity_exported
+    space = coded.space
+    g, points = space.groups, space.num_points
+    validate_plan(plan, "plan.json")
+    assert [e["role"] for e in plan["devices"]] == ["data"] * g + ["parity"]
+    parity = plan["parity"]
+    assert parity["devices"] == [g] and plan["input"]["devices"] == [0, g]
+    assert parity["answers"] == [True, True, False, False]
+    # Encodings are sends of the data devices, counted apart from the policy's traffic.
+    sends = [s for e in plan["devices"] for s in e["sends"]]
+    encoded = [s for s in sends if s["kind"] == "encoding"]
+    cost = parity_cost(space, coded.base.policy)
+    assert sum(s["bytes"] for s in encoded) == parity["encoding_bytes"] == cost.encoding_bytes
+    assert sum(link["bytes"] for link in parity["links"]) == parity["encoding_bytes"]
+    assert plan["totals"]["bytes_per_image"] == sum(
+        s["bytes"] for s in sends if s["kind"] != "encoding"
+    )
+    assert all(s["to"] == g for s in encoded)
+    entry = plan["devices"][g]
+    assert entry["head"] and entry["shadows"] == 0
+    assert {e["point"] for e in entry["encoders"]} == set(range(points))
+    assert [e["channels"] for e in entry["encoders"]] == [
+        p.channels if i not in (1, 2) else p.channels // 2 for i, p in enumerate(space.arch.points)
+    ]
+    # A degraded rule for every erasure position, with who answers.
+    rules = {(r["device"], r["from_point"]): r for r in parity["rules"]}
+    assert set(rules) == {(j, p) for j in range(g) for p in range(points)}
+    assert all(rules[(0, p)]["answer_by"] == g for p in range(points))
+    assert all(rules[(1, p)]["answer_by"] == g for p in range(points))
+    assert all(rules[(2, p)]["answer_by"] == 0 for p in range(points))
+    assert rules[(0, 0)]["stem_by"] == g and rules[(0, 1)]["stem_by"] is None
+    # Device 0's stand-ins come from the parity device; the others' are imputed (no bytes).
+    assert all(s["by"] == g for s in rules[(0, 0)]["standins"])
+    assert rules[(0, 0)]["bytes"] > 0 and rules[(2, 0)]["bytes"] == 0
+    assert all(s["by"] is None for s in rules[(2, 0)]["standins"])
+    loaded = load_plan(folder)
+    assert loaded.world == g + 1 and loaded.groups == g
+    assert set(loaded.impute()) == {f"impute{q}" for q in range(points)}
+    assert "fc.weight" in loaded.weights(g) and "encoder.0.weight" in loaded.weights(g)
+    reference = loaded.reference()
+    assert reference["test.degraded.0.0"].shape == reference["test.logits"].shape
+
+
+def test_verify_executes_every_erasure_position(parity_exported):
+    coded, _, folder = parity_exported
+    report = verify_plan(folder)
+    assert report["passed"] and report["top1_agreement"] == 1.0
+    degraded = report["degraded"]
+    assert degraded["passed"] and len(degraded["positions"]) == 4 * 4
+    assert degraded["min_top1_agreement"] == 1.0 and degraded["max_abs_diff"] < 1e-3
+    # The coded network itself, recomputed: the reference file is what it answers.
+    images, _ = (
+        __import__("snnas.data", fromlist=["x"])
+        .load_dataset("digits", input_size=8, input_channels=1)
+        .eval_tensors("val")
+    )
+    from snnas.models.parity import fail_at_tensor
+
+    with torch.no_grad():
+        expected = coded(images, None, fail_at_tensor([(0, 2)], 4, len(images))).logits
+    plan = load_plan(folder)
+    rule = next(r for r in plan.parity["rules"] if (r["device"], r["from_point"]) == (0, 2))
+    nets = {d: plan.net(d) for d in range(plan.world)}
+    got = execute_degraded(plan, images, Erasure.from_json(rule), nets)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_verify_catches_a_wrong_rule(parity_exported, tmp_path):
+    _, _, folder = parity_exported
+    broken = tmp_path / "plan"
+    shutil.copytree(folder, broken)
+    data = json.loads((broken / "plan.json").read_text())
+    for rule in data["parity"]["rules"]:
+        if rule["device"] == 0:  # impute device 0's payloads instead of the parity stand-ins
+            for s in rule["standins"]:
+                if s["point"] >= 0 and s["dst"] < 4:
+                    s["by"], s["bytes"] = None, 0
+            rule["bytes"] = sum(s["bytes"] for s in rule["standins"])
+    (broken / "plan.json").write_text(json.dumps(data))
+    report = verify_plan(broken)
+    bad = [p for p in report["degraded"]["positions"] if not p["passed"]]
+    assert not report["passed"] and bad and all(p["device"] == 0 for p in bad)
+
+
+@pytest.mark.parametrize(("r", "encoder"), [(2, "mirror"), (1, "sum")])
+def test_other_encoders_and_two_parity_devices(tmp_path, digits, r, encoder):
+    coded = coded_network(parity_space(r), encoder, seed=r)
+    folder = tmp_path / "run" / "plan"
+    plan = export_plan(coded.space, coded.base, digits, PROFILES["rpi3b+"], ACCURACY, folder,
+                       coded=coded)  # fmt: skip
+    assert [e["role"] for e in plan["devices"]].count("parity") == r
+    if r == 2:  # device 1 has a shadow: its stand-ins are sent, not imputed
+        rule = next(x for x in plan["parity"]["rules"] if (x["device"], x["from_point"]) == (1, 0))
+        assert rule["standins"] and all(s["by"] == 5 for s in rule["standins"])
+    report = verify_plan(folder, split="test")
+    assert report["passed"], report["degraded"]["positions"]
+    assert report["degraded"]["min_top1_agreement"] == 1.0
+
+
+def test_a_parity_plan_with_a_missing_parity_device_is_refused(parity_exported, tmp_path):
+    _, _, folder = parity_exported
+    broken = tmp_path / "plan"
+    shutil.copytree(folder, broken)
+    data = json.loads((broken / "plan.json").read_text())
+    data["devices"].pop()
+    (broken / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"devices must be listed once each, 0\.\.4"):
+        load_plan(broken)
