@@ -211,6 +211,11 @@ class RunDir:
         """Write ``name`` as formatted JSON, atomically."""
         atomic_write_json(self.path / name, data)
 
+    def write_text(self, name: str, text: str) -> None:
+        """Write ``name`` atomically (a temporary file renamed over it: never in place, never
+        through a symbolic link, which is refused)."""
+        atomic_write_text(self.path / name, text)
+
     def read_json(self, name: str) -> Any:
         """Read ``name``; a missing or corrupt file is a :class:`CheckpointError`."""
         path = self.path / name

@@ -87,7 +87,7 @@ def test_incumbents_are_rescored_on_held_out_images(tmp_path, space, digits):
 def test_refusals(tmp_path, space, digits):
     with pytest.raises(ConfigError, match="--rewards"):
         _compare(space, digits, tmp_path / "x", rewards=["fastest"])
-    with pytest.raises(ConfigError, match="--strategy"):
+    with pytest.raises(ConfigError, match="--strategies"):
         _compare(space, digits, tmp_path / "y", strategies=("random", "bogus"))
     assert not (tmp_path / "y" / "supernet").exists()  # refused before any training
 
