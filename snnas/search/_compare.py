@@ -107,7 +107,7 @@ def compare(
             "--rewards", f"distinct modes of {', '.join(REWARD_MODES)}", bad or rewards
         )
     for option, value, low in (
-        ("--seeds", seeds, 1), ("--budget", budget, 1), ("--reference", reference, 100),
+        ("--seeds", seeds, 1), ("--budget", budget, 1), ("--reference", reference, 10),
         ("--parity-epochs", parity_epochs, 1),
     ):  # fmt: skip
         if value is not None and (

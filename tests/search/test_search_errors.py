@@ -160,7 +160,7 @@ def _compare(space, digits, path, **kw):
         ({"mode": "fast"}, "--mode"),
         ({"seeds": 0}, "--seeds"),
         ({"budget": 0}, "--budget"),
-        ({"reference": 99}, "--reference"),
+        ({"reference": 9}, "--reference"),
         ({"parity_epochs": 0}, "--parity-epochs"),
     ],
 )
