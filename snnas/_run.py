@@ -309,6 +309,7 @@ class RunDir:
         refused with the reason.
         """
         import pickle
+        import struct
 
         import torch
 
@@ -331,6 +332,7 @@ class RunDir:
             KeyError,
             MemoryError,
             pickle.UnpicklingError,
+            struct.error,  # a file of a few bytes: the legacy format's header cut short
         ):
             # torch's own message advises weights_only=False, which would run the file's
             # code: never shown.

@@ -303,14 +303,14 @@ class Reinforce(Strategy):
         naming the entry, and nothing is changed."""
         problem = _state_problem(self, state)
         if problem is not None:
-            raise CheckpointError(f"cannot restore the reinforce strategy: {problem}")
+            raise CheckpointError(f"the reinforce strategy's state: {problem}")
         if state["name"] != self.name:
             super().load_state_dict(state)  # refuses another strategy's state
         try:  # before anything changes: a mismatch raises before the optimizer is touched
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise CheckpointError(
-                f"cannot restore the reinforce strategy: its optimizer state ({exc})"
+                f"the reinforce strategy's state: its optimizer state ({exc})"
             ) from None
         super().load_state_dict(state)
         self.controller.load_state_dict(state["controller"])
