@@ -233,6 +233,11 @@ class RunDir:
         """Write ``name`` as formatted JSON, atomically."""
         atomic_write_json(self.path / name, data)
 
+    def write_text(self, name: str, text: str) -> None:
+        """Write ``name`` atomically (a temporary file renamed over it: never in place, never
+        through a symbolic link, which is refused)."""
+        atomic_write_text(self.path / name, text)
+
     def read_json(self, name: str) -> Any:
         """Read ``name``; a missing or corrupt file is a :class:`CheckpointError`."""
         path = self.path / name
@@ -328,6 +333,7 @@ class RunDir:
         refused with the reason.
         """
         import pickle
+        import struct
 
         import torch
 
@@ -350,6 +356,7 @@ class RunDir:
             KeyError,
             MemoryError,
             pickle.UnpicklingError,
+            struct.error,  # a file of a few bytes: the legacy format's header cut short
         ):
             # torch's own message advises weights_only=False, which would run the file's
             # code: never shown.

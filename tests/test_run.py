@@ -122,6 +122,7 @@ def _run_with(tmp_path, make):
         (lambda p: os.mkfifo(p), "pipe, socket or device"),
         (lambda p: p.write_bytes(b""), "corrupt checkpoint"),
         (lambda p: p.write_bytes(b"\x80\x02garbage"), "corrupt checkpoint"),
+        (lambda p: p.write_bytes(b"j"), "corrupt checkpoint"),  # torch: struct.error
     ],
 )
 def test_unusable_checkpoints_are_refused_with_the_reason(tmp_path, make, reason):

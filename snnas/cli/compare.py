@@ -57,6 +57,12 @@ __all__ = ["compare"]
     type=Number(Range(1, 100_000, integer=True)),
     help="fixed mode: supernet training epochs.",
 )
+@click.option(
+    "--parity-epochs",
+    type=Number(Range(1, 100_000, integer=True)),
+    help="fixed mode on a parity space: epochs of parity training on the frozen supernet "
+    "(default 4).",
+)
 @data_options
 @run_options
 @click.pass_obj
@@ -72,6 +78,7 @@ def compare(
     config_file: Path | None,
     overrides: tuple[str, ...],
     supernet_epochs: int | None,
+    parity_epochs: int | None,
     dataset: str,
     data_dir: Path | None,
     name: str | None,
@@ -127,6 +134,7 @@ def compare(
             accel=accel,
             progress=progress,
             supernet_epochs=supernet_epochs,
+            parity_epochs=parity_epochs,
         )
     if as_json:
         terminal.json(report)

@@ -66,7 +66,7 @@ def search(
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
     from snnas.search import load_search_config, make_strategy, run_search
-    from snnas.search._loop import CHECKPOINT
+    from snnas.search._loop import CHECKPOINT, check_no_degraded
     from snnas.search._record import check_study
     from snnas.search.strategies._base import check_name
     from snnas.space import load_space
@@ -82,6 +82,7 @@ def search(
     config = load_search_config(dataset, config_file, list(overrides))
     # Refuse a bad strategy option, or a space with nothing to search, before loading data.
     make_strategy(strategy, space, seed, **config.strategy.get(strategy.split(":")[0], {}))
+    check_no_degraded(space, config)  # a parity space's third objective: snnas compare only
     label = strategy.replace(":", "-")
     run = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
     run.check_resume(CHECKPOINT, resume, "search")

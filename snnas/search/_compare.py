@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from snnas._io import atomic_write_text
 from snnas._run import Progress, RunDir
 from snnas.data import DataSplits
-from snnas.errors import ConfigError
+from snnas.errors import CheckpointError, UsageError
 from snnas.models import SepResNeXt
+from snnas.models.parity import CodedNetwork, ParityStreams
 from snnas.search._compare_report import full_report, markdown
 from snnas.search._config import REWARD_MODES, SearchConfig
 from snnas.search._ledger import Ledger
@@ -37,12 +37,22 @@ from snnas.search._reward import (
     PolicyScorer,
     calibration_images,
     make_reward,
+    parity_ratio,
     split_tensors,
 )
 from snnas.search._stats import auc, best_so_far, first_reach, mean_se, summary, wilcoxon_p
 from snnas.search.strategies import make_strategy
+from snnas.search.strategies._base import parse_names
 from snnas.space import Policy, SearchSpace, policy_json
-from snnas.train import Accelerator, default_config, train
+from snnas.train import (
+    Accelerator,
+    ParityTrainConfig,
+    default_config,
+    degraded_accuracy,
+    load_parity,
+    train,
+    train_parity,
+)
 
 __all__ = ["DEFAULT_REWARDS", "REFERENCE", "compare"]
 
@@ -74,32 +84,52 @@ def compare(
     accel: Accelerator | None = None,
     progress: Progress | None = None,
     supernet_epochs: int | None = None,
+    parity_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Compare ``strategies`` over ``seeds`` seeds; write report.json, report.md, curves.png.
 
     ``rewards``: the reward modes to compare under (fixed mode; the first is the headline;
-    default :data:`DEFAULT_REWARDS`). Full mode runs whole searches under the first.
+    default :data:`DEFAULT_REWARDS`). Full mode runs whole searches under the first. On a
+    parity space with ``config.degraded`` (fixed mode), the parity devices are trained on the
+    frozen supernet for ``parity_epochs`` (default :class:`ParityTrainConfig`'s) and every
+    policy also gets its degraded accuracy (docs/search.md). Bad arguments are
+    usage errors (:class:`UsageError`), raised before any training.
     """
     tic = time.perf_counter()
     accel = accel or Accelerator.pick()
-    rewards = list(rewards or DEFAULT_REWARDS)
+    strategies = parse_names(strategies)  # registered names, each once, at least one
+    rewards = list(DEFAULT_REWARDS if rewards is None else rewards)
     if mode not in ("fixed", "full"):
-        raise ConfigError(None, "--mode", "fixed or full", mode)
-    bad = [r for r in rewards if r not in REWARD_MODES] + (["(none)"] if not rewards else [])
-    if bad or len(set(rewards)) != len(rewards):
-        raise ConfigError(None, "--rewards", f"distinct modes of {', '.join(REWARD_MODES)}", bad)
-    if seeds < 1 or (budget is not None and budget < 1) or reference < 100:
-        raise ConfigError(
-            None, "--seeds/--budget/--reference", "integers >= 1 (reference >= 100)",
-            (seeds, budget, reference),
-        )  # fmt: skip
-    for name in strategies:  # refuse a bad name before any training
+        raise UsageError("--mode", "fixed or full", mode)
+    bad = [r for r in rewards if r not in REWARD_MODES]
+    if not rewards or bad or len(set(rewards)) != len(rewards):
+        raise UsageError(
+            "--rewards", f"distinct modes of {', '.join(REWARD_MODES)}", bad or rewards
+        )
+    for option, value, low in (
+        ("--seeds", seeds, 1), ("--budget", budget, 1), ("--reference", reference, 10),
+        ("--parity-epochs", parity_epochs, 1),
+    ):  # fmt: skip
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < low
+        ):
+            raise UsageError(option, f"an integer >= {low}", value)
+    degraded = space.parity.r >= 1 and config.degraded
+    if degraded and mode == "full":
+        raise UsageError(
+            "--mode",
+            "fixed for the degraded objective of a parity space (full mode trains the shared "
+            "weights in every search, and parity devices need frozen ones; or set "
+            "reward.degraded = false)",
+            mode,
+        )
+    for name in strategies:  # refuse a bad option before any training
         make_strategy(name, space, 0, **_options(config, name))
     run.create()
     if mode == "fixed":
         report = _Fixed(
             space, data, config, strategies, seeds, budget or 200, run, accel, progress, rewards,
-            reference,
+            reference, parity_epochs,
         ).run(supernet_epochs)  # fmt: skip
     else:
         report = _full(
@@ -108,7 +138,7 @@ def compare(
         )  # fmt: skip
     report["time_s"]["total"] = time.perf_counter() - tic
     run.write_json("report.json", report)
-    atomic_write_text(run / "report.md", markdown(report))  # never in place, nor through a link
+    run.write_text("report.md", markdown(report))  # never in place, nor through a link
     return report
 
 
@@ -116,8 +146,8 @@ def _options(config: SearchConfig, name: str, objectives: int = 1) -> dict[str, 
     """Strategy options of the config that apply to ``name`` ([strategy.<name>] tables)."""
     table = config.strategy.get(name.split(":")[0], {})
     options = dict(table) if isinstance(table, dict) else {}
-    if objectives == 2 and name.startswith("optuna"):
-        options.setdefault("objectives", 2)
+    if objectives > 1 and name.startswith("optuna"):
+        options.setdefault("objectives", objectives)
     return options
 
 
@@ -137,13 +167,21 @@ class _Fixed:
         progress: Progress | None,
         rewards: list[str],
         reference: int,
+        parity_epochs: int | None = None,
     ) -> None:
         self.space, self.data, self.config = space, data, config
         self.strategies, self.seeds, self.budget = strategies, seeds, budget
         self.run_dir, self.accel, self.progress = run, accel, progress
         self.rewards, self.reference_size = rewards, reference
-        self.cache: dict[tuple[int, ...], tuple[float, float]] = {}  # search half scores
-        self.heldout_cache: dict[tuple[int, ...], float] = {}
+        #: A parity space scored for degraded accuracy: every score is a triple.
+        self.degraded = space.parity.r >= 1 and config.degraded
+        self.parity_config = ParityTrainConfig()
+        if parity_epochs is not None:
+            self.parity_config = ParityTrainConfig(epochs=parity_epochs)
+        self.objectives = 3 if self.degraded else 2
+        # Search-half scores: (accuracy, ratio) or (accuracy, ratio, degraded accuracy).
+        self.cache: dict[tuple[int, ...], tuple[float, ...]] = {}
+        self.heldout_cache: dict[tuple[int, ...], tuple[float, ...]] = {}
         self.times: dict[str, float] = {}
 
     # -- set-up ------------------------------------------------------------------------------
@@ -186,34 +224,96 @@ class _Fixed:
             "reference": self.reference_size,
             "split": [len(search), len(held)],
         }
+        if self.degraded:
+            identity["parity"] = self.parity_config.to_json()
         self.records = Ledger(self.run_dir, identity)
+        self.coded: CodedNetwork | None = None
+        if self.degraded:
+            self.coded = self._train_parity(model)
+            # Degraded accuracy with batch statistics on the held-out half too: recalibrating
+            # the coded network per policy is not implemented (docs/search.md).
+            held_batches = PolicyScorer(
+                self.space, model, images[held], labels[held], self.accel,
+                batch_size=config.eval_batch_size, bn="batch",
+            ).batches  # fmt: skip
+            self.heldout_degraded_batches = held_batches
 
-    def score(self, policy: Policy) -> tuple[float, float]:
-        """(accuracy on the search half, live communication ratio), cached per policy."""
+    def _train_parity(self, model: SepResNeXt) -> CodedNetwork:
+        """Parity devices trained on the frozen supernet (``parity/``, resumable); the
+        checkpoint with the best validation A_degraded."""
+        tic = time.perf_counter()
+        folder = RunDir(self.run_dir / "parity")
+        torch.manual_seed(self.parity_config.seed)
+        net = CodedNetwork(model, ParityStreams(self.space))
+        if not (folder.exists() and (folder / "final.json").exists()):
+            train_parity(
+                net, self.data, self.parity_config, folder, resume=True, accel=self.accel,
+                progress=self.progress,
+            )  # fmt: skip
+        self.parity_metrics = folder.read_json("final.json")
+        coded = load_parity(folder, model).to(self.accel.device)
+        coded.eval()
+        self.times["parity"] = time.perf_counter() - tic
+        return coded
+
+    def _degraded(self, policy: Policy, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        assert self.coded is not None
+        return degraded_accuracy(self.coded, policy, batches, self.accel, bn="batch")
+
+    def ratio(self, policy: Policy) -> float:
+        """Live communication ratio; with the degraded objective, the parity devices'
+        normal-operation bytes included."""
+        return parity_ratio(self.space, policy) if self.degraded else self.scorer.ratio(policy)
+
+    def score(self, policy: Policy) -> tuple[float, ...]:
+        """(accuracy on the search half, communication ratio[, degraded accuracy on the
+        search half]), cached per policy."""
         key = self.space.encode(policy)
         if key not in self.cache:
-            self.cache[key] = (self.scorer.accuracy(policy), self.scorer.ratio(policy))
+            score: tuple[float, ...] = (self.scorer.accuracy(policy), self.ratio(policy))
+            if self.degraded:
+                score += (self._degraded(policy, self.scorer.batches),)
+            self.cache[key] = score
         return self.cache[key]
+
+    def heldout_score(self, policy: Policy) -> tuple[float, ...]:
+        """Deployable accuracy on the held-out half (and degraded accuracy there), cached."""
+        key = self.space.encode(policy)
+        if key not in self.heldout_cache:
+            score: tuple[float, ...] = (self.heldout.accuracy(policy),)
+            if self.degraded:
+                score += (self._degraded(policy, self.heldout_degraded_batches),)
+            self.heldout_cache[key] = score
+        return self.heldout_cache[key]
 
     def heldout_accuracy(self, policy: Policy) -> float:
         """Deployable accuracy on the held-out half, cached per policy."""
-        key = self.space.encode(policy)
-        if key not in self.heldout_cache:
-            self.heldout_cache[key] = self.heldout.accuracy(policy)
-        return self.heldout_cache[key]
+        return self.heldout_score(policy)[0]
+
+    def _degraded_info(self) -> dict[str, Any] | None:
+        """What the degraded objective was (None when it was not scored)."""
+        if not self.degraded:
+            return None
+        return {
+            "unavailability": self.config.unavailability,
+            "scalarized": "(1 - f) acc + f A_degraded replaces acc in single-objective modes",
+            "ratio": "live bytes plus the parity devices' normal-operation bytes over the "
+            "all-reduce baseline",
+            "scoring": "batch statistics on the search half; held-out: batch statistics",
+            "parity_training": {**self.parity_config.to_json(), **self.parity_metrics},
+        }
 
     # -- the reference sample ----------------------------------------------------------------
 
-    def _reference(self) -> list[tuple[float, float]]:
+    def _reference(self) -> list[tuple[float, ...]]:
         tic = time.perf_counter()
         rows = self.records.reference()
         for row in rows:
-            self.cache[self.space.encode(row["policy"])] = (row["accuracy"], row["comm_ratio"])
+            self.cache[self.space.encode(row["policy"])] = _row_score(row, self.degraded)
         pending: list[dict[str, Any]] = []
         for i in range(len(rows), self.reference_size):
             policy = self.space.sample(random.Random(_REFERENCE_SEED * 1_000_003 + i))
-            acc, ratio = self.score(policy)
-            pending.append({"policy": policy_json(policy), "accuracy": acc, "comm_ratio": ratio})
+            pending.append({"policy": policy_json(policy), **_score_row(self.score(policy))})
             if len(pending) == 100 or i + 1 == self.reference_size:
                 self.records.add_reference(pending)
                 rows += pending
@@ -221,27 +321,27 @@ class _Fixed:
                 if self.progress:
                     self.progress("reference", i + 1, self.reference_size, {})
         self.times["reference"] = time.perf_counter() - tic
-        return [(r["accuracy"], r["comm_ratio"]) for r in rows[: self.reference_size]]
+        return [_row_score(r, self.degraded) for r in rows[: self.reference_size]]
 
     # -- one search --------------------------------------------------------------------------
 
     def _search(self, reward: str, name: str, seed: int) -> list[dict[str, Any]]:
         multi = reward == "pareto"
         strategy = make_strategy(
-            name, self.space, seed, **_options(self.config, name, 2 if multi else 1)
+            name, self.space, seed, **_options(self.config, name, self.objectives if multi else 1)
         )
         reward_of = make_reward(replace(self.config, reward=reward))
         records: list[dict[str, Any]] = []
         while len(records) < self.budget:
             policies = strategy.ask_batch(min(strategy.batch_size, self.budget - len(records)))
             for policy in policies:
-                acc, ratio = self.score(policy)
-                value = reward_of(acc, ratio)
+                score = self.score(policy)
+                value = reward_of(*score)
                 strategy.tell(policy, value)
                 records.append({
                     "reward_mode": reward, "strategy": name, "seed": seed,
                     "evaluation": len(records) + 1, "policy": policy_json(policy),
-                    "reward": None if multi else value, "accuracy": acc, "comm_ratio": ratio,
+                    "reward": None if multi else value, **_score_row(score),
                 })  # fmt: skip
         return records
 
@@ -251,12 +351,13 @@ class _Fixed:
         self._setup(supernet_epochs)
         ref_points = self._reference()
         no_comm = self.space.no_communication_policy()
-        acc_ref = self.score(no_comm)[0]
-        held_ref = self.heldout_accuracy(no_comm)
+        # The hypervolume's reference point: the no-communication policy's accuracy (and, with
+        # the degraded objective, its degraded accuracy: no protection, nothing sent).
+        refs = (self.score(no_comm)[::2], self.heldout_score(no_comm))
         done = self.records.evaluations(self.budget)
         for records in done.values():
             for e in records:
-                self.cache[self.space.encode(e["policy"])] = (e["accuracy"], e["comm_ratio"])
+                self.cache[self.space.encode(e["policy"])] = _row_score(e, self.degraded)
         tic = time.perf_counter()
         results: dict[str, Any] = {}
         references: dict[str, Any] = {}
@@ -270,7 +371,7 @@ class _Fixed:
             if (
                 reward == "pareto"
                 and not make_strategy(
-                    name, self.space, 0, **_options(self.config, name, 2)
+                    name, self.space, 0, **_options(self.config, name, self.objectives)
                 ).multi_objective
             ):
                 continue  # reported as skipped
@@ -283,7 +384,7 @@ class _Fixed:
         self.times["searches"] = time.perf_counter() - tic
         tic = time.perf_counter()
         for reward in self.rewards:
-            analysis = _Analysis(self, reward, ref_points, (acc_ref, held_ref))
+            analysis = _Analysis(self, reward, ref_points, refs)
             references[reward] = analysis.reference
             results[reward], curves[reward] = {}, {}
             for name in self.strategies:
@@ -320,6 +421,8 @@ class _Fixed:
                 "heldout": f"recalibrated on {DEPLOY_CALIB_IMAGES} training images, eval mode",
             },
             "split": {"search_images": self.scorer.images, "heldout_images": self.heldout.images},
+            "objectives": ["accuracy", "comm_ratio", "degraded_accuracy"][: self.objectives],
+            "degraded": self._degraded_info(),
             "reference": references,
             "results": results,
             "skipped": skipped,
@@ -327,6 +430,35 @@ class _Fixed:
             "supernet": self.supernet_metrics,
             "time_s": dict(self.times),
         }
+
+
+def _point_json(point: tuple[float, ...]) -> dict[str, float]:
+    out = {"accuracy": point[0], "comm_ratio": point[1]}
+    if len(point) == 3:
+        out["degraded_accuracy"] = point[2]
+    return out
+
+
+def _score_row(score: tuple[float, ...]) -> dict[str, float]:
+    """A score as the keys of a ledger record."""
+    row = {"accuracy": score[0], "comm_ratio": score[1]}
+    if len(score) == 3:
+        row["degraded_accuracy"] = score[2]
+    return row
+
+
+def _row_score(row: dict[str, Any], degraded: bool) -> tuple[float, ...]:
+    """A ledger record's score; a record without the degraded accuracy a comparison scores
+    is refused (the ledger's identity makes that a damaged file)."""
+    score: tuple[float, ...] = (row["accuracy"], row["comm_ratio"])
+    if degraded:
+        value = row.get("degraded_accuracy")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise CheckpointError(
+                f"a comparison record without a degraded accuracy in [0, 1]: {value!r}"
+            )
+        score += (float(value),)
+    return score
 
 
 def _curve_label(reward: str) -> str:
@@ -340,23 +472,22 @@ class _Analysis:
         self,
         fixed: _Fixed,
         reward: str,
-        ref_points: list[tuple[float, float]],
-        acc_refs: tuple[float, float],
+        ref_points: list[tuple[float, ...]],
+        refs: tuple[tuple[float, ...], tuple[float, ...]],
     ) -> None:
         self.fixed, self.reward = fixed, reward
         self.multi = reward == "pareto"
         self.reward_of = make_reward(replace(fixed.config, reward=reward))
-        self.hv_ref = (acc_refs[0], RATIO_REF)
-        self.held_hv_ref = (acc_refs[1], RATIO_REF)
+        # (accuracy, ratio[, degraded]) below which nothing counts
+        self.hv_ref = (refs[0][0], RATIO_REF, *refs[0][1:])
+        self.held_hv_ref = (refs[1][0], RATIO_REF, *refs[1][1:])
         n = len(ref_points)
         if self.multi:
-            self.ref_front = [
-                (a, r) for a, r, _ in pareto_front([(a, r, None) for a, r in ref_points])
-            ]
+            self.ref_front = [p[:-1] for p in pareto_front([(*p, None) for p in ref_points])]
             scores = sorted(-epsilon_gap(p, self.ref_front) for p in ref_points)
             best = hypervolume(ref_points, self.hv_ref)
         else:
-            scores = sorted(float(self.reward_of(a, r)) for a, r in ref_points)  # type: ignore[arg-type]
+            scores = sorted(float(self.reward_of(*p)) for p in ref_points)  # type: ignore[arg-type]
             best = scores[-1]
         self.threshold = scores[min(n - 1, int(0.99 * n))]  # the top 1%
         self.best = best
@@ -367,47 +498,48 @@ class _Analysis:
             "median": scores[n // 2],
         }
         if self.multi:
+            point = _point_json(self.hv_ref)
+            held = _point_json(self.held_hv_ref)
             self.reference.update({
                 "hypervolume": best,
-                "reference_point": {"accuracy": self.hv_ref[0], "comm_ratio": RATIO_REF},
-                "heldout_reference_point": {
-                    "accuracy": self.held_hv_ref[0], "comm_ratio": RATIO_REF,
-                },
+                "reference_point": point,
+                "heldout_reference_point": held,
                 "front_size": len(self.ref_front),
                 "top1pct_means": "minus the additive epsilon gap to the reference front",
             })  # fmt: skip
 
     def _seed(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        points = [(e["accuracy"], e["comm_ratio"]) for e in records]
+        degraded = self.fixed.degraded
+        points = [_row_score(e, degraded) for e in records]
         space = self.fixed.space
         if self.multi:
             curve: list[float] = []
-            front: list[tuple[float, float]] = []
+            front: list[tuple[float, ...]] = []
             for p in points:
-                front = [(a, r) for a, r, _ in pareto_front([(a, r, None) for a, r in [*front, p]])]
+                front = [q[:-1] for q in pareto_front([(*q, None) for q in [*front, p]])]
                 curve.append(hypervolume(front, self.hv_ref))
             hits = [-epsilon_gap(p, self.ref_front) for p in points]
             policies = {space.encode(e["policy"]): e["policy"] for e in records}
             final_front = pareto_front(
-                [
-                    (a, r, space.encode(e["policy"]))
-                    for (a, r), e in zip(points, records, strict=True)
-                ]
+                [(*p, space.encode(e["policy"])) for p, e in zip(points, records, strict=True)]
             )
-            held_points = [
-                (self.fixed.heldout_accuracy(space.validate(policies[code])), r)
-                for _, r, code in final_front
-            ]
+            held_points = []
+            for p in final_front:
+                code: tuple[int, ...] = p[-1]  # type: ignore[assignment]
+                held = self.fixed.heldout_score(space.validate(policies[code]))
+                held_points.append((held[0], p[1], *held[1:]))
             heldout = hypervolume(held_points, self.held_hv_ref)
-            incumbent = [policies[code] for _, _, code in final_front]
+            incumbent: Any = [policies[p[-1]] for p in final_front]
+            front_points = [list(p[:-1]) for p in final_front]
         else:
             values = [float(e["reward"]) for e in records]
             curve, hits = best_so_far(values), values
             best = max(range(len(values)), key=lambda i: (values[i], -i))
             policy = space.validate(records[best]["policy"])
-            acc = self.fixed.heldout_accuracy(policy)
-            heldout = float(self.reward_of(acc, records[best]["comm_ratio"]))  # type: ignore[arg-type]
+            held = self.fixed.heldout_score(policy)
+            heldout = float(self.reward_of(held[0], points[best][1], *held[1:]))  # type: ignore[arg-type]
             incumbent = records[best]["policy"]
+            front_points = []
         return {
             "curve": curve,
             "auc": auc(curve),
@@ -416,6 +548,7 @@ class _Analysis:
             "to_top1pct": first_reach(hits, self.threshold),
             "heldout": heldout,
             "incumbent": incumbent,
+            "front": front_points,
         }
 
     def strategy(
@@ -451,6 +584,8 @@ class _Analysis:
             "best_so_far": at,
             "incumbents": [s["incumbent"] for s in seeds],
         }
+        if self.multi:  # every seed's final front: (accuracy, ratio[, degraded]) per policy
+            out["fronts"] = [s["front"] for s in seeds]
         if self.multi:
             out["hypervolume"] = stats["final"]["median"]
         columns = list(zip(*[s["curve"] for s in seeds], strict=True))

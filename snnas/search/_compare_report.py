@@ -6,6 +6,7 @@ from typing import Any
 
 from snnas.data import DataSplits
 from snnas.search._config import SearchConfig
+from snnas.search._pareto import pareto_front
 from snnas.search._stats import auc, best_so_far, mean_se, summary, wilcoxon_p
 from snnas.space import SearchSpace
 
@@ -44,19 +45,44 @@ def markdown(report: dict[str, Any]) -> str:
         "two-sided Wilcoxon signed-rank test of AUC against random search over seeds.",
         "",
     ]
+    degraded = report.get("degraded")
+    if degraded:
+        training = degraded["parity_training"]
+        lines += [
+            "Parity space: the parity devices were trained on the frozen supernet "
+            f"({training['epochs']} epochs, validation A_degraded "
+            f"{training['val_degraded_acc']:.4f}); every policy also gets its degraded "
+            "accuracy A_degraded (mean over every erasure position, batch statistics), the "
+            "communication ratio includes the parity bytes, `pareto` has three objectives "
+            "and the other modes use A_overall(f) = (1 - f) acc + f A_degraded with "
+            f"f = {degraded['unavailability']:g}.",
+            "",
+        ]
     for reward in report["rewards"]:
         ref = report["reference"][reward]
         head = " (headline)" if reward == report["headline"] else ""
         lines += [f"## Reward `{reward}`{head}", ""]
         if reward == "pareto":
             point = ref["reference_point"]
+            held = ref["heldout_reference_point"]
+            three = "degraded_accuracy" in point
             lines += [
-                "Values are hypervolumes of the (accuracy, live communication) front, "
+                "Values are hypervolumes of the (accuracy, live communication"
+                + (", degraded accuracy" if three else "")
+                + ") front, "
                 f"reference point accuracy {point['accuracy']:.4f} (the no-communication "
-                f"policy) and communication ratio {point['comm_ratio']:.1f} (a ring "
-                "all-reduce's bytes); held-out: the front re-scored on the held-out images, "
-                f"reference accuracy {ref['heldout_reference_point']['accuracy']:.4f}. The "
-                f"reference sample ({ref['policies']} uniform policies) has a front of "
+                f"policy), communication ratio {point['comm_ratio']:.1f} (a ring "
+                "all-reduce's bytes)"
+                + (
+                    f" and degraded accuracy {point['degraded_accuracy']:.4f} (the "
+                    "no-communication policy without protection)"
+                    if three
+                    else ""
+                )
+                + "; held-out: the front re-scored on the held-out images, "
+                f"reference accuracy {held['accuracy']:.4f}"
+                + (f", degraded {held['degraded_accuracy']:.4f}" if three else "")
+                + f". The reference sample ({ref['policies']} uniform policies) has a front of "
                 f"{ref['front_size']} policies and hypervolume {ref['hypervolume']:.5f}; "
                 "top 1% means within the sample's best 1% by additive epsilon gap to its "
                 f"front (threshold {ref['top1pct_threshold']:.4f}).",
@@ -86,8 +112,10 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_p(r['p_vs_random'])} |"
             )
         for name in report["skipped"].get(reward, []):
-            lines.append(f"| {name} | not a two-objective strategy: skipped | | | | | |")
+            lines.append(f"| {name} | not a multi-objective strategy: skipped | | | | | |")
         lines.append("")
+        if reward == "pareto":
+            lines += _front(report["results"][reward])
     lines += [
         f"Evaluations to the top 1% count {report['budget'] + 1} for a seed that never got "
         "there. `curves.png` plots the mean curves; `report.json` has every figure "
@@ -95,6 +123,39 @@ def markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+#: Most rows of the front table in report.md (report.json has every seed's front).
+FRONT_ROWS = 20
+
+
+def _front(results: dict[str, Any]) -> list[str]:
+    """The non-dominated policies found by any strategy and seed (search-half scores)."""
+    points = [
+        (*p, (name, seed))
+        for name, r in results.items()
+        for seed, front in enumerate(r.get("fronts", []))
+        for p in front
+    ]
+    front = pareto_front(points)
+    if not front:
+        return []
+    three = len(front[0]) == 4
+    lines = [
+        f"Front of every strategy's final fronts together ({len(front)} policies"
+        + (f", the {FRONT_ROWS} most accurate shown" if len(front) > FRONT_ROWS else "")
+        + "; search-half scores):",
+        "",
+        "| accuracy | communication ratio |"
+        + (" degraded accuracy |" if three else "")
+        + " found by (seed) |",
+        "| ---: | ---: |" + (" ---: |" if three else "") + " --- |",
+    ]
+    for p in sorted(front, key=lambda p: -p[0])[:FRONT_ROWS]:
+        name, seed = p[-1]
+        cells = f"| {p[0]:.4f} | {p[1]:.4f} |" + (f" {p[2]:.4f} |" if three else "")
+        lines.append(f"{cells} {name} ({seed}) |")
+    return [*lines, ""]
 
 
 def full_report(

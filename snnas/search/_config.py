@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,14 @@ from snnas._numbers import Range
 from snnas.errors import UsageError
 from snnas.space._toml import TomlSource
 
-__all__ = ["RANGES", "REWARD_MODES", "SCORING", "SearchConfig", "load_search_config"]
+__all__ = [
+    "RANGES",
+    "REWARD_MODES",
+    "SCORING",
+    "SearchConfig",
+    "load_search_config",
+    "with_defaults",
+]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
 #: Batch-norm statistics a policy is scored with (snnas.search.PolicyScorer).
@@ -39,6 +46,11 @@ class SearchConfig:
     reward_lambda: float = 0.1  # penalized: accuracy - lambda * communication ratio
     budget: float = 0.3  # budget: the largest communication ratio without penalty
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
+    # Parity spaces ([parity] r >= 1) in snnas compare's fixed mode: score A_degraded, the
+    # third objective (pareto), and use A_overall(f) = (1 - f) acc + f A_degraded in the
+    # single-objective modes, f = ``unavailability`` (docs/search.md).
+    degraded: bool = True
+    unavailability: float = 0.1
     # Search rewards: batch-norm statistics ("recalibrated", "batch" or "running") and, when
     # recalibrated, how many training images (docs/search.md: the proxy table). Final
     # figures are always deployable (recalibrated on 1,024 images, eval mode).
@@ -56,10 +68,20 @@ class SearchConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SearchConfig:
         """Inverse of :meth:`to_json`."""
-        data = dict(data)
+        data = dict(data)  # keys an older version did not write take their defaults
         data["milestones"] = tuple(data["milestones"])
         return cls(**data)
 
+
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's JSON as saved by an older version, with the keys it predates set
+    to their defaults (so that resuming compares like with like)."""
+    defaults = {f.name: f.default for f in fields(SearchConfig) if f.default is not MISSING}
+    return {**{k: defaults[k] for k in _ADDED if k not in saved}, **saved}
+
+
+#: Keys added after the first released configuration, with the default older runs had.
+_ADDED = ("degraded", "unavailability")
 
 #: Digits quickstart: 1,200 training steps (30 epochs) and 600 evaluations in all. A reward
 #: is the accuracy on the whole validation split (180 images): smaller minibatches made the
@@ -108,7 +130,7 @@ _SECTIONS = {
         "calib_images",
         "rescore",
     ),
-    "reward": ("mode", "lambda", "budget", "penalty"),
+    "reward": ("mode", "lambda", "budget", "penalty", "degraded", "unavailability"),
 }
 _STRATEGY_TABLES = ("reinforce", "random", "evolution", "optuna")
 _REWARD_FIELDS = {
@@ -116,6 +138,8 @@ _REWARD_FIELDS = {
     "lambda": "reward_lambda",
     "budget": "budget",
     "penalty": "budget_penalty",
+    "degraded": "degraded",
+    "unavailability": "unavailability",
 }
 
 
@@ -134,6 +158,7 @@ RANGES: dict[str, Range] = {
     "reward_lambda": Range(0, 1000),
     "budget": Range(0, 100, low_open=True),
     "budget_penalty": Range(0, 1000),
+    "unavailability": Range(0, 1),
     "calib_images": Range(1, 1_000_000, integer=True),
     "rescore": Range(1, 10_000, integer=True),
 }

@@ -19,6 +19,7 @@ from typing import Any
 from snnas._io import atomic_write_text
 from snnas._run import RunDir
 from snnas.errors import CheckpointError
+from snnas.search._config import with_defaults
 
 __all__ = ["EVALUATION_KEYS", "REFERENCE_KEYS", "Ledger", "read_records"]
 
@@ -99,7 +100,10 @@ class Ledger:
 
     def __init__(self, run: RunDir, identity: dict[str, Any]) -> None:
         self.run = run
-        if (run / "compare.json").exists() and run.read_json("compare.json") != identity:
+        saved = run.read_json("compare.json") if (run / "compare.json").exists() else None
+        if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
+            saved = {**saved, "config": with_defaults(saved["config"])}  # older versions
+        if saved is not None and saved != identity:
             raise CheckpointError(
                 f"{run.path} holds a comparison with other settings (space, budget, reference "
                 "size or configuration); use another --name"

@@ -10,6 +10,7 @@ uninterrupted run exactly, down to ``best_policy.json``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ import torch.nn.functional as F
 from snnas import __version__
 from snnas._run import Progress, RunDir
 from snnas.data import DataSplits
-from snnas.errors import CheckpointError, ConfigError
+from snnas.errors import CheckpointError, ConfigError, TrainingError
 from snnas.models import SepResNeXt
-from snnas.search._config import SearchConfig
+from snnas.search._config import SearchConfig, with_defaults
 from snnas.search._plots import plot_pareto, plot_search_curve
 from snnas.search._record import StudyRecorder
 from snnas.search._reward import (
@@ -39,7 +40,7 @@ from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator
 from snnas.train._trainer import StepSchedule
 
-__all__ = ["SearchResult", "run_search"]
+__all__ = ["SearchResult", "check_no_degraded", "run_search"]
 
 CHECKPOINT = "last.pt"
 
@@ -92,6 +93,7 @@ def run_search(
     """Run (or resume) a search; write the run folder; return the summary."""
     accel = accel or Accelerator.pick()
     data.check_space(space)
+    check_no_degraded(space, config)
     multi = config.reward == "pareto"
     options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
     if multi and strategy_name.startswith("optuna"):
@@ -244,6 +246,13 @@ def run_search(
             loss_sum += loss.detach()
             if progress and (step % 20 == 19 or step + 1 == train_steps):
                 progress("train", step + 1, train_steps, {"iteration": iteration + 1})
+        if not math.isfinite(float(loss_sum)):
+            # One sync per iteration; the checkpoint of the iteration before stays as it was.
+            raise TrainingError(
+                f"the shared weights diverged in iteration {iteration + 1}: the training loss "
+                f"is {float(loss_sum)} (learning rate {schedule(first):g}; try a lower "
+                f"search.lr). {run.path} keeps the checkpoint of the iteration before."
+            )
         state["train_log"].append(
             {
                 "iteration": iteration + 1,
@@ -295,11 +304,30 @@ def run_search(
     )
 
 
+def check_no_degraded(space: SearchSpace, config: SearchConfig) -> None:
+    """Refuse the degraded-accuracy objective where the shared weights keep training.
+
+    A_degraded needs parity devices trained on the weights a policy is scored with; the
+    alternating search changes those weights every iteration, so its scores would come from
+    parity devices trained for other weights (or cost a parity training per iteration).
+    ``snnas compare`` scores it in fixed mode, on a frozen supernet (docs/search.md)."""
+    if space.parity.r >= 1 and config.degraded:
+        raise ConfigError(
+            None,
+            "reward.degraded",
+            "false to search a parity space with snnas search (its shared weights keep "
+            "training, so parity devices cannot be trained to score degraded accuracy; "
+            "snnas compare scores it on a frozen supernet; --set reward.degraded=false "
+            "searches the parity decisions with their bytes unpriced and unrewarded)",
+            True,
+        )
+
+
 def _check_identity(saved: dict[str, Any], current: dict[str, Any], run: RunDir) -> None:
     diff = []
     for key in current:
         if key == "config":
-            a, b = saved["config"], current["config"]
+            a, b = with_defaults(saved["config"]), current["config"]
             diff += [
                 f"{k}: {a.get(k)!r} != {b.get(k)!r}"
                 for k in b

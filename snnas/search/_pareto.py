@@ -1,42 +1,91 @@
-"""Two objectives, accuracy up and communication ratio down: Pareto fronts, hypervolume and
-the additive epsilon indicator (no torch; strategies use it too)."""
+"""Several objectives: accuracy up, communication ratio down and, on a parity space scored
+for it, degraded accuracy up. Pareto fronts, hypervolume and the additive epsilon indicator
+(no torch; strategies use it too).
+
+A point is ``(accuracy, ratio)`` or ``(accuracy, ratio, degraded accuracy)``; every function
+below takes either, as long as the points of one call have the same length. Internally a
+point becomes its *gains* ``(accuracy, -ratio, degraded)``: every coordinate maximised.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["epsilon_gap", "hypervolume", "pareto_front"]
 
 
-def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
-    """Non-dominated (accuracy up, ratio down) points, by increasing ratio."""
-    front: list[tuple[float, float, Any]] = []
-    for acc, ratio, item in sorted(points, key=lambda p: (p[1], -p[0])):
-        if not front or acc > front[-1][0]:
-            front.append((acc, ratio, item))
+def _gains(point: Sequence[float]) -> tuple[float, ...]:
+    return (point[0], -point[1], *point[2:])
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether gains ``a`` dominate gains ``b`` (no worse anywhere, better somewhere)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+        x > y for x, y in zip(a, b, strict=True)
+    )
+
+
+def pareto_front(points: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Non-dominated points, by increasing ratio (then decreasing accuracy). Each point is
+    its objectives followed by one item carried along: ``(acc, ratio, item)`` or
+    ``(acc, ratio, degraded, item)``. Of identical objectives the first is kept."""
+    ordered = sorted(points, key=lambda p: (p[1], -p[0]))
+    if all(len(p) == 3 for p in ordered):  # two objectives: one sweep
+        front2: list[tuple[Any, ...]] = []
+        for p in ordered:
+            if not front2 or p[0] > front2[-1][0]:
+                front2.append(p)
+        return front2
+    gains = [_gains(p[:-1]) for p in ordered]
+    front: list[tuple[Any, ...]] = []
+    for i, p in enumerate(ordered):
+        dominated = any(_dominates(g, gains[i]) for j, g in enumerate(gains) if j != i)
+        duplicate = any(gains[j] == gains[i] for j in range(i))
+        if not dominated and not duplicate:
+            front.append(p)
     return front
 
 
-def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Area dominated by (accuracy, ratio) ``points`` and bounded by ``reference`` =
-    (lowest accuracy, highest ratio) that counts; points beyond it add nothing."""
-    acc_ref, ratio_ref = reference
-    front = pareto_front([(a, r, None) for a, r in points if a > acc_ref and r < ratio_ref])
-    area, previous = 0.0, ratio_ref
-    for acc, ratio, _ in reversed(front):  # from the highest ratio down
-        area += (previous - ratio) * (acc - acc_ref)
-        previous = ratio
+def _area(boxes: list[tuple[float, float]]) -> float:
+    """Area of the union of boxes ``[0, x] x [0, y]``."""
+    area, top = 0.0, 0.0
+    for x, y in sorted(boxes, reverse=True):  # widest first
+        if y > top:
+            area += x * (y - top)
+            top = y
     return area
 
 
-def epsilon_gap(point: tuple[float, float], front: Sequence[tuple[float, float]]) -> float:
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` = (lowest accuracy, highest
+    ratio[, lowest degraded accuracy]) that counts; points not better than the reference in
+    every objective add nothing. Exact: two objectives by a sweep, three by slicing along the
+    degraded accuracy."""
+    ref = _gains(reference)
+    shifted = [
+        tuple(g - r for g, r in zip(_gains(p), ref, strict=True)) for p in points
+    ]  # every coordinate > 0 counts
+    shifted = [s for s in shifted if all(v > 0 for v in s)]
+    if len(ref) == 2:
+        return _area([(s[0], s[1]) for s in shifted])
+    if len(ref) != 3:
+        raise ValueError(f"hypervolume of 2 or 3 objectives, got {len(ref)}")
+    levels = [*sorted({s[2] for s in shifted}, reverse=True), 0.0]
+    volume = 0.0
+    for z, below in itertools.pairwise(levels):
+        volume += _area([(s[0], s[1]) for s in shifted if s[2] >= z]) * (z - below)
+    return volume
+
+
+def epsilon_gap(point: Sequence[float], front: Sequence[Sequence[float]]) -> float:
     """The additive epsilon indicator of ``point`` against ``front`` (Zitzler et al., 2003):
-    the smallest shift ``e`` (accuracy + e, ratio - e) that leaves the point dominated by
-    none of ``front``. Positive: it is dominated, by that margin; negative: it is on the
-    front, and no point of ``front`` comes within ``-e`` of dominating it. 0 for an empty
-    front."""
-    acc, ratio = point
+    the smallest shift ``e`` (every objective improved by ``e``: accuracy + e, ratio - e,
+    degraded + e) that leaves the point dominated by none of ``front``. Positive: it is
+    dominated, by that margin; negative: it is on the front, and no point of ``front`` comes
+    within ``-e`` of dominating it. 0 for an empty front."""
     if not front:
         return 0.0
-    return max(min(a - acc, ratio - r) for a, r in front)
+    mine = _gains(point)
+    return max(min(a - b for a, b in zip(_gains(q), mine, strict=True)) for q in front)

@@ -117,8 +117,8 @@ def load_search_state(
     load_optimizer_state(optimizer, state["optimizer"], path)
     try:
         strategy.load_state_dict(state["strategy"])
-    except CheckpointError:
-        raise
+    except CheckpointError as exc:  # the strategy's own check (REINFORCE), with the file
+        raise _corrupt(path, f"its strategy state does not fit {strategy.label!r}: {exc}") from None
     except Exception as exc:  # a strategy's state of the wrong shape: KeyError, TypeError, ...
         detail = (
             f"no {shorten(exc.args[0], 100, quote=True)} entry"

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnas.cost import communication
+from snnas.cost import communication, parity_cost
 from snnas.data import DataSplits
 from snnas.errors import ConfigError
-from snnas.search._config import SCORING, SearchConfig
+from snnas.search._config import REWARD_MODES, SCORING, SearchConfig
 from snnas.search._pareto import epsilon_gap, hypervolume, pareto_front
 from snnas.search.strategies import Reward
 from snnas.space import SearchSpace
@@ -27,6 +27,7 @@ __all__ = [
     "hypervolume",
     "make_reward",
     "pareto_front",
+    "parity_ratio",
     "split_tensors",
 ]
 
@@ -36,15 +37,42 @@ _CALIB_SEED = 4_243  # which training images calibrate: the same for every run
 _CHUNK = 256  # images per forward pass when recalibrating or scoring in eval mode
 
 
-def make_reward(config: SearchConfig) -> Callable[[float, float], Reward]:
-    """The reward of ``config.reward`` as a function of (accuracy, communication ratio)."""
-    if config.reward == "accuracy":
-        return lambda acc, ratio: acc
-    if config.reward == "penalized":
-        return lambda acc, ratio: acc - config.reward_lambda * ratio
-    if config.reward == "budget":
-        return lambda acc, ratio: acc if ratio <= config.budget else acc - config.budget_penalty
-    return lambda acc, ratio: (acc, ratio)  # pareto: both objectives
+RewardFn = Callable[..., Reward]
+
+
+def make_reward(config: SearchConfig) -> RewardFn:
+    """The reward of ``config.reward`` as a function ``reward(acc, ratio, degraded=None)``.
+
+    Without a degraded accuracy: ``acc``, ``acc - lambda * ratio``, the budget's rule, or
+    the pair ``(acc, ratio)`` (``pareto``). With one (a parity space scored for it), the
+    single-objective modes replace ``acc`` by ParM's A_overall(f) = ``(1 - f) acc + f
+    degraded`` with ``f = reward.unavailability``, and ``pareto`` returns the triple
+    ``(acc, ratio, degraded)``. An unknown mode is a :class:`ConfigError`.
+    """
+    mode, f = config.reward, config.unavailability
+    if mode not in REWARD_MODES:
+        raise ConfigError(None, "reward.mode", f"one of {', '.join(REWARD_MODES)}", mode)
+
+    def reward(acc: float, ratio: float, degraded: float | None = None) -> Reward:
+        if mode == "pareto":
+            return (acc, ratio) if degraded is None else (acc, ratio, degraded)
+        if degraded is not None:
+            acc = (1.0 - f) * acc + f * degraded
+        if mode == "accuracy":
+            return acc
+        if mode == "penalized":
+            return acc - config.reward_lambda * ratio
+        return acc if ratio <= config.budget else acc - config.budget_penalty
+
+    return reward
+
+
+def parity_ratio(space: SearchSpace, policy: Mapping[str, Any]) -> float:
+    """Live communication ratio with the parity devices' normal-operation bytes (the image
+    to each parity device and every encoding, ``snnas cost``'s parity lines) added to the
+    policy's side, over the same all-reduce baseline."""
+    comm = communication(space, policy)
+    return (comm.live_policy_bytes + parity_cost(space, policy).bytes) / comm.baseline_bytes
 
 
 def split_tensors(data: DataSplits, split: str) -> tuple[Tensor, Tensor]:
@@ -143,8 +171,15 @@ class PolicyScorer:
             raise ConfigError(None, "search.scoring", f"one of {', '.join(SCORING)}", bn)
         if bn == "recalibrated" and (calibration is None or not len(calibration)):
             raise ConfigError(None, "search.calib_images", "calibration images", 0)
-        if len(labels) < 1 or batch_size < 1:
-            raise ConfigError(None, "search.eval_batch_size", "images to score", len(labels))
+        if len(labels) < 1 or len(images) != len(labels):
+            raise ConfigError(
+                None,
+                "images to score policies on",
+                "at least one image, as many labels as images (is the split empty?)",
+                f"<{len(images)} images, {len(labels)} labels>",
+            )
+        if batch_size < 1:
+            raise ConfigError(None, "search.eval_batch_size", "an integer >= 1", batch_size)
         self.space, self.model, self.accel, self.bn = space, model, accel, bn
         size = min(batch_size, len(labels))
         self.batch_size = size

@@ -95,3 +95,21 @@ def test_list_json():
     data = json.loads(result.output)
     assert "reinforce" in data["strategies"] and "rpi3b+" in data["device_profiles"]
     assert data["reward_modes"] == ["accuracy", "penalized", "budget", "pareto"]
+
+
+def test_compare_and_search_cli_on_a_parity_space(tmp_path):
+    from tests.train.parity_fixture import PARITY_TOML
+
+    space = tmp_path / "parity.toml"
+    space.write_text(PARITY_TOML)
+    common = ["--runs-dir", str(tmp_path), "--name", "c"]
+    bad = CliRunner().invoke(cli, ["compare", str(space), "--parity-epochs", "0", *common])
+    assert bad.exit_code == 2 and "--parity-epochs" in bad.output
+    full = CliRunner().invoke(cli, ["compare", str(space), "--mode", "full", *common])
+    assert (
+        full.exit_code == 2 and "--mode: expected fixed for the degraded objective" in full.output
+    )
+    assert "Traceback" not in full.output
+    search = CliRunner().invoke(cli, ["search", str(space), *common])
+    assert search.exit_code == 1 and "reward.degraded: expected false" in search.output
+    assert len(search.output.strip().splitlines()) == 1 and "Traceback" not in search.output

@@ -64,7 +64,7 @@ def test_fixed_mode_report(tmp_path, space, digits):
     assert (tmp_path / "c" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_path / "c" / "report.md").read_text()
     assert "| reinforce |" in text and "reference point accuracy" in text
-    assert "not a two-objective strategy: skipped" in text
+    assert "not a multi-objective strategy: skipped" in text
     assert json.loads((tmp_path / "c" / "report.json").read_text()) == report
 
 
@@ -87,7 +87,7 @@ def test_incumbents_are_rescored_on_held_out_images(tmp_path, space, digits):
 def test_refusals(tmp_path, space, digits):
     with pytest.raises(ConfigError, match="--rewards"):
         _compare(space, digits, tmp_path / "x", rewards=["fastest"])
-    with pytest.raises(ConfigError, match="--strategy"):
+    with pytest.raises(ConfigError, match="--strategies"):
         _compare(space, digits, tmp_path / "y", strategies=("random", "bogus"))
     assert not (tmp_path / "y" / "supernet").exists()  # refused before any training
 

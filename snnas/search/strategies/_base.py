@@ -7,6 +7,7 @@ a counter, never from global state, so a resumed strategy continues exactly.
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -44,16 +45,19 @@ OPTION_RANGES: dict[str, dict[str, Range]] = {
         "lr": Range(0, 10, low_open=True),
         "batch": Range(1, 100_000, integer=True),
         "grad_clip": Range(0, 1e6),
+        "ppo_epochs": Range(1, 1000, integer=True),
+        "ppo_clip": Range(0, 10, low_open=True),
     },
     "evolution": {
         "population": Range(2, 100_000, integer=True),
         "tournament": Range(1, 100_000, integer=True),
     },
-    "optuna": {"objectives": Range(1, 2, integer=True)},
+    "optuna": {"objectives": Range(1, 3, integer=True)},
 }
 
-#: A reward: one number, or (accuracy, communication ratio) for multi-objective strategies.
-Reward = float | tuple[float, float]
+#: A reward: one number, or for multi-objective strategies (accuracy, communication ratio)
+#: or, on a parity space scored for degraded accuracy, (accuracy, ratio, degraded accuracy).
+Reward = float | tuple[float, ...]
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 
@@ -127,6 +131,19 @@ class Strategy(ABC):
         if state.get("name") != self.name:
             raise ConfigError(None, "strategy", f"a {self.name!r} state", state.get("name"))
         self.seed, self.asked, self.told = state["seed"], state["asked"], state["told"]
+
+    @staticmethod
+    def check_reward(reward: Reward) -> Reward:
+        """``reward`` if it is a finite number or a tuple of 2 or 3 finite numbers; a
+        ``ValueError`` naming it otherwise (a NaN would poison a controller's update or a
+        population's ranking without a word)."""
+        values = reward if isinstance(reward, tuple) else (reward,)
+        if isinstance(reward, tuple) and len(reward) not in (2, 3):
+            raise ValueError(f"a reward pair or triple, got {shorten(reward)}")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"rewards must be finite numbers, got {shorten(reward)}")
+        return reward
 
     @staticmethod
     def scalar(reward: Reward) -> float:

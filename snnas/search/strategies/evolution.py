@@ -44,6 +44,7 @@ class RegularizedEvolution(Strategy):
         return self.space.decode(child)
 
     def tell(self, policy: Policy, reward: Reward) -> None:
+        self.check_reward(reward)
         self.population.append((self.space.encode(policy), self.scalar(reward)))
         self.told += 1
 

@@ -31,7 +31,8 @@ SAMPLERS: dict[str, tuple[str, bool]] = {
 @register_strategy("optuna")
 class OptunaStrategy(Strategy):
     """Ask/tell over an in-memory Optuna study. With ``objectives=2`` the study maximises
-    accuracy and minimises the communication ratio (a Pareto front)."""
+    accuracy and minimises the communication ratio (a Pareto front); with 3 it also
+    maximises the degraded accuracy (parity spaces, docs/search.md)."""
 
     def __init__(
         self, space: SearchSpace, seed: int = 0, sampler: str = "tpe", objectives: int = 1
@@ -41,16 +42,16 @@ class OptunaStrategy(Strategy):
             raise ConfigError(
                 None, "--strategy", f"optuna:<{'|'.join(SAMPLERS)}>", f"optuna:{sampler}"
             )
-        if objectives not in (1, 2) or (objectives == 2 and not SAMPLERS[sampler][1]):
+        if objectives not in (1, 2, 3) or (objectives > 1 and not SAMPLERS[sampler][1]):
             raise ConfigError(
                 None,
                 "objectives",
-                "1 or 2 (2 only for samplers that support several objectives)",
+                "1, 2 or 3 (2 and 3 only for samplers that support several objectives)",
                 objectives,
             )
         self.sampler_name = sampler
         self.objectives = objectives
-        self.multi_objective = objectives == 2
+        self.multi_objective = objectives > 1
         self.label = f"optuna:{sampler}"
         self._labels = space.factorized_decisions()
         self._history: list[tuple[dict[str, int], list[float]]] = []
@@ -72,7 +73,8 @@ class OptunaStrategy(Strategy):
         # and the number of trials: deterministic, though not the uninterrupted run's stream
         # (Optuna keeps its samplers' random state private).
         sampler = cls(seed=self.seed * 1_000_003 + len(self._history))
-        directions: list[Any] = ["maximize"] if self.objectives == 1 else ["maximize", "minimize"]
+        directions: list[Any] = ["maximize", "minimize", "maximize"]
+        directions = directions[:1] if self.objectives == 1 else directions[: self.objectives]
         study = optuna.create_study(directions=directions, sampler=sampler)
         for params, values in self._history:
             study.add_trial(
@@ -112,10 +114,14 @@ class OptunaStrategy(Strategy):
         self.told += 1
 
     def _values(self, reward: Reward) -> list[float]:
-        if self.objectives == 2:
-            if not isinstance(reward, tuple):
-                raise ConfigError(None, "reward", "(accuracy, communication ratio)", reward)
-            return [float(reward[0]), float(reward[1])]
+        self.check_reward(reward)
+        if self.objectives > 1:
+            if not isinstance(reward, tuple) or len(reward) != self.objectives:
+                expected = "(accuracy, communication ratio" + (
+                    ", degraded accuracy)" if self.objectives == 3 else ")"
+                )
+                raise ConfigError(None, "reward", expected, reward)
+            return [float(v) for v in reward]
         return [self.scalar(reward)]
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnas.errors import CheckpointError, shorten
 from snnas.search._pareto import epsilon_gap, pareto_front
 from snnas.search.strategies._base import Reward, Strategy, register_strategy
 from snnas.space import Policy, SearchSpace
@@ -130,6 +131,23 @@ class Reinforce(Strategy):
         grad_clip: float = 5.0,
     ) -> None:
         super().__init__(space, seed)
+        numbers = {
+            "temperature": temperature,
+            "tanh_constant": tanh_constant,
+            "entropy_weight": entropy_weight,
+            "baseline_decay": baseline_decay,
+            "lr": lr,
+            "ppo_clip": ppo_clip,
+            "grad_clip": grad_clip,
+        }
+        bad = {k: v for k, v in numbers.items() if not math.isfinite(v)}
+        if bad:
+            raise ValueError(f"options must be finite numbers, got {bad}")
+        if tanh_constant < 0 or entropy_weight < 0 or grad_clip < 0 or hidden < 1:
+            raise ValueError(
+                "need tanh_constant, entropy_weight, grad_clip >= 0 and hidden >= 1; got "
+                f"{tanh_constant}, {entropy_weight}, {grad_clip}, {hidden}"
+            )
         if batch < 1 or not 0 <= baseline_decay < 1 or lr <= 0 or temperature <= 0:
             raise ValueError(
                 "need batch >= 1, 0 <= baseline_decay < 1, lr > 0, temperature > 0; got "
@@ -156,7 +174,7 @@ class Reinforce(Strategy):
         self.grad_clip = grad_clip
         self.baseline: float | None = None  # "ema": the moving average of rewards
         self.scale: float | None = None  # "loo": the moving average of the batches' std
-        self.front: list[tuple[float, float]] = []  # two objectives: the front so far
+        self.front: list[tuple[float, ...]] = []  # several objectives: the front so far
         self.buffer: list[tuple[list[int], Reward]] = []
         self.updates = 0
         self._stats: dict[str, Any] = {}
@@ -178,6 +196,7 @@ class Reinforce(Strategy):
         return self.ask()  # the shared weights train under the controller's distribution
 
     def tell(self, policy: Policy, reward: Reward) -> None:
+        self.check_reward(reward)
         self.buffer.append((list(self.space.encode(policy)), reward))
         self.told += 1
         if len(self.buffer) >= self.batch_size:
@@ -193,11 +212,11 @@ class Reinforce(Strategy):
         pairs = [r for r in rewards if isinstance(r, tuple)]
         if not pairs:
             return [float(r) for r in rewards]  # type: ignore[arg-type]
-        if len(pairs) != len(rewards):
-            raise ValueError("a batch mixes one- and two-objective rewards")
-        out = [-epsilon_gap((a, r), self.front) for a, r in pairs]
-        points = [(a, r, None) for a, r in self.front + [(a, r) for a, r in pairs]]
-        self.front = [(a, r) for a, r, _ in pareto_front(points)]
+        if len(pairs) != len(rewards) or len({len(p) for p in pairs + self.front}) != 1:
+            raise ValueError("a batch mixes rewards of different numbers of objectives")
+        out = [-epsilon_gap(p, self.front) for p in pairs]
+        points = [(*p, None) for p in self.front + pairs]
+        self.front = [tuple(p[:-1]) for p in pareto_front(points)]
         return out
 
     def _advantages(self, rewards: Tensor) -> Tensor:
@@ -279,14 +298,95 @@ class Reinforce(Strategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; a state of another space or controller size
+        (tensor shapes), or with entries of the wrong type, is a :class:`CheckpointError`
+        naming the entry, and nothing is changed."""
+        problem = _state_problem(self, state)
+        if problem is not None:
+            raise CheckpointError(f"the reinforce strategy's state: {problem}")
+        if state["name"] != self.name:
+            super().load_state_dict(state)  # refuses another strategy's state
+        try:  # before anything changes: a mismatch raises before the optimizer is touched
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise CheckpointError(
+                f"the reinforce strategy's state: its optimizer state ({exc})"
+            ) from None
         super().load_state_dict(state)
         self.controller.load_state_dict(state["controller"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.baseline = state["baseline"]
-        self.scale = state.get("scale")
-        self.front = [(float(a), float(r)) for a, r in state.get("front", [])]
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        scale = state.get("scale")
+        self.scale = None if scale is None else float(scale)
+        self.front = [tuple(float(v) for v in p) for p in state.get("front", [])]
         self.buffer = [
-            (list(code), (float(r[0]), float(r[1])) if isinstance(r, list) else float(r))
+            (list(code), tuple(float(v) for v in r) if isinstance(r, list) else float(r))
             for code, r in state["buffer"]
         ]
-        self.updates = state["updates"]
+        self.updates = int(state["updates"])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _state_problem(strategy: Reinforce, state: Any) -> str | None:
+    """What is wrong with ``state`` for ``strategy`` (None when it fits)."""
+    if not isinstance(state, dict):
+        return f"expected a dict, found {type(state).__name__}"
+    missing = [
+        k
+        for k in ("name", "seed", "asked", "told", "controller", "optimizer", "baseline")
+        if k not in state
+    ]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if "buffer" not in state or "updates" not in state:
+        return "missing buffer or updates"
+    for key in ("seed", "asked", "told", "updates"):
+        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+            return f"{key} is {shorten(state[key])}, not an integer >= 0"
+    for key in ("baseline", "scale"):
+        if state.get(key) is not None and not _finite(state[key]):
+            return f"{key} is {shorten(state[key])}, not a finite number or None"
+    own = strategy.controller.state_dict()
+    saved = state["controller"]
+    if not isinstance(saved, dict) or set(saved) != set(own):
+        return "the controller's entries differ (another space or controller)"
+    for name, tensor in own.items():
+        value = saved[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            return f"controller {name} is {shape}, expected {tuple(tensor.shape)}"
+        if value.dtype != tensor.dtype or not bool(torch.isfinite(value).all()):
+            return f"controller {name} is not a finite {tensor.dtype} tensor"
+    if not isinstance(state["optimizer"], dict):
+        return "the optimizer state is not a dict"
+    sizes = [len(d) for d in strategy.space.decisions]
+
+    def code_ok(code: Any) -> bool:
+        return (
+            isinstance(code, list | tuple)
+            and len(code) == len(sizes)
+            and all(
+                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < n
+                for c, n in zip(code, sizes, strict=True)
+            )
+        )
+
+    def reward_ok(r: Any) -> bool:
+        if isinstance(r, list | tuple):
+            return len(r) in (2, 3) and all(_finite(v) for v in r)
+        return _finite(r)
+
+    front = state.get("front", [])
+    if not isinstance(front, list) or not all(
+        isinstance(p, list | tuple) and reward_ok(list(p)) for p in front
+    ):
+        return "the front is not a list of finite objective tuples"
+    buffer = state["buffer"]
+    if not isinstance(buffer, list) or not all(
+        isinstance(b, list | tuple) and len(b) == 2 and code_ok(b[0]) and reward_ok(b[1])
+        for b in buffer
+    ):
+        return "the buffer is not a list of [policy code, finite reward] pairs of this space"
+    return None
