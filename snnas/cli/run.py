@@ -130,6 +130,7 @@ def run(
 
     plan = load_plan(plan_folder)
     _check_devices(plan, rank, fail_device, slow_device, fail_at, images, split)
+    _check_parity_options(plan, rank, fail_device, fail_at, fail_point, deadline_ms, images, split)
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
     from snnas._run import RunDir
 
@@ -195,6 +196,45 @@ def _check_devices(
     count = available if images is None else min(images, available)
     if fail_device is not None and fail_at >= count:
         raise UsageError("--fail-at", f"an image the run reaches, 0..{count - 1}", fail_at)
+
+
+def _check_parity_options(
+    plan: Any,
+    rank: int | None,
+    fail_device: int | None,
+    fail_at: int,
+    fail_point: int,
+    deadline_ms: float | None,
+    images: int | None,
+    split: str,
+) -> None:
+    """The failover options fit the plan, on every path (--local and --rank): a fault that
+    can never happen, or cannot be survived where it is asked for, is refused."""
+    from snnas.errors import UsageError
+
+    points = len(plan.data["schedule"]["points"])
+    if plan.parity is None:
+        if fail_point:
+            raise UsageError("--fail-point", "a plan with parity devices", fail_point)
+        if deadline_ms is not None:
+            raise UsageError("--deadline-ms", "a plan with parity devices", deadline_ms)
+        return
+    if fail_point and fail_device is None:
+        raise UsageError("--fail-point", "--fail-device as well", fail_point)
+    if not 0 <= fail_point < points:
+        raise UsageError("--fail-point", f"a transmission point, 0..{points - 1}", fail_point)
+    if fail_point and fail_device is not None and fail_device >= plan.groups:
+        expected = "0 for a parity device (it dies as an image starts)"
+        raise UsageError("--fail-point", expected, fail_point)
+    if rank is not None and fail_device == 0:
+        expected = "not device 0 with --rank/--master (it hosts the store; --local survives it)"
+        raise UsageError("--fail-device", expected, 0)
+    available = int(plan.data["reference"]["splits"].get(split, 0))
+    count = available if images is None else min(images, available)
+    if fail_device is not None and fail_device < plan.groups and fail_at + 1 >= count:
+        # A data device dies at its first send from --fail-point on, which may be in the
+        # next image: leave it one.
+        raise UsageError("--fail-at", f"an image before the last, 0..{count - 2}", fail_at)
 
 
 def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) -> None:

@@ -301,14 +301,26 @@ class _Device:
 
 
 def _connect(args: Any) -> Any:
-    host, _, port = str(args.address).rpartition(":")
-    master = args.rendezvous == "master" and args.rank == 0
-    join = datetime.timedelta(seconds=120)
-    store = dist.TCPStore(host, int(port), args.world if master else None, is_master=master,
-                          timeout=join, wait_for_workers=False)  # fmt: skip
-    dist.init_process_group("gloo", store=dist.PrefixStore("pg", store), rank=args.rank,
-                            world_size=args.world, timeout=_NEVER)  # fmt: skip
-    dist.barrier()
+    """Join as :func:`snnas.runtime._worker._connect` does (``--join-timeout``, a one-line
+    :class:`RuntimeFailure`), but with a process group that never times out: deadlines are
+    the device loop's own (module docstring)."""
+    from snnas.errors import RuntimeFailure
+
+    try:
+        host, _, port = str(args.address).rpartition(":")
+        master = args.rendezvous == "master" and args.rank == 0
+        join = datetime.timedelta(seconds=args.join_s)
+        store = dist.TCPStore(host, int(port), args.world if master else None,
+                              is_master=master, timeout=join,
+                              wait_for_workers=False)  # fmt: skip
+        dist.init_process_group("gloo", store=dist.PrefixStore("pg", store), rank=args.rank,
+                                world_size=args.world, timeout=_NEVER)  # fmt: skip
+        dist.barrier()
+    except (RuntimeError, ValueError, OSError) as exc:  # torch's DistNetworkError, DistError
+        raise RuntimeFailure(
+            f"device {args.rank}: could not join the other {args.world - 1} device(s) at "
+            f"{args.address} within {args.join_s:g} s ({clean_message(exc, 160)})"
+        ) from None
     return store
 
 

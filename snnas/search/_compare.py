@@ -114,7 +114,7 @@ def compare(
             isinstance(value, bool) or not isinstance(value, int) or value < low
         ):
             raise UsageError(option, f"an integer >= {low}", value)
-    degraded = space.parity.r >= 1 and config.degraded
+    degraded = space.parity.r >= 1 and config.degraded is not False
     if degraded and mode == "full":
         raise UsageError(
             "--mode",
@@ -174,7 +174,7 @@ class _Fixed:
         self.run_dir, self.accel, self.progress = run, accel, progress
         self.rewards, self.reference_size = rewards, reference
         #: A parity space scored for degraded accuracy: every score is a triple.
-        self.degraded = space.parity.r >= 1 and config.degraded
+        self.degraded = space.parity.r >= 1 and config.degraded is not False
         self.parity_config = ParityTrainConfig()
         if parity_epochs is not None:
             self.parity_config = ParityTrainConfig(epochs=parity_epochs)

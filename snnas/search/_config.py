@@ -48,8 +48,10 @@ class SearchConfig:
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
     # Parity spaces ([parity] r >= 1) in snnas compare's fixed mode: score A_degraded, the
     # third objective (pareto), and use A_overall(f) = (1 - f) acc + f A_degraded in the
-    # single-objective modes, f = ``unavailability`` (docs/search.md).
-    degraded: bool = True
+    # single-objective modes, f = ``unavailability`` (docs/search.md). None (unset): on in
+    # snnas compare, off in snnas search (which cannot score it); true in snnas search is
+    # refused, false turns it off in snnas compare.
+    degraded: bool | None = None
     unavailability: float = 0.1
     # Search rewards: batch-norm statistics ("recalibrated", "batch" or "running") and, when
     # recalibrated, how many training images (docs/search.md: the proxy table). Final
@@ -171,6 +173,10 @@ _KEY_PART = re.compile(r"[A-Za-z0-9_-]+")
 def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> Any:
     """Check ``value`` for field ``name`` against its documented range, or the type of its
     default ``current``."""
+    if name == "degraded":  # a boolean whose default (None) is "unset"
+        if not isinstance(value, bool):
+            raise src.error(key, "a boolean (true or false)", src.found(value))
+        return value
     if name in RANGES:
         problem = RANGES[name].problem(value)
         if problem is not None:

@@ -44,6 +44,24 @@ def _wrong_type(value: Any, kind: Any) -> bool:
     return not isinstance(value, kind)
 
 
+def _evaluation_problems(record: dict[str, Any]) -> list[str]:
+    """What the comparison reads back from an evaluation beyond its fixed keys: a finite
+    ``reward`` (null in ``pareto`` mode, whose strategies are told the objectives), and, when
+    present, ``degraded_accuracy`` in [0, 1]."""
+    problems = []
+    reward = record.get("reward", "missing")
+    if record.get("reward_mode") == "pareto":
+        if reward is not None and _wrong_type(reward, _NUMBER):
+            problems.append("reward")
+    elif reward is None or _wrong_type(reward, _NUMBER):
+        problems.append("reward")
+    if "degraded_accuracy" in record:
+        value = record["degraded_accuracy"]
+        if _wrong_type(value, _NUMBER) or not 0 <= value <= 1:
+            problems.append("degraded_accuracy")
+    return problems
+
+
 def read_records(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """The records of a JSON-lines file, and whether the file must be rewritten before more
     is appended: its last line was torn (cut short by a crash: no final newline and not
@@ -74,6 +92,8 @@ def read_records(path: Path, keys: dict[str, Any]) -> tuple[list[dict[str, Any]]
             missing = [k for k in keys if not isinstance(record, dict) or k not in record]
             raise CheckpointError(f"{path}:{number}: a record without {', '.join(missing)}")
         wrong = [k for k, kind in keys.items() if _wrong_type(record[k], kind)]
+        if keys is EVALUATION_KEYS:
+            wrong += _evaluation_problems(record)
         if wrong:
             raise CheckpointError(
                 f"{path}:{number}: a record whose {', '.join(wrong)} has the wrong type or is "

@@ -311,14 +311,13 @@ def check_no_degraded(space: SearchSpace, config: SearchConfig) -> None:
     alternating search changes those weights every iteration, so its scores would come from
     parity devices trained for other weights (or cost a parity training per iteration).
     ``snnas compare`` scores it in fixed mode, on a frozen supernet (docs/search.md)."""
-    if space.parity.r >= 1 and config.degraded:
+    if space.parity.r >= 1 and config.degraded is True:
         raise ConfigError(
             None,
             "reward.degraded",
-            "false to search a parity space with snnas search (its shared weights keep "
-            "training, so parity devices cannot be trained to score degraded accuracy; "
-            "snnas compare scores it on a frozen supernet; --set reward.degraded=false "
-            "searches the parity decisions with their bytes unpriced and unrewarded)",
+            "false or unset with snnas search (its shared weights keep training, so parity "
+            "devices cannot be trained to score degraded accuracy; snnas compare scores it "
+            "on a frozen supernet)",
             True,
         )
 

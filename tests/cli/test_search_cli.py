@@ -110,6 +110,7 @@ def test_compare_and_search_cli_on_a_parity_space(tmp_path):
         full.exit_code == 2 and "--mode: expected fixed for the degraded objective" in full.output
     )
     assert "Traceback" not in full.output
-    search = CliRunner().invoke(cli, ["search", str(space), *common])
-    assert search.exit_code == 1 and "reward.degraded: expected false" in search.output
+    on = ["--set", "reward.degraded=true"]
+    search = CliRunner().invoke(cli, ["search", str(space), *on, *common])
+    assert search.exit_code == 1 and "reward.degraded: expected false or unset" in search.output
     assert len(search.output.strip().splitlines()) == 1 and "Traceback" not in search.output

@@ -95,3 +95,44 @@ def test_a_killed_parity_device_changes_no_answer(parity_plan):
     # Device 0 answers every image as in normal operation; the encodings just stop.
     assert report["answered"] == 12 and report["top1_agreement"] == 1.0
     assert report["max_abs_diff"] < 1e-3 and report["erasure_bytes"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "option"),
+    [
+        (["--local", "--fail-point", "1"], "--fail-point: expected --fail-device as well"),
+        (["--local", "--fail-device", "4", "--fail-point", "1"], "--fail-point: expected 0"),
+        (["--local", "--fail-device", "1", "--fail-point", "99"], "--fail-point: expected a"),
+        (["--local", "--fail-device", "1", "--fail-at", "23"], "--fail-at: expected an image"),
+        (["--rank", "1", "--master", "127.0.0.1:1", "--fail-device", "0"], "--fail-device"),
+        (["--rank", "1", "--master", "127.0.0.1:1", "--fail-point", "1"], "--fail-point"),
+    ],
+)
+def test_failover_options_that_cannot_happen_are_usage_errors(parity_plan, extra, option):
+    """On every path (--local and --rank), before any process starts: a fault that would
+    never happen, or that --rank cannot survive, exits 2 with one line."""
+    from click.testing import CliRunner
+
+    from snnas.cli import cli
+
+    folder, runs = parity_plan
+    args = ["run", str(folder), *extra, "--images", str(IMAGES), "--runs-dir", str(runs)]
+    result = CliRunner().invoke(cli, [*args, "--name", "refused"])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (runs / "refused").exists()
+
+
+def test_a_parity_plan_that_cannot_join_fails_in_one_line_within_the_join_timeout(parity_plan):
+    """--rank/--master with nobody at the address: a one-line failure after --join-timeout,
+    not torch's 120 s and a traceback."""
+    from click.testing import CliRunner
+
+    from snnas.cli import cli
+
+    folder, runs = parity_plan
+    args = ["run", str(folder), "--rank", "1", "--master", "127.0.0.1:9", "--join-timeout", "1"]
+    result = CliRunner().invoke(cli, [*args, "--runs-dir", str(runs), "--name", "nojoin"])
+    assert result.exit_code == 1, result.output
+    assert "could not join" in result.output and "within 1 s" in result.output
+    assert len(result.output.strip().splitlines()) == 1

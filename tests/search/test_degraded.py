@@ -151,8 +151,8 @@ def test_without_the_degraded_objective_a_parity_space_has_two(tmp_path, data):
 
 
 def test_search_and_full_mode_refuse_the_degraded_objective(tmp_path, data):
-    config = load_search_config("digits", None, OVERRIDES)
-    with pytest.raises(ConfigError, match=r"reward\.degraded: expected false") as info:
+    config = load_search_config("digits", None, [*OVERRIDES, "reward.degraded=true"])
+    with pytest.raises(ConfigError, match=r"reward\.degraded: expected false or unset") as info:
         run_search(PARITY, data, config, "random", RunDir(tmp_path / "s"), accel=CPU)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "s").exists()
@@ -161,13 +161,12 @@ def test_search_and_full_mode_refuse_the_degraded_objective(tmp_path, data):
             PARITY, data, config, ["random"], seeds=1, budget=1, run=RunDir(tmp_path / "f"),
             mode="full", accel=CPU,
         )  # fmt: skip
-    # Off, the search runs the parity space (its parity decisions unrewarded).
+    # Unset (the default), the search runs the parity space (its parity decisions unrewarded).
     off = replace(
         load_search_config(
             "digits",
             None,
             [
-                "reward.degraded=false",
                 "search.iterations=1",
                 "search.train_steps=2",
                 "search.strategy_steps=2",

@@ -99,7 +99,7 @@ def test_search_resume_is_refused_before_any_data(tmp_path, saved):
     assert outcome.code == 1 and "iteration -5 of 1" in outcome.error
 
 
-GOOD = {"reward_mode": "penalized", "strategy": "random", "seed": 0, "policy": {}}
+GOOD = {"reward_mode": "penalized", "strategy": "random", "seed": 0, "policy": {}, "reward": 0.5}
 GOOD.update(accuracy=0.5, comm_ratio=0.1)
 WRONG_SEED = json.dumps({**GOOD, "seed": "0"})
 NAN_ACCURACY = json.dumps(GOOD).replace('"accuracy": 0.5', '"accuracy": NaN')
