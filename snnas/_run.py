@@ -358,8 +358,8 @@ class RunDir:
             pickle.UnpicklingError,
             struct.error,  # a file of a few bytes: the legacy format's header cut short
         ):
-            # torch's own message advises weights_only=False, which would run the file's
-            # code: never shown.
+            # torch's own message advises turning the weights-only guard off, which would
+            # run the file's code: never shown.
             raise CheckpointError(
                 f"{where}: corrupt checkpoint (truncated, not a checkpoint, or holding "
                 "objects other than tensors, numbers, strings, lists and dicts)"

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snnas.errors import PlanError
-from snnas.plan._program import WIRE_DTYPES, DeviceNet, Receive, transfer_tag
+from snnas.plan._program import WIRE_DTYPES, DeviceNet, Receive, Send, transfer_tag
 
 __all__ = [
     "Erasure",
@@ -147,6 +147,7 @@ def execute_degraded(
     """Run every device of a plan with parity devices in one process, with ``erasure``
     applied (None: normal operation); the system's answer (see :class:`Erasure`)."""
     from snnas.plan._program import run_device
+    from snnas.plan._verify import run_mailbox
 
     g, world = plan.groups, plan.world
     impute = plan.impute()
@@ -160,17 +161,6 @@ def execute_degraded(
             gens[d] = run_device(nets[d], plan.ops[d], images if entry["input"] else None)
     mailbox: dict[tuple[int, int, int], Tensor] = {}
     states: dict[int, dict[int | None, Tensor]] = {d: {} for d in range(world)}
-    requests: dict[int, Any] = {}
-    answers: dict[int, Tensor] = {}
-
-    def advance(d: int, value: Tensor | None) -> None:
-        try:
-            requests[d] = gens[d].send(value) if d in requests else next(gens[d])
-        except StopIteration as stop:
-            requests.pop(d, None)
-            del gens[d]
-            if stop.value is not None:
-                answers[d] = stop.value
 
     def resolve(d: int, r: Receive) -> tuple[int, int, int] | Tensor:
         """Where ``d``'s receive comes from: a mailbox key, or a tensor made here."""
@@ -185,35 +175,21 @@ def execute_degraded(
             return imputed(impute, r.point, r.src, s["channels"], r.shape[1], r.wire_dtype)
         return (s["by"], d, transfer_tag("standin", r.point))
 
-    for d in list(gens):
-        advance(d, None)
-    while gens:
-        moved = False
-        for d in list(gens):
-            kind, op, tensor = requests[d]
-            if kind == "state":
-                states[d][op] = tensor
-                for s in erasure.sends(d, op) if erasure is not None else []:
-                    if erasure is not None and (op is not None or erasure.from_point == 0):
-                        key = (d, s["dst"], transfer_tag("standin", op))
-                        mailbox[key] = standin_payload(tensor, s)
-                advance(d, None)
-            elif kind == "send":
-                if erasure is None or not erasure.missing(d, op.point):
-                    mailbox[(d, op.to, op.tag)] = tensor
-                advance(d, None)
-            else:
-                where = resolve(d, op)
-                if isinstance(where, Tensor):
-                    advance(d, where.expand(len(images), *where.shape[1:]))
-                elif where in mailbox:
-                    advance(d, mailbox.pop(where))
-                else:
-                    continue
-            moved = True
-        if not moved:
-            waiting = {d: (requests[d][1].src, requests[d][1].point) for d in gens}
-            raise PlanError(f"the plan cannot finish: devices wait on (sender, point) {waiting}")
+    def on_state(d: int, point: int | None, tensor: Tensor) -> None:
+        """A device's stream after a point's block: kept, and sent as the stand-ins the
+        erasure asks of it."""
+        states[d][point] = tensor
+        if erasure is None or (point is None and erasure.from_point != 0):
+            return
+        for s in erasure.sends(d, point):
+            mailbox[(d, s["dst"], transfer_tag("standin", point))] = standin_payload(tensor, s)
+
+    def post(d: int, send: Send) -> bool:
+        """A payload of the unavailable device from its point on never leaves it."""
+        return erasure is None or not erasure.missing(d, send.point)
+
+    answers = run_mailbox(gens, len(images), mailbox, post=post, resolve=resolve,
+                          on_state=on_state)  # fmt: skip
     answer_by = 0 if erasure is None else erasure.answer_by
     if answer_by not in answers:
         raise PlanError(f"device {answer_by} produced no answer")

@@ -15,7 +15,7 @@ frozen network's on the validation split.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,20 +373,45 @@ def drive(gens: Mapping[int, Generator[tuple[str, Any, Any], Any, Any]], batch: 
     """Run device generators (``run_device`` and the like) to the end in one process. A
     mailbox carries the payloads; a device whose payload has not been sent yet waits (is
     skipped) until it has. A plan that can never finish is refused."""
-    active = dict(gens)
     mailbox: dict[tuple[int, int, int], Tensor] = {}
+    answers = run_mailbox(gens, batch, mailbox)
+    if mailbox:
+        raise PlanError(f"payloads sent but never received: {sorted(mailbox)}")
+    if not answers:
+        raise PlanError("no device produced logits (the plan has no head)")
+    return next(iter(answers.values()))
+
+
+def run_mailbox(
+    gens: Mapping[int, Generator[tuple[str, Any, Any], Any, Any]],
+    batch: int,
+    mailbox: dict[tuple[int, int, int], Tensor],
+    *,
+    post: Callable[[int, Send], bool] | None = None,
+    resolve: Callable[[int, Receive], tuple[int, int, int] | Tensor] | None = None,
+    on_state: Callable[[int, Any, Tensor], None] | None = None,
+) -> dict[int, Tensor]:
+    """The one-process executor behind :func:`drive` and the degraded execution of parity
+    plans: every generator's requests are served until all have returned; returns what each
+    device returned (its answer), by device.
+
+    A ``("send", Send, tensor)`` is posted to ``mailbox`` under ``(device, to, tag)`` unless
+    ``post`` says not to; a ``("receive", Receive, None)`` is answered from ``mailbox`` under
+    the key ``resolve`` gives (default ``(src, device, tag)``), or with the tensor it makes;
+    a ``("state", point, tensor)`` goes to ``on_state``. Every payload is checked against the
+    receive's shape and wire dtype; a plan that can never finish is refused."""
+    active = dict(gens)
     requests: dict[int, Any] = {}
-    logits: Tensor | None = None
+    answers: dict[int, Tensor] = {}
 
     def advance(d: int, value: Tensor | None) -> None:
-        nonlocal logits
         try:
             requests[d] = active[d].send(value) if d in requests else next(active[d])
         except StopIteration as stop:
             requests.pop(d, None)
             del active[d]
             if stop.value is not None:
-                logits = stop.value
+                answers[d] = stop.value
 
     for d in list(active):
         advance(d, None)
@@ -394,34 +419,39 @@ def drive(gens: Mapping[int, Generator[tuple[str, Any, Any], Any, Any]], batch: 
         moved = False
         for d in list(active):
             kind, op, tensor = requests[d]
-            if kind == "send":
-                send: Send = op
-                mailbox[(d, send.to, send.tag)] = tensor
+            if kind == "state":
+                if on_state is not None:
+                    on_state(d, op, tensor)
                 advance(d, None)
-                moved = True
-                continue
-            receive: Receive = op
-            key = (receive.src, d, receive.tag)
-            if key not in mailbox:
-                continue
-            payload = mailbox.pop(key)
-            expected = (batch, *receive.shape)
-            dtype = WIRE_DTYPES[receive.wire_dtype]
-            if tuple(payload.shape) != expected or payload.dtype != dtype:
-                raise PlanError(
-                    f"device {d} expected {expected} {receive.wire_dtype} from device "
-                    f"{receive.src}, got {tuple(payload.shape)} {payload.dtype}"
-                )
-            advance(d, payload)
+            elif kind == "send":
+                send: Send = op
+                if post is None or post(d, send):
+                    mailbox[(d, send.to, send.tag)] = tensor
+                advance(d, None)
+            else:
+                receive: Receive = op
+                where = resolve(d, receive) if resolve is not None else None
+                if isinstance(where, Tensor):
+                    advance(d, where.expand(batch, *where.shape[1:]))
+                    moved = True
+                    continue
+                key = where if where is not None else (receive.src, d, receive.tag)
+                if key not in mailbox:
+                    continue
+                payload = mailbox.pop(key)
+                expected = (batch, *receive.shape)
+                dtype = WIRE_DTYPES[receive.wire_dtype]
+                if tuple(payload.shape) != expected or payload.dtype != dtype:
+                    raise PlanError(
+                        f"device {d} expected {expected} {receive.wire_dtype} from device "
+                        f"{receive.src}, got {tuple(payload.shape)} {payload.dtype}"
+                    )
+                advance(d, payload)
             moved = True
         if not moved:
             waiting = {d: (requests[d][1].src, requests[d][1].point) for d in active}
             raise PlanError(f"the plan cannot finish: devices wait on (sender, point) {waiting}")
-    if mailbox:
-        raise PlanError(f"payloads sent but never received: {sorted(mailbox)}")
-    if logits is None:
-        raise PlanError("no device produced logits (the plan has no head)")
-    return logits
+    return answers
 
 
 def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor) -> dict[str, Any]:
