@@ -24,6 +24,7 @@ __all__ = [
     "PROFILE_RANGES",
     "DeviceProfile",
     "LatencyReport",
+    "OpShape",
     "alpha_scan",
     "get_profile",
     "latency",
@@ -31,19 +32,66 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True, order=True)
+class OpShape:
+    """The shape of one compute op of one device at batch 1: the key of a profile's latency
+    table (as nn-Meter's and Once-for-All's per-kernel lookup tables are keyed by shape).
+
+    ``kind`` is ``"stem"``, ``"block"`` (one device's part of a bottleneck block: 1x1, grouped
+    3x3, 1x1 and the shortcut, batch norm folded) or ``"head"`` (pool and classifier).
+    """
+
+    kind: str
+    c_in: int  # input channels (of one device's stream)
+    c_out: int  # output channels
+    mid: int = 0  # bottleneck width on the device (blocks)
+    groups: int = 1  # groups of the 3x3 convolution on the device (blocks)
+    stride: int = 1
+    h: int = 0  # input height
+    w: int = 0  # input width
+
+    @property
+    def key(self) -> str:
+        """The table key, e.g. ``block 64-128 m32 g4 s2 32x32``."""
+        if self.kind == "block":
+            return (
+                f"block {self.c_in}-{self.c_out} m{self.mid} g{self.groups} s{self.stride} "
+                f"{self.h}x{self.w}"
+            )
+        return f"{self.kind} {self.c_in}-{self.c_out} {self.h}x{self.w}"
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
-    """An edge device and its link."""
+    """An edge device and its link.
+
+    Compute is a measured per-shape latency table where the profile has one (``snnas
+    profile``), else ``op_overhead_s + FLOPs / flops``. A transfer costs the sender
+    ``send_s`` and the receiver ``recv_s`` of software time, and the link ``latency + 8 *
+    bytes / bandwidth``.
+    """
 
     name: str
     flops: float  # sustained FLOP/s of the device
     bandwidth_bps: float  # link bandwidth in bits per second
     link_latency_s: float  # fixed cost of one transfer
     source: str  # where the figures come from
+    op_overhead_s: float = 0.0  # fixed cost of one compute op not in the table
+    send_s: float = 0.0  # software cost of starting one send (sender's time)
+    recv_s: float = 0.0  # software cost of taking one receive (receiver's time)
+    cores: int | None = None  # cores the device processes share (None: one core each)
+    table: tuple[tuple[str, float], ...] = ()  # (OpShape.key, seconds at batch 1)
 
     def transfer_s(self, nbytes: int) -> float:
         """Seconds to move ``nbytes`` over the link (0 for nothing)."""
         return 0.0 if nbytes == 0 else self.link_latency_s + 8.0 * nbytes / self.bandwidth_bps
+
+    def op_s(self, shape: OpShape, macs: int) -> float:
+        """Seconds of one compute op: the table's figure for ``shape``, else the FLOP rate."""
+        for key, seconds in self.table:
+            if key == shape.key:
+                return seconds
+        return self.op_overhead_s + 2.0 * macs / self.flops
 
 
 PROFILES: dict[str, DeviceProfile] = {
