@@ -30,15 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from snnas.space._config import NetworkConfig
+from snnas.space._config import NetworkConfig, default_overlap
 
 __all__ = ["Architecture", "BlockGeometry", "PointGeometry", "default_overlap"]
-
-
-def default_overlap(network: NetworkConfig, alpha: int) -> int:
-    """The paper's reading of alpha (Section 3.3, Fig. 3): ``alpha - 1`` blocks of compute
-    between a send and the addition, never more than a stage holds."""
-    return min(alpha - 1, network.blocks_per_stage - 1)
 
 
 @dataclass(frozen=True)

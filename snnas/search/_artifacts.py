@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from snnas._run import RunDir
-from snnas.errors import CheckpointError, SnnasError
-from snnas.space import Policy, SearchSpace, space_from_text
+from snnas.errors import CheckpointError
+from snnas.space import Policy, SearchSpace
+from snnas.train._run_space import load_run_space
 
 __all__ = ["SearchArtifacts", "load_run_space", "load_search_run"]
 
@@ -28,26 +29,6 @@ class SearchArtifacts:
     policy: Policy  # the selected policy, or the one given instead
     policy_source: str  # the file it came from
     weights: dict[str, Any]  # the supernet's state dict
-
-
-def load_run_space(run: RunDir) -> tuple[SearchSpace, dict[str, Any]]:
-    """The space a run was made with (rebuilt from the TOML text in ``config.json``, checked
-    against the recorded hash) and the whole ``config.json``."""
-    config = run.read_json("config.json")
-    if not isinstance(config, dict) or not isinstance(config.get("space_toml"), str):
-        raise CheckpointError(
-            f"{run / 'config.json'}: not a search run's configuration (no space_toml)"
-        )
-    try:
-        space = space_from_text(config["space_toml"], str(run / "config.json"))
-    except SnnasError as exc:
-        raise CheckpointError(f"{run / 'config.json'}: its space_toml is invalid ({exc})") from None
-    if space.hash != config.get("space_hash"):
-        raise CheckpointError(
-            f"{run / 'config.json'}: space_toml hashes to {space.hash!r}, "
-            f"not the recorded {config.get('space_hash')!r}"
-        )
-    return space, config
 
 
 def load_search_run(run: RunDir, policy_file: str | Path | None = None) -> SearchArtifacts:

@@ -26,6 +26,7 @@ __all__ = [
     "ParityConfig",
     "SpaceConfig",
     "SplitConfig",
+    "default_overlap",
     "parse_space",
 ]
 
@@ -198,6 +199,12 @@ def _parse_network(src: TomlSource, root: dict[str, Any]) -> NetworkConfig:
     )
 
 
+def default_overlap(network: NetworkConfig, alpha: int) -> int:
+    """The paper's reading of alpha (Section 3.3, Fig. 3): ``alpha - 1`` blocks of compute
+    between a send and the addition, never more than a stage holds."""
+    return min(alpha - 1, network.blocks_per_stage - 1)
+
+
 def _parse_split(src: TomlSource, root: dict[str, Any], network: NetworkConfig) -> SplitConfig:
     if "split" not in root:
         raise src.error("split", "a [split] table", "<missing>")
@@ -210,8 +217,6 @@ def _parse_split(src: TomlSource, root: dict[str, Any], network: NetworkConfig) 
             f"a multiple of split.groups = {groups} (each device owns C/G paths)",
             network.cardinality,
         )
-    from snnas.arch import default_overlap  # arch imports this module: import at call time
-
     alpha = src.get_int(table, "split", "alpha", default=1, minimum=1, maximum=network.num_blocks)
     # The paper's alpha = 1 is synchronous: a transfer is added right after the block that
     # sent it; alpha > 1 overlaps alpha - 1 blocks (docs/supernet.md). ``overlap`` overrides.

@@ -61,9 +61,9 @@ def load_finetuned(
     but other parity settings (a run fine-tuned on a space without parity devices gains
     them).
     """
-    from snnas.search._artifacts import load_run_space
     from snnas.train._finetune import FINETUNE_DIR
     from snnas.train._finetune import load_finetuned as load_selected
+    from snnas.train._run_space import load_run_space
 
     run = RunDir(path)
     if not run.path.is_dir():
