@@ -118,7 +118,7 @@ def incumbents(run: Path) -> dict[str, dict[str, float]]:
 
     from snnas.data import load_for_space
     from snnas.search import load_search_config
-    from snnas.search._compare import _Fixed
+    from snnas.search._compare_fixed import FixedComparison
     from snnas.search._reward import DEPLOY_CALIB_IMAGES, PolicyScorer, calibration_images
     from snnas.space import load_space
     from snnas.train import Accelerator
@@ -126,7 +126,7 @@ def incumbents(run: Path) -> dict[str, dict[str, float]]:
     report = RunDir(run).read_json("report.json")
     space = load_space(ROOT / "search_spaces/quickstart.toml")
     data = load_for_space("digits", space)
-    fixed = _Fixed(
+    fixed = FixedComparison(
         space, data, load_search_config("digits"), report["strategies"], report["seeds"],
         report["budget"], RunDir(run), Accelerator.pick("cpu"), None, report["rewards"],
         report["reference"][report["headline"]]["policies"],

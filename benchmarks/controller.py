@@ -222,13 +222,13 @@ def _quickstart(
     from snnas._run import RunDir
     from snnas.data import load_for_space
     from snnas.search import load_search_config
-    from snnas.search._compare import _Fixed
+    from snnas.search._compare_fixed import FixedComparison
     from snnas.train import Accelerator
 
     space = load_space(ROOT / "search_spaces/quickstart.toml")
     data = load_for_space("digits", space)
     config = load_search_config("digits")
-    fixed = _Fixed(
+    fixed = FixedComparison(
         space, data, config, ["random"], 1, 200, RunDir(folder), Accelerator.pick("cpu"),
         None, ["penalized"], 2000,
     )  # fmt: skip

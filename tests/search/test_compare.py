@@ -69,13 +69,13 @@ def test_fixed_mode_report(tmp_path, space, digits):
 
 
 def test_incumbents_are_rescored_on_held_out_images(tmp_path, space, digits):
-    from snnas.search._compare import _Fixed
+    from snnas.search._compare_fixed import FixedComparison
 
     report = _compare(space, digits, tmp_path / "c", strategies=("random",), rewards=["accuracy"])
     r = report["results"]["accuracy"]["random"]
     # Held-out accuracies come from other images than the search's: not the same numbers.
     assert r["stats"]["heldout"]["per_seed"] != r["stats"]["final"]["per_seed"]
-    fixed = _Fixed(
+    fixed = FixedComparison(
         space, digits, load_search_config("digits", None, ["strategy.reinforce.batch=3"]),
         ["random"], 3, 9, RunDir(tmp_path / "c"), CPU, None, ["accuracy"], 150,
     )  # fmt: skip

@@ -9,7 +9,8 @@ from snnas._run import RunDir
 from snnas.cost import communication
 from snnas.errors import ConfigError, UsageError
 from snnas.search import load_search_config, run_search
-from snnas.search._compare import _Fixed, compare
+from snnas.search._compare import compare
+from snnas.search._compare_fixed import FixedComparison
 from snnas.search._pareto import epsilon_gap, hypervolume, pareto_front
 from snnas.search._reward import parity_ratio
 from snnas.search.strategies import make_strategy
@@ -96,7 +97,7 @@ def test_compare_scores_degraded_accuracy_as_a_third_objective(comparison, data)
         "random", "reinforce"
     }  # fmt: skip
     # The scores are the coded network's: rebuild the comparison's scorer and check a few.
-    fixed = _Fixed(
+    fixed = FixedComparison(
         PARITY, data, config, ["random"], 2, 4, RunDir(path), CPU, None,
         ["penalized", "pareto"], 20, 1,
     )  # fmt: skip
