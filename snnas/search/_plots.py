@@ -5,26 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_compare", "plot_pareto", "plot_search_curve"]
+from snnas._plot import pyplot as _pyplot
+from snnas._plot import save_png
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["pareto_figure", "plot_compare", "plot_pareto", "plot_search_curve", "strategy_colours"]
 
 
 def _save(fig: Any, path: Path) -> None:
-    import io
-
-    from snnas._io import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def plot_search_curve(events: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -48,7 +36,6 @@ def plot_search_curve(events: list[dict[str, Any]], path: Path, title: str) -> N
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
-    plt.close(fig)
 
 
 def plot_pareto(
@@ -56,18 +43,28 @@ def plot_pareto(
 ) -> None:
     """Accuracy against communication ratio for every evaluation (coloured by iteration), and
     the Pareto front of the last iteration drawn."""
+    _save(pareto_figure(events, front, title), path)
+
+
+def pareto_figure(
+    events: list[dict[str, Any]], front: list[tuple[float, float, Any]], title: str
+) -> Any:
+    """The figure of :func:`plot_pareto`. With a single iteration there is nothing to colour
+    by: one colour, and the iteration in the legend instead of a one-value colour bar."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    points = ax.scatter(
-        [e["comm_ratio"] for e in events],
-        [e["accuracy"] for e in events],
-        c=[e["iteration"] for e in events],
-        cmap="viridis",
-        s=8,
-        alpha=0.5,
-        label="evaluated policies",
-    )
-    fig.colorbar(points, ax=ax, label="iteration")
+    iterations = sorted({e["iteration"] for e in events})
+    xs = [e["comm_ratio"] for e in events]
+    ys = [e["accuracy"] for e in events]
+    if len(iterations) > 1:
+        points = ax.scatter(
+            xs, ys, c=[e["iteration"] for e in events], cmap="viridis", s=8, alpha=0.5,
+            label="evaluated policies",
+        )  # fmt: skip
+        fig.colorbar(points, ax=ax, label="iteration")
+    else:
+        where = f" (iteration {iterations[0]})" if iterations else ""
+        ax.scatter(xs, ys, color="C0", s=8, alpha=0.5, label=f"evaluated policies{where}")
     if front:
         ax.step(
             [f[1] for f in front],
@@ -82,8 +79,16 @@ def plot_pareto(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
-    plt.close(fig)
+    return fig
+
+
+def strategy_colours(panels: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per strategy, the same in every panel (in order of first appearance), so a
+    strategy missing from one panel does not shift the others' colours."""
+    names: list[str] = []
+    for panel in panels:
+        names += [n for n in panel if n not in names]
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
 def plot_compare(
@@ -100,14 +105,16 @@ def plot_compare(
     all_panels = {ylabel: curves, **(panels or {})}
     fig, axes = plt.subplots(1, len(all_panels), figsize=(7 * len(all_panels), 4.5))
     axes = [axes] if len(all_panels) == 1 else list(axes)
+    colours = strategy_colours(list(all_panels.values()))
     for ax, (label, data) in zip(axes, all_panels.items(), strict=True):
         for name, (mean, err) in data.items():
             x = range(1, len(mean) + 1)
-            ax.plot(x, mean, label=name)
+            ax.plot(x, mean, label=name, color=colours[name])
             ax.fill_between(
                 x,
                 [m - e for m, e in zip(mean, err, strict=True)],
                 [m + e for m, e in zip(mean, err, strict=True)],
+                color=colours[name],
                 alpha=0.2,
             )
         ax.set_xlabel(xlabel)
@@ -116,4 +123,3 @@ def plot_compare(
         ax.legend()
     axes[0].set_title(title)
     _save(fig, path)
-    plt.close(fig)
