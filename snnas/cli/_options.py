@@ -60,15 +60,22 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 data_options = _stack(
     click.option(
         "--dataset",
-        type=click.Choice(["digits", "cifar10", "cifar100"]),
+        type=click.Choice(["digits", "fashion-mnist", "cifar10", "cifar100"]),
         default="digits",
         show_default=True,
-        help="digits is bundled; CIFAR needs --data-dir.",
+        help="digits is bundled; fashion-mnist reads /usr/share/datasets/fashion-mnist "
+        "(apt-get install dataset-fashion-mnist) unless --data-dir; CIFAR needs --data-dir.",
     ),
     click.option(
         "--data-dir",
         type=click.Path(path_type=Path),
-        help="Folder holding the CIFAR python batches (or its parent).",
+        help="Folder holding the Fashion-MNIST IDX files or the CIFAR python batches (or "
+        "its parent).",
+    ),
+    click.option(
+        "--download",
+        is_flag=True,
+        help="fashion-mnist: fetch the files into --data-dir first (needs internet).",
     ),
 )
 

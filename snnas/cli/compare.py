@@ -81,6 +81,7 @@ def compare(
     parity_epochs: int | None,
     dataset: str,
     data_dir: Path | None,
+    download: bool,
     name: str | None,
     runs_dir: Path,
     device: str | None,
@@ -113,7 +114,7 @@ def compare(
         # The comparison writes report.md in place; never through a link it did not make.
         raise CheckpointError(f"{report_md}: is a link or not a file; refusing to write through it")
     accel = Accelerator.pick(device)
-    data = load_for_space(dataset, space, data_dir)
+    data = load_for_space(dataset, space, data_dir, download)
     if not as_json:
         terminal.info(
             f"comparing {', '.join(names)} on {space.name}: {seeds} seeds, {mode} "

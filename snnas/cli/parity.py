@@ -110,6 +110,7 @@ def train(
     as_json: bool,
     dataset: str,
     data_dir: Path | None,
+    download: bool,
 ) -> None:
     """Train the parity devices of RUN's fine-tuned network (runs/<name>/finetune/best.pt),
     or of its supernet with --supernet, by distillation over every erasure position. Writes
@@ -153,7 +154,7 @@ def train(
     )
     config.check()
     accel = Accelerator.pick(device)
-    data = load_for_space(dataset, base.space, data_dir)
+    data = load_for_space(dataset, base.space, data_dir, download)
     net = CodedNetwork(base, ParityStreams(base.space))
     if not as_json:
         terminal.info(
@@ -188,6 +189,7 @@ def evaluate(
     as_json: bool,
     dataset: str,
     data_dir: Path | None,
+    download: bool,
 ) -> None:
     """A_available, A_degraded (every erasure position, full test split) and A_overall(f) of
     RUN's parity devices, against no protection, replication and a backup model at equal
@@ -210,7 +212,7 @@ def evaluate(
             str(folder.path), "RUN", "a parity run of a fine-tuned network", "a supernet run"
         )
     accel = Accelerator.pick(device)
-    data = load_for_space(dataset, net.space, data_dir)
+    data = load_for_space(dataset, net.space, data_dir, download)
     with progress_bars(terminal, "parity eval") as progress:
         result = parity_eval(
             net.base, folder, data, accel, backup_epochs=backup_epochs, progress=progress

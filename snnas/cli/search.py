@@ -51,6 +51,7 @@ def search(
     overrides: tuple[str, ...],
     dataset: str,
     data_dir: Path | None,
+    download: bool,
     seed: int,
     name: str | None,
     runs_dir: Path,
@@ -91,7 +92,7 @@ def search(
 
         preflight(run, CHECKPOINT, space, config, strategy, seed)
     accel = Accelerator.pick(device)
-    data = load_for_space(dataset, space, data_dir)
+    data = load_for_space(dataset, space, data_dir, download)
     if not as_json:
         terminal.info(
             f"searching {space.name} ({format_count(space.size)} policies) with {strategy}, "
@@ -101,9 +102,9 @@ def search(
         unscored = [d.label for d in space.decisions if d.kind in ("encode", "encoder")]
         if unscored:
             terminal.info(
-                f"note: the parity decisions ({', '.join(unscored)}) are sampled but not "
-                "scored (no degraded objective in the search yet); snnas parity train "
-                "chooses them (the most protective, or --choices)"
+                f"note: the parity decisions ({', '.join(unscored)}) are not scored by "
+                "the search's reward, so they are fixed to the most protective (the largest "
+                "encode share, the first encoder); snnas parity train --choices sets others"
             )
     with progress_bars(terminal, strategy) as progress:
         result = run_search(

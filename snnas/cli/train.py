@@ -46,6 +46,7 @@ def train(
     plain: bool,
     dataset: str,
     data_dir: Path | None,
+    download: bool,
     epochs: int | None,
     batch_size: int | None,
     lr: float | None,
@@ -92,7 +93,7 @@ def train(
         policy=policy_json(policy) if policy else None,
     )
     accel = Accelerator.pick(device)
-    data = load_for_space(dataset, space, data_dir)
+    data = load_for_space(dataset, space, data_dir, download)
     if not as_json:
         terminal.info(
             f"training {mode} on {space.name} ({dataset}: {data.size('train')} train, "

@@ -1,4 +1,6 @@
-"""Datasets: the bundled digits (default, offline) and CIFAR-10/100 from a user's folder.
+"""Datasets: the bundled digits (default, offline), Fashion-MNIST from its IDX files
+(torchvision; Debian's dataset-fashion-mnist package installs them offline) and CIFAR-10/100
+from a user's folder.
 
 Every dataset has a train, a validation and a test split. The validation split is the
 controller's reward split; the test split is only for final reports.
@@ -17,6 +19,8 @@ from torch import Tensor
 
 from snnas.data._cifar import CIFAR_LAYOUT, CifarDataset, cifar_transforms, read_cifar
 from snnas.data._digits import DIGITS_SPLIT, load_digits_splits
+from snnas.data._fashion import DEFAULT_DIR as FASHION_DIR
+from snnas.data._fashion import fashion_tensors, read_fashion
 from snnas.data._loader import TensorLoader
 from snnas.errors import DatasetError
 from snnas.space import SearchSpace
@@ -24,6 +28,7 @@ from snnas.space import SearchSpace
 __all__ = [
     "DATASETS",
     "DIGITS_SPLIT",
+    "FASHION_DIR",
     "Batches",
     "DataSplits",
     "TensorLoader",
@@ -31,7 +36,7 @@ __all__ = [
     "load_for_space",
 ]
 
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 
 
 class Batches(Protocol):
@@ -175,22 +180,46 @@ class DataSplits:
         )
 
 
-def load_for_space(name: str, space: SearchSpace, data_dir: str | Path | None = None) -> DataSplits:
+def load_for_space(
+    name: str, space: SearchSpace, data_dir: str | Path | None = None, download: bool = False
+) -> DataSplits:
     """:func:`load_dataset` at the space's input size and channels, checked against it."""
     net = space.network
     data = load_dataset(
-        name, input_size=net.input_size, input_channels=net.input_channels, data_dir=data_dir
+        name,
+        input_size=net.input_size,
+        input_channels=net.input_channels,
+        data_dir=data_dir,
+        download=download,
     )
     data.check_space(space)
     return data
 
 
 def load_dataset(
-    name: str, *, input_size: int, input_channels: int, data_dir: str | Path | None = None
+    name: str,
+    *,
+    input_size: int,
+    input_channels: int,
+    data_dir: str | Path | None = None,
+    download: bool = False,
 ) -> DataSplits:
-    """Load ``name`` ("digits", "cifar10" or "cifar100") with fixed, seeded splits."""
+    """Load ``name`` (one of :data:`DATASETS`) with fixed splits. ``data_dir``: the folder of
+    Fashion-MNIST's or CIFAR's files (Fashion-MNIST: :data:`FASHION_DIR` by default);
+    ``download``: let torchvision fetch Fashion-MNIST's files into it first."""
+    if download and name != "fashion-mnist":
+        raise DatasetError(f"--download: only fashion-mnist can be downloaded, not {name}")
     if name == "digits":
         tensors, norm = load_digits_splits(input_size, input_channels)
+        return DataSplits(name, 10, input_size, input_channels, tensors, normalization=norm)
+    if name == "fashion-mnist":
+        if input_size < 8 or input_size > 32:
+            raise DatasetError(
+                f"fashion-mnist images are 28x28: expected network.input_size from 8 to 32 "
+                f"(resized), found {input_size}"
+            )
+        raw = read_fashion(data_dir, download)
+        tensors, norm = fashion_tensors(raw, input_size, input_channels)
         return DataSplits(name, 10, input_size, input_channels, tensors, normalization=norm)
     if name not in CIFAR_LAYOUT:
         raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")

@@ -13,6 +13,7 @@ from snnas.errors import UsageError
 from snnas.space._toml import TomlSource
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "RANGES",
     "REWARD_MODES",
     "SCORING",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
+#: ``budget`` mode's threshold when ``reward.budget`` is not set.
+DEFAULT_BUDGET = 0.3
 #: Batch-norm statistics a policy is scored with (snnas.search.PolicyScorer).
 SCORING = ("recalibrated", "batch", "running")
 
@@ -44,7 +47,9 @@ class SearchConfig:
     augment: bool = True
     reward: str = "accuracy"  # accuracy | penalized | budget | pareto
     reward_lambda: float = 0.1  # penalized: accuracy - lambda * communication ratio
-    budget: float = 0.3  # budget: the largest communication ratio without penalty
+    # budget: the largest communication ratio without penalty (unset: DEFAULT_BUDGET);
+    # pareto: the selected policy's largest ratio (unset: the knee of the front).
+    budget: float | None = None
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
     # Parity spaces ([parity] r >= 1) in snnas compare's fixed mode: score A_degraded, the
     # third objective (pareto), and use A_overall(f) = (1 - f) acc + f A_degraded in the
@@ -61,9 +66,18 @@ class SearchConfig:
     rescore: int = 30  # candidates (best search rewards) re-scored at the end; topk of them kept
     strategy: dict[str, Any] = field(default_factory=dict)  # {strategy name: {option: value}}
 
+    @property
+    def budget_or_default(self) -> float:
+        """The ``budget`` mode's threshold: ``budget``, or :data:`DEFAULT_BUDGET` unset."""
+        return DEFAULT_BUDGET if self.budget is None else self.budget
+
     def to_json(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form. An unset budget is written as the default it stands for, except in
+        ``pareto`` mode where unset means a different rule (runs saved when the budget was
+        always 0.3 resume as they were)."""
         data = asdict(self)
+        if self.budget is None and self.reward != "pareto":
+            data["budget"] = DEFAULT_BUDGET
         data["milestones"] = list(self.milestones)
         return data
 
@@ -96,6 +110,18 @@ DIGITS = SearchConfig(
     topk=10,
     batch_size=32,
     eval_batch_size=180,
+)
+#: Fashion-MNIST (search_spaces/fashion.toml, configs/search_fashion.toml): 10 iterations of
+#: 200 steps of 64 images (about 2.3 passes over the 55,000 training images in all), 600
+#: evaluations, each reward on 1,000 of the 5,000 validation images (batch statistics).
+FASHION = SearchConfig(
+    iterations=10,
+    train_steps=200,
+    strategy_steps=30,
+    samples=30,
+    topk=10,
+    batch_size=64,
+    eval_batch_size=1000,
 )
 #: CIFAR: the paper's procedure (60 iterations of one pass, 500 controller steps, 100 samples).
 CIFAR = SearchConfig(
@@ -182,7 +208,7 @@ def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> An
         if problem is not None:
             found = value if type(value) in (int, float) else src.found(value)
             raise src.error(key, problem, found)
-        return float(value) if isinstance(current, float) else value
+        return float(value) if isinstance(current, float) or name == "budget" else value
     if isinstance(current, tuple):  # milestones
         if (
             not isinstance(value, list)
@@ -273,7 +299,7 @@ def load_search_config(
     A bad file is a :class:`~snnas.errors.ConfigError` naming the file and line; a bad
     override a :class:`~snnas.errors.UsageError` naming ``--set`` and the key.
     """
-    config = DIGITS if dataset == "digits" else CIFAR
+    config = {"digits": DIGITS, "fashion-mnist": FASHION}.get(dataset, CIFAR)
     if path is not None:
         source = TomlSource.from_path(path)
         config = _apply(source, config, source.data)

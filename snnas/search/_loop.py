@@ -26,6 +26,7 @@ from snnas.errors import CheckpointError, ConfigError, TrainingError
 from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig, with_defaults
 from snnas.search._plots import plot_pareto, plot_search_curve
+from snnas.search._protective import searched_space
 from snnas.search._record import StudyRecorder
 from snnas.search._reward import (
     DEPLOY_CALIB_IMAGES,
@@ -35,6 +36,7 @@ from snnas.search._reward import (
     pareto_front,
     split_tensors,
 )
+from snnas.search._selection import candidates_to_rescore, select_on_pareto_front
 from snnas.search.strategies import Strategy, make_strategy
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator
@@ -98,7 +100,9 @@ def run_search(
     options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
     if multi and strategy_name.startswith("optuna"):
         options.setdefault("objectives", 2)
-    strategy = make_strategy(strategy_name, space, seed, **options)
+    # The reward never scores parity decisions here (check_no_degraded): they are fixed to
+    # the most protective choice rather than sampled without signal.
+    strategy = make_strategy(strategy_name, searched_space(space), seed, **options)
     if multi and not strategy.multi_objective:
         raise ConfigError(
             None,
@@ -363,15 +367,8 @@ def _finish(
     # re-scored with the final shared weights and the deployable score (batch norm
     # recalibrated for the policy, eval mode) on the whole validation split; the top-k and
     # the selected policy come from those scores, not from single-minibatch maxima.
-    seen: set[tuple[int, ...]] = set()
-    candidates: list[dict[str, Any]] = []
-    for event in sorted(events, key=lambda e: (-e["reward"], e["index"])):
-        code = space.encode(event["policy"])
-        if code not in seen:
-            seen.add(code)
-            candidates.append(event)
-        if len(candidates) == config.rescore:
-            break
+    multi = config.reward == "pareto"
+    candidates = candidates_to_rescore(space, events, config.rescore, multi)
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
@@ -397,6 +394,11 @@ def _finish(
         if progress:
             progress("rescore", i + 1, len(candidates), {})
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
+    selection = None
+    if multi:
+        rescored, selection = select_on_pareto_front(rescored, config.budget)
+        run.write_json("front.json", selection)
+        selection = {k: v for k, v in selection.items() if k != "members"}
     top = rescored[: config.topk]
     best = top[0]
     best_policy = space.validate(best["policy"])
@@ -441,6 +443,7 @@ def _finish(
         "no_comm_val_acc": deployable.accuracy(no_comm),
         "candidates_rescored": len(rescored),
         "reward_mode": config.reward,
+        "selection": selection,  # pareto: the rule, budget and front size (front.json)
         "pareto_front": [{"accuracy": a, "comm_ratio": r, "event": i} for a, r, i in front],
         "search_time_s": state["elapsed_s"],
         "evaluation_time_s": sum(e["time_s"] for e in events),

@@ -13,7 +13,15 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["epsilon_gap", "hypervolume", "pareto_front"]
+__all__ = [
+    "epsilon_gap",
+    "front_layers",
+    "hypervolume",
+    "knee",
+    "pareto_front",
+    "select_on_front",
+    "spread",
+]
 
 
 def _gains(point: Sequence[float]) -> tuple[float, ...]:
@@ -89,3 +97,68 @@ def epsilon_gap(point: Sequence[float], front: Sequence[Sequence[float]]) -> flo
         return 0.0
     mine = _gains(point)
     return max(min(a - b for a, b in zip(_gains(q), mine, strict=True)) for q in front)
+
+
+def front_layers(points: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` points by non-dominated sorting: the front, then the front of what is
+    left, and so on, each layer by increasing ratio. A layer that does not fit whole gives
+    :func:`spread` of its points (its two extremes first kept)."""
+    left = list(points)
+    out: list[tuple[Any, ...]] = []
+    while left and len(out) < limit:
+        layer = pareto_front(left)
+        room = limit - len(out)
+        out += layer if len(layer) <= room else spread(layer, room)
+        taken = {id(p) for p in layer}
+        left = [p for p in left if id(p) not in taken]
+    return out
+
+
+def spread(items: Sequence[Any], k: int) -> list[Any]:
+    """``k`` of ``items`` evenly spaced by position, the first and the last included (for
+    ``k >= 2``; the middle one for ``k = 1``)."""
+    n = len(items)
+    if k >= n:
+        return list(items)
+    if k <= 0:
+        return []
+    if k == 1:
+        return [items[n // 2]]
+    return [items[round(i * (n - 1) / (k - 1))] for i in range(k)]
+
+
+def knee(front: Sequence[Sequence[float]]) -> int:
+    """Index of the knee of a two-objective front of ``(accuracy, ratio)`` points: with both
+    axes scaled to [0, 1] by the front's extremes, the member furthest above the line that
+    joins the extremes (the largest ``acc_scaled - ratio_scaled``); ties go to the more
+    accurate member. A front of one or two members: its most accurate one."""
+    if not front:
+        raise ValueError("the knee of an empty front")
+    accs = [p[0] for p in front]
+    ratios = [p[1] for p in front]
+
+    def scaled(v: float, lo: float, hi: float) -> float:
+        return (v - lo) / (hi - lo) if hi > lo else 0.0
+
+    lo_a, hi_a, lo_r, hi_r = min(accs), max(accs), min(ratios), max(ratios)
+    gains = [
+        scaled(a, lo_a, hi_a) - scaled(r, lo_r, hi_r) for a, r in zip(accs, ratios, strict=True)
+    ]
+    return max(range(len(front)), key=lambda i: (gains[i], accs[i], -ratios[i], -i))
+
+
+def select_on_front(front: Sequence[Sequence[float]], budget: float | None) -> tuple[int, str]:
+    """Which member of a two-objective front of ``(accuracy, ratio)`` points to select, and
+    the rule that chose it: with a ``budget``, the most accurate member whose ratio is at
+    most the budget (``"budget"``), or the member with the lowest ratio when none is
+    (``"lowest ratio, over budget"``); without one, the :func:`knee` (``"knee"``)."""
+    if not front:
+        raise ValueError("selection from an empty front")
+    if budget is None:
+        return knee(front), "knee"
+    within = [i for i, p in enumerate(front) if p[1] <= budget]
+    if within:
+        return max(within, key=lambda i: (front[i][0], -front[i][1], -i)), "budget"
+    return min(range(len(front)), key=lambda i: (front[i][1], -front[i][0], i)), (
+        "lowest ratio, over budget"
+    )

@@ -139,6 +139,7 @@ def preflight(
     import torch
 
     from snnas.models import SepResNeXt
+    from snnas.search._protective import searched_space
     from snnas.search.strategies import make_strategy
 
     path = run / checkpoint
@@ -151,7 +152,7 @@ def preflight(
     options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
     if config.reward == "pareto" and strategy_name.startswith("optuna"):
         options.setdefault("objectives", 2)
-    strategy = make_strategy(strategy_name, space, seed, **options)
+    strategy = make_strategy(strategy_name, searched_space(space), seed, **options)
     if state["identity"]["strategy"] != strategy.label:
         raise CheckpointError(
             f"{shorten(str(run.path))}: cannot resume a different search (strategy: "

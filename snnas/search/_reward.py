@@ -62,7 +62,7 @@ def make_reward(config: SearchConfig) -> RewardFn:
             return acc
         if mode == "penalized":
             return acc - config.reward_lambda * ratio
-        return acc if ratio <= config.budget else acc - config.budget_penalty
+        return acc if ratio <= config.budget_or_default else acc - config.budget_penalty
 
     return reward
 

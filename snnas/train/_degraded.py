@@ -99,8 +99,10 @@ def degraded_report(
 ) -> DegradedReport:
     """Score normal operation and every erasure position on ``batches``.
 
-    ``bn="batch"`` scores with batch statistics (supernet policies, docs/supernet.md); the
-    expanded batch holds every position of the same images.
+    ``bn="batch"`` scores with batch statistics (supernet policies, docs/supernet.md), each
+    erasure position normalised on its own pass over the batch's images: a position's
+    figures are exactly those of scoring it alone, whichever other positions are scored.
+    With running statistics (eval mode) every position shares one expanded pass.
     """
     space = net.space
     g, points = space.groups, space.num_points
@@ -118,11 +120,19 @@ def degraded_report(
             b = y.numel()
             with accel.autocast():
                 clean = net(x, policy)
-                fail_at = fail_at_tensor(positions, g, b, x.device)
-                out = net(x.repeat(len(positions), 1, 1, 1), policy, fail_at)
-            labels = y.repeat(len(positions))
-            parity += (out.parity_logits.argmax(1) == labels).view(-1, b).sum(1).float().cpu()
-            device += (out.device_logits.argmax(1) == labels).view(-1, b).sum(1).float().cpu()
+            # Batch statistics: one pass per position, so no position's activations enter
+            # another's normalisation. Eval mode: all positions in one pass.
+            step = 1 if bn == "batch" else len(positions)
+            for start in range(0, len(positions), step):
+                group = positions[start : start + step]
+                fail_at = fail_at_tensor(group, g, b, x.device)  # (len(group) * b, G)
+                with accel.autocast():
+                    out = net(x.repeat(len(group), 1, 1, 1), policy, fail_at)
+                labels = y.repeat(len(group))  # (len(group) * b,)
+                hits_p = (out.parity_logits.argmax(1) == labels).view(-1, b).sum(1).float()
+                hits_d = (out.device_logits.argmax(1) == labels).view(-1, b).sum(1).float()
+                parity[start : start + len(group)] += hits_p.cpu()
+                device[start : start + len(group)] += hits_d.cpu()
             available += int((clean.logits.argmax(1) == y).sum())
             total += b
     net.train(was_training)
