@@ -442,6 +442,7 @@ def evaluate(
 def _table(terminal: Terminal, result: dict[str, Any]) -> None:
     """Two tables: every method's resources and headline figures, then its accuracy per
     unavailable device (narrow enough for an 80-column terminal)."""
+    from rich import box
     from rich.table import Table
 
     g = len(result["degraded_by_device"])
@@ -449,18 +450,25 @@ def _table(terminal: Terminal, result: dict[str, Any]) -> None:
     rows = {"parity": result, **result["baselines"]}
     summary = Table(
         "method",
-        "extra devices",
-        "extra kB/img",
-        "extra MFLOPs/img",
-        "A_available",
-        "A_degraded",
-        *(f"A_overall {100 * float(f):g}%" for f in rates),
-        title=f"{result['space']} ({result.get('dataset', '?')}): {result['images']} test "
-        "images, every erasure position",
+        "+dev",
+        "+kB",
+        "+MFLOP",
+        "avail",
+        "degr",
+        *(f"f={100 * float(f):g}%" for f in rates),
+        title=f"{result['space']} ({result.get('dataset', '?')}): accuracy in % on "
+        f"{result['images']} test images, every erasure position. +: extra per image; avail: "
+        "A_available; degr: A_degraded; f=x%: A_overall(f)",
+        box=box.SIMPLE_HEAD,
     )
-    for column in summary.columns:
-        column.overflow = "fold"
-    devices = Table("method", *(f"device {d} lost" for d in range(g)), title="A_degraded by device")
+    summary.columns[0].no_wrap = True
+    devices = Table(
+        "method",
+        *(f"dev {d} lost" for d in range(g)),
+        title="A_degraded (%) by unavailable device",
+        box=box.SIMPLE_HEAD,
+    )
+    devices.columns[0].no_wrap = True
     for method, figures in rows.items():
         extra = figures.get("extra_devices")
         summary.add_row(
@@ -468,10 +476,10 @@ def _table(terminal: Terminal, result: dict[str, Any]) -> None:
             "?" if extra is None else str(extra),
             f"{figures['extra_bytes'] / 1e3:.1f}",
             f"{figures['extra_flops'] / 1e6:.2f}",
-            f"{figures.get('available_acc', result['available_acc']):.4f}",
-            f"{figures['degraded_acc']:.4f}",
-            *(f"{figures['overall'][f]:.4f}" for f in rates),
+            f"{100 * figures.get('available_acc', result['available_acc']):.1f}",
+            f"{100 * figures['degraded_acc']:.1f}",
+            *(f"{100 * figures['overall'][f]:.1f}" for f in rates),
         )
-        devices.add_row(method, *(f"{v:.4f}" for v in figures["degraded_by_device"]))
+        devices.add_row(method, *(f"{100 * v:.1f}" for v in figures["degraded_by_device"]))
     terminal.print(summary)
     terminal.print(devices)
