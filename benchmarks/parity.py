@@ -6,9 +6,14 @@ through the commands a user runs.
 1. ``snnas search search_spaces/quickstart_parity.toml --name NAME`` (the digits defaults:
    REINFORCE, 10 iterations, seed 0): the supernet and the selected policy;
 2. ``snnas finetune NAME`` (the digits defaults: 20 epochs, lr 0.03, chosen on validation);
-3. for every variant, ``snnas parity train NAME --choices ... --name parity-VARIANT`` and
+3. ``snnas parity train NAME --method failout`` (RUN/failout: the fine-tuned network trained
+   further with data devices dropped at random) and ``snnas parity train NAME --base failout
+   --choices ... --name parity-failout`` (failout + parity: the ``sum`` variant's parity
+   device trained against the failout network), both with the parity training's epochs;
+4. for every variant, ``snnas parity train NAME --choices ... --name parity-VARIANT`` and
    ``snnas parity eval NAME --name parity-VARIANT --json`` (the full test split, with the
-   baselines; the backup model is trained once and its ``backup.pt`` reused by the others).
+   baselines, failout and failout + parity included; the backup model is trained once and
+   its ``backup.pt`` reused by the others).
 
 Every step is the command itself, run in a subprocess with this interpreter. Goal (issue
 10): A_degraded within 5 points of A_available and above every baseline at equal extra
@@ -70,32 +75,57 @@ def snnas(*args: str, log: Path) -> Any:
     return json.loads(done.stdout)
 
 
+def _train(
+    runs: Path, name: str, folder: str, options: list[str], epochs: int | None, log: Path
+) -> None:
+    """``snnas parity train NAME OPTIONS --name FOLDER`` (skipped when finished, resumed when
+    interrupted); its wall time lands in FOLDER/train_time_s."""
+    path = runs / name / folder
+    if (path / "final.json").is_file():
+        return
+    resume = ["--resume"] if (path / "last.pt").is_file() else []
+    more = ["--epochs", str(epochs)] if epochs else []
+    tic = time.perf_counter()
+    snnas("parity", "train", str(runs / name), "--name", folder, "--device", "cpu", *options,
+          *more, *resume, log=log)  # fmt: skip
+    (path / "train_time_s").write_text(f"{time.perf_counter() - tic:.1f}\n")
+
+
+def _choices(runs: Path, name: str, variant: str) -> str:
+    (level, encoder), _ = VARIANTS[variant]
+    choices = runs / name / f"choices-{variant}.json"
+    choices.write_text(json.dumps(_protect(level, encoder)), encoding="utf-8")
+    return str(choices)
+
+
+def failout_stage(runs: Path, name: str, epochs: int | None, log: Path) -> None:
+    """Failout, then failout + parity (the ``sum`` variant's parity device on its network)."""
+    _train(runs, name, "failout", ["--method", "failout"], epochs, log)
+    choices = _choices(runs, name, "sum")
+    _train(runs, name, "parity-failout", ["--base", "failout", "--choices", choices], epochs, log)
+
+
 def variant_stage(
     runs: Path, name: str, variant: str, epochs: int | None, backup: int | None, log: Path
 ) -> dict[str, Any]:
-    """Train and score one parity variant (reused when its eval.json exists)."""
+    """Train and score one parity variant (reused when its eval.json exists and scores
+    failout and failout + parity)."""
     folder = runs / name / f"parity-{variant}"
     if (folder / "eval.json").is_file():
-        return json.loads((folder / "eval.json").read_text(encoding="utf-8"))
-    (level, encoder), options = VARIANTS[variant]
-    run = str(runs / name)
-    if not (folder / "final.json").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        choices = folder.parent / f"choices-{variant}.json"
-        choices.write_text(json.dumps(_protect(level, encoder)), encoding="utf-8")
-        resume = ["--resume"] if (folder / "last.pt").is_file() else []
-        more = ["--epochs", str(epochs)] if epochs else []
-        tic = time.perf_counter()
-        snnas("parity", "train", run, "--choices", str(choices), "--name", folder.name,
-              "--device", "cpu", *options, *more, *resume, log=log)  # fmt: skip
-        (folder / "train_time_s").write_text(f"{time.perf_counter() - tic:.1f}\n")
+        done: dict[str, Any] = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+        if "failout+parity" in done["baselines"]:
+            return done
+    _, options = VARIANTS[variant]
+    choices = _choices(runs, name, variant)
+    _train(runs, name, folder.name, ["--choices", choices, *options], epochs, log)
     for other in (runs / name).glob("parity-*/backup.pt"):  # one backup model for all
         if not (folder / "backup.pt").is_file():
             shutil.copy(other, folder / "backup.pt")
     more = ["--backup-epochs", str(backup)] if backup else []
     result: dict[str, Any] = snnas(
-        "parity", "eval", run, "--name", folder.name, "--device", "cpu", *more, log=log
-    )
+        "parity", "eval", str(runs / name), "--name", folder.name, "--device", "cpu", *more,
+        log=log,
+    )  # fmt: skip
     return result
 
 
@@ -128,6 +158,7 @@ def main() -> None:
         snnas("finetune", name, "--runs-dir", str(runs), "--device", "cpu", *more, *resume,
               log=log)  # fmt: skip
     finetune = json.loads((runs / name / "finetune" / "final.json").read_text(encoding="utf-8"))
+    failout_stage(runs, name, args.epochs, log)
     results = {}
     for variant in args.variants.split(","):
         results[variant] = variant_stage(runs, name, variant, args.epochs, args.backup_epochs, log)
@@ -138,6 +169,9 @@ def main() -> None:
             "within_5_points": r["degraded_acc"] >= r["available_acc"] - 0.05,
             "above_every_baseline": all(
                 r["degraded_acc"] > b["degraded_acc"] for b in r["baselines"].values()
+            ),
+            "a_overall_10_above_every_baseline": all(
+                r["overall"]["0.1"] > b["overall"]["0.1"] for b in r["baselines"].values()
             ),
         }
         for variant, r in results.items()
@@ -166,7 +200,15 @@ def main() -> None:
         "baselines": {
             method: {
                 k: b[k]
-                for k in ("degraded_acc", "degraded_by_device", "extra_bytes", "extra_flops")
+                for k in (
+                    "available_acc",
+                    "degraded_acc",
+                    "degraded_by_device",
+                    "overall",
+                    "extra_devices",
+                    "extra_bytes",
+                    "extra_flops",
+                )
             }
             for method, b in baselines.items()
         },
@@ -183,7 +225,8 @@ def main() -> None:
     rows += list(summary["baselines"].items())
     for method, figures in rows:
         print(
-            f"{method:>16}: A_degraded {figures['degraded_acc']:.4f} "
+            f"{method:>16}: A_available {figures['available_acc']:.4f} "
+            f"A_degraded {figures['degraded_acc']:.4f} "
             f"by device {[round(v, 3) for v in figures['degraded_by_device']]} "
             f"+{figures['extra_bytes'] / 1e3:.1f} kB +{figures['extra_flops'] / 1e6:.2f} MFLOPs"
         )

@@ -227,13 +227,14 @@ def _mean_grid(grids: list[list[list[float]]]) -> list[list[float]]:
 
 
 def _identity(
-    net: CodedNetwork, config: ParityTrainConfig, policy: Policy | None
+    net: CodedNetwork, config: ParityTrainConfig, policy: Policy | None, base: str | None
 ) -> dict[str, Any]:
     return {
         "space_hash": net.space.hash,
         "config": config.to_json(),
         "policy": None if policy is None else net.space.policy_to_json(policy)["policy"],
         "supernet": isinstance(net.base, SepResNeXt),
+        "base": base,
     }
 
 
@@ -246,19 +247,25 @@ def train_parity(
     resume: bool = False,
     accel: Accelerator | None = None,
     progress: Progress | None = None,
+    base: str | None = None,
+    imputation: Mapping[int, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``net``'s parity devices into ``run`` (``last.pt`` every epoch, ``best.pt`` the
     epoch with the best validation A_degraded, ``metrics.jsonl``, ``final.json``).
 
     ``net.base`` is frozen for ``config.epochs`` epochs, then trained jointly for
     ``config.joint_epochs``. Returns the final metrics (validation figures only).
+    ``base`` names where the base network comes from (recorded, checked on resume; ``None``:
+    the run's fine-tuned network or supernet, e.g. ``"failout"`` for a failout folder), and
+    ``imputation`` (point -> (G, w)) gives the imputation constants instead of calibrating
+    them (a failout network keeps the constants it was trained with).
     """
     config.check()
     accel = accel or Accelerator.pick()
     data.check_space(net.space)
     net.to(accel.device)
     policy = net.base.policy if isinstance(net.base, FrozenSepResNeXt) else None
-    identity = _identity(net, config, policy)
+    identity = _identity(net, config, policy, base)
     run.create()
     total_epochs = config.epochs + config.joint_epochs
     state: dict[str, Any] = {"epoch": 0, "metrics": [], "best": None}
@@ -279,11 +286,16 @@ def train_parity(
             net.parity.init_from(net.base)
         else:  # the ablation: random blocks and head, the stem still a copy (it is exact)
             net.parity.stem.load_state_dict(net.base.stem.state_dict())
-        calib = data.loader("train", 256, shuffle=True, seed=config.seed)
-        batches = [accel.batch(x, y) for x, y in _first(calib, config.calibration_batches)]
-        net.eval()
-        with batch_statistics(net) if policy is None else contextlib.nullcontext():
-            calibrate_imputation(net, batches, _validation_policies(net))
+        if imputation is not None:
+            with torch.no_grad():
+                for q, value in imputation.items():
+                    net.parity.impute(q).copy_(value)
+        else:
+            calib = data.loader("train", 256, shuffle=True, seed=config.seed)
+            batches = [accel.batch(x, y) for x, y in _first(calib, config.calibration_batches)]
+            net.eval()
+            with batch_statistics(net) if policy is None else contextlib.nullcontext():
+                calibrate_imputation(net, batches, _validation_policies(net))
     # The space file's text, so ``snnas parity eval`` rebuilds the same network.
     run.write_json("config.json", {**identity, "space_toml": net.space.config.source})
 
@@ -407,7 +419,7 @@ def _check_saved(saved: Mapping[str, Any], path: Any, total_epochs: int) -> None
 
 
 def _check_same(saved: Mapping[str, Any], identity: Mapping[str, Any], run: RunDir) -> None:
-    for key in ("space_hash", "policy", "supernet"):
+    for key in ("space_hash", "policy", "supernet", "base"):
         if saved.get(key) != identity[key]:
             raise CheckpointError(
                 f"{run.path}: cannot resume: the checkpoint's {key} is {saved.get(key)!r}, "

@@ -125,3 +125,57 @@ def test_export_and_run_a_parity_plan(tmp_path, digits):
     assert verify.exit_code == 0, verify.output
     report = json.loads(verify.output[verify.output.index("{") :])
     assert report["passed"] and report["degraded"]["min_top1_agreement"] == 1.0
+
+
+def test_failout_and_failout_parity_through_the_cli(tmp_path, digits):
+    """parity train --method failout, parity train --base failout, then parity eval scores
+    all seven methods; options of the other method are usage errors."""
+    run = tmp_path / "run"
+    make_finetuned_run(run, small_digits(digits), epochs=1)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "dataset": "digits"}))
+    fast = ["--epochs", "1", "--batch-size", "256", "--device", "cpu", "--json"]
+    failout = CliRunner().invoke(
+        cli, ["parity", "train", str(run), "--method", "failout", "--failout-rate", "1", *fast]
+    )
+    assert failout.exit_code == 0, failout.output
+    final = json.loads(failout.output[failout.output.index("{") :])
+    assert final["method"] == "failout" and final["rate"] == 1.0 and final["standin"] == "mean"
+    assert json.loads((run / "failout" / "config.json").read_text())["method"] == "failout"
+    both = CliRunner().invoke(cli, ["parity", "train", str(run), "--base", "failout", *fast])
+    assert both.exit_code == 0, both.output
+    assert json.loads((run / "parity-failout" / "config.json").read_text())["base"] == "failout"
+    plain = CliRunner().invoke(cli, ["parity", "train", str(run), *fast])
+    assert plain.exit_code == 0, plain.output
+
+    result = CliRunner().invoke(
+        cli, ["parity", "eval", str(run), "--backup-epochs", "1", "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{") :])
+    assert set(data["baselines"]) == {
+        "none", "impute", "replicate", "backup", "failout", "failout+parity"
+    }  # fmt: skip
+    assert data["dataset"] == "digits"
+    table = CliRunner().invoke(
+        cli, ["parity", "eval", str(run), "--backup-epochs", "1", "--device", "cpu"]
+    )
+    assert table.exit_code == 0, table.output
+    for word in ("failout+parity", "avail", "degr", "+dev", "f=10%", "dev 3 lost"):
+        assert word in table.output, word
+
+    for args, option in (
+        (["--method", "failout", "--joint-epochs", "1"], "--joint-epochs"),
+        (["--method", "failout", "--base", "failout"], "--base"),
+        (["--method", "failout", "--supernet"], "--supernet"),
+        (["--failout-rate", "0.5"], "--failout-rate"),
+        (["--standin", "zeros"], "--standin"),
+        (["--supernet", "--base", "failout"], "--base"),
+        (["--method", "failout", "--failout-rate", "0"], "--failout-rate"),
+        (["--method", "failout", "--dataset", "cifar10"], "--dataset"),
+    ):
+        refused = CliRunner().invoke(cli, ["parity", "train", str(run), *args, "--name", "x"])
+        assert refused.exit_code == 2 and option in refused.output, (args, refused.output)
+    # A folder of the other method is refused by name.
+    wrong = CliRunner().invoke(cli, ["parity", "train", str(run), "--name", "failout", "--resume"])
+    assert wrong.exit_code == 1 and "holds a failout run" in wrong.output
