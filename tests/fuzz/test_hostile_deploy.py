@@ -1256,7 +1256,9 @@ add(
     "spaces",
     "encoder-fixed-outside-choices",
     lambda sb: ["space", "show", sb.space(('choices = ["sum", "concat"]', FIXED_MIRROR))],
-    0,
+    1,
+    "decisions.encoder.fixed",
+    "not both",
 )
 COST_POLICIES = [
     ("good", GOOD_PARITY_POLICY, 0, ""),
