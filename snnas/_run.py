@@ -300,10 +300,13 @@ class RunDir:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
         atomic_write_bytes(self.path / name, buffer.getvalue())
 
-    def check_resume(self, name: str, resume: bool, kind: str = "run") -> None:
+    def check_resume(
+        self, name: str, resume: bool, kind: str = "run", elsewhere: str = "use another --name"
+    ) -> None:
         """Refuse ``--resume`` where there is nothing to resume (no folder, no checkpoint
         ``name``), and a start without it where a checkpoint is already there: a run never
-        starts over silently, nor on top of another."""
+        starts over silently, nor on top of another. ``elsewhere`` is the advice for starting
+        anew that is true of the command (a command without ``--name`` says what else)."""
         where = shorten(str(self.path))
         if resume and not self.exists():
             raise CheckpointError(
@@ -312,11 +315,11 @@ class RunDir:
         if resume and not self.has_checkpoint(name):
             raise CheckpointError(
                 f"{where}: no checkpoint ({name}) to resume from; drop --resume to start over "
-                "in this folder, or use another --name"
+                f"in this folder, or {elsewhere}"
             )
         if not resume and self.has_checkpoint(name):
             raise CheckpointError(
-                f"{where} already holds a {kind}: pass --resume to continue it, or another --name"
+                f"{where} already holds a {kind}: pass --resume to continue it, or {elsewhere}"
             )
 
     def has_checkpoint(self, name: str) -> bool:
