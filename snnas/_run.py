@@ -38,6 +38,7 @@ __all__ = [
     "Progress",
     "RunDir",
     "check_state",
+    "explicit_folder",
     "load_module_state",
     "load_optimizer_state",
     "resolve_run",
@@ -108,6 +109,33 @@ def resolve_run(runs_dir: str | Path, name: str, option: str = "--name") -> Path
             f"{shorten(str(resolved))})",
             name,
         )
+    return path
+
+
+def explicit_folder(value: str | Path, option: str = "--out") -> Path:
+    """A folder a user names explicitly by its path (``--out``, ``out=``): honoured wherever
+    it is (only names, such as ``--name``, stay inside the runs folder; :func:`resolve_run`).
+
+    What is written there is written atomically and never through a link (the writers'
+    business); refused here, as a :class:`UsageError` naming ``option``: an empty path,
+    ``.`` or ``..`` (a folder that holds the work itself), control characters (NUL,
+    newlines, escapes), a component of more than 255 bytes or a path of more than 4,096.
+    """
+    text = str(value)
+    expected = (
+        "a folder path without control characters, at most 255 bytes per component and "
+        "4,096 in all (not '.' or '..')"
+    )
+    encoded = text.encode("utf-8", "surrogatepass")
+    path = Path(text)
+    if (
+        not text
+        or not text.isprintable()
+        or len(encoded) > 4096
+        or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in path.parts)
+        or path.name in ("", ".", "..")
+    ):
+        raise UsageError(option, expected, text)
     return path
 
 

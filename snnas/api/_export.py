@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snnas._run import Progress, RunDir, check_state, resolve_run
+from snnas._run import Progress, RunDir, check_state, explicit_folder, resolve_run
 from snnas.api._finetune import FinetuneResult, run_folder
 from snnas.api._progress import reporting
 from snnas.api._search import SearchRun
@@ -105,6 +105,8 @@ class ExportJob:
         from snnas.train._finetune import BEST, FINETUNE_DIR, load_finetuned
 
         self.run_dir = folder = run_folder(run)
+        self.target = explicit_folder(out, "out") if out is not None else folder.path / "plan"
+        check_target(self.target)  # before anything is loaded
         if isinstance(profile, DeviceProfile):
             self.profile = profile
         else:
@@ -125,8 +127,6 @@ class ExportJob:
         else:
             self.model = load_finetuned(tuned, space)
         self.final = _final(tuned)
-        self.target = Path(out) if out is not None else folder.path / "plan"
-        check_target(self.target)
         self.data = load_for_space(config["dataset"], space, data_dir)
         self.space, self.onnx = space, onnx
         self.source = {

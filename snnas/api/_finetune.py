@@ -108,6 +108,7 @@ class FinetuneJob:
                                      ("--seed", SEED_RANGE, seed)):  # fmt: skip
             if value is not None:
                 _check(option, valid, value)
+        self.accel = Accelerator.pick(device)  # an option value: before any file
         self.run_dir = run_folder(run)
         search = load_search_run(self.run_dir, None if isinstance(policy, Mapping) else policy)
         if isinstance(policy, Mapping):
@@ -129,7 +130,6 @@ class FinetuneJob:
             )
         self.out.check_resume(LAST, resume, "fine-tuning", ELSEWHERE)
         self.resume = resume
-        self.accel = Accelerator.pick(device)
         self.data = load_for_space(search.dataset, search.space, data_dir)
 
     @property

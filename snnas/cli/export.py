@@ -26,7 +26,8 @@ def _ranges(blocks: list[int]) -> str:
 @click.argument("run_name", metavar="RUN")
 @click.option(
     "--out",
-    help="Plan folder: a name under --runs-dir (default: RUN/plan).",
+    help="Plan folder: a path, wherever it is (default: RUN/plan); an older plan there is "
+    "replaced atomically, anything else refused.",
 )
 @click.option("--onnx", is_flag=True, help="Also write one ONNX graph per device segment.")
 @click.option(
@@ -68,12 +69,13 @@ def export(
 ) -> None:
     """Export RUN's fine-tuned network (snnas finetune RUN) as a plan folder: plan.json,
     per-device safetensors weights, reference logits, and with --onnx the segments."""
+    from snnas._run import explicit_folder
     from snnas.api import ExportJob
     from snnas.cli._progress import progress_bars
-    from snnas.cli._runs import existing_run, inside_runs
+    from snnas.cli._runs import existing_run
 
     run = existing_run(runs_dir, run_name)
-    target = inside_runs(runs_dir, out, "--out") if out is not None else None
+    target = explicit_folder(out, "--out") if out is not None else None
     job = ExportJob(
         run.path, out=target, onnx=onnx, profile=profile_name, data_dir=data_dir,
         parity=parity_name,

@@ -38,14 +38,25 @@ def pipeline(tmp_path_factory):
     return root, space, run, tuned, plan
 
 
-def test_nothing_printed(tmp_path, capsys):
+def test_nothing_printed_progress_when_asked(tmp_path, capsys):
     (tmp_path / "tiny.toml").write_text(SMALL_TOML)
+    calls: list[tuple[str, int, int]] = []
     snnas.search(
         tmp_path / "tiny.toml", name="q", runs_dir=tmp_path, overrides=TINY, strategy="random",
-        device="cpu",
+        device="cpu", progress=lambda phase, done, total, info: calls.append((phase, done, total)),
     )  # fmt: skip
     out = capsys.readouterr()
     assert (out.out, out.err) == ("", "")
+    assert calls and all(0 <= done <= total for _, done, total in calls)
+
+
+def test_run_local(pipeline):
+    _, _, _, _, plan = pipeline
+    live = plan.run_local(count=3)
+    assert live.images == 3 and live.top1_agreement == 1.0
+    assert live.report["images"] == 3
+    with pytest.raises(UsageError, match="count"):
+        plan.run_local(count=0)
 
 
 def test_search_run(pipeline):
