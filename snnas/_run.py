@@ -38,6 +38,7 @@ __all__ = [
     "Progress",
     "RunDir",
     "check_state",
+    "explicit_folder",
     "load_module_state",
     "load_optimizer_state",
     "resolve_run",
@@ -108,6 +109,33 @@ def resolve_run(runs_dir: str | Path, name: str, option: str = "--name") -> Path
             f"{shorten(str(resolved))})",
             name,
         )
+    return path
+
+
+def explicit_folder(value: str | Path, option: str = "--out") -> Path:
+    """A folder a user names explicitly by its path (``--out``, ``out=``): honoured wherever
+    it is (only names, such as ``--name``, stay inside the runs folder; :func:`resolve_run`).
+
+    What is written there is written atomically and never through a link (the writers'
+    business); refused here, as a :class:`UsageError` naming ``option``: an empty path,
+    ``.`` or ``..`` (a folder that holds the work itself), control characters (NUL,
+    newlines, escapes), a component of more than 255 bytes or a path of more than 4,096.
+    """
+    text = str(value)
+    expected = (
+        "a folder path without control characters, at most 255 bytes per component and "
+        "4,096 in all (not '.' or '..')"
+    )
+    encoded = text.encode("utf-8", "surrogatepass")
+    path = Path(text)
+    if (
+        not text
+        or not text.isprintable()
+        or len(encoded) > 4096
+        or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in path.parts)
+        or path.name in ("", ".", "..")
+    ):
+        raise UsageError(option, expected, text)
     return path
 
 
@@ -300,10 +328,13 @@ class RunDir:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
         atomic_write_bytes(self.path / name, buffer.getvalue())
 
-    def check_resume(self, name: str, resume: bool, kind: str = "run") -> None:
+    def check_resume(
+        self, name: str, resume: bool, kind: str = "run", elsewhere: str = "use another --name"
+    ) -> None:
         """Refuse ``--resume`` where there is nothing to resume (no folder, no checkpoint
         ``name``), and a start without it where a checkpoint is already there: a run never
-        starts over silently, nor on top of another."""
+        starts over silently, nor on top of another. ``elsewhere`` is the advice for starting
+        anew that is true of the command (a command without ``--name`` says what else)."""
         where = shorten(str(self.path))
         if resume and not self.exists():
             raise CheckpointError(
@@ -312,11 +343,11 @@ class RunDir:
         if resume and not self.has_checkpoint(name):
             raise CheckpointError(
                 f"{where}: no checkpoint ({name}) to resume from; drop --resume to start over "
-                "in this folder, or use another --name"
+                f"in this folder, or {elsewhere}"
             )
         if not resume and self.has_checkpoint(name):
             raise CheckpointError(
-                f"{where} already holds a {kind}: pass --resume to continue it, or another --name"
+                f"{where} already holds a {kind}: pass --resume to continue it, or {elsewhere}"
             )
 
     def has_checkpoint(self, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""The ``snnas`` command. Heavy imports live inside the commands so ``--help`` is instant.
+"""The ``snnas`` command. A command's module is imported only when it is used and heavy
+imports live inside the command bodies, so ``--help`` is instant.
 
 Exit codes: 0 success; 1 a failure the user can fix (a :class:`snnas.errors.SnnasError`, a
 file that cannot be read or written); 2 a usage error (click's own, or a
@@ -8,6 +9,7 @@ Every error is one red line on stderr; ``SNNAS_DEBUG=1`` shows the traceback ins
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -63,6 +65,33 @@ class _Group(click.Group):
                 raise
             _fail(None, _usage_message(exc), exc.exit_code)
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(_load(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands and their one-line help, without importing a command's module."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                text = click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit)
+            elif command.hidden:
+                continue
+            else:
+                text = command.get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -112,35 +141,73 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     _LOG.terminal = ctx.obj
 
 
-def _register() -> None:
-    from snnas.cli import (
-        compare,
-        cost,
-        export,
-        finetune,
-        list_,
-        parity,
-        plan,
-        run,
-        search,
-        space,
-        train,
-    )
+#: Every command: its name, the module and attribute that define it, and the line
+#: ``snnas --help`` shows for it (the first paragraph of its docstring; a test checks they
+#: agree). A command's module is imported only when that command is resolved (it runs, or
+#: its own ``--help``), so ``snnas --help`` and ``import snnas.cli`` import neither torch nor
+#: numpy, and Ctrl-C during an import is one line, not a traceback.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "space": ("snnas.cli.space", "space", "Inspect search spaces (TOML files, see docs/dsl.md)."),
+    "cost": (
+        "snnas.cli.cost",
+        "cost",
+        "Communication, compute and latency of POLICY on SPACE (see docs/cost-model.md).",
+    ),
+    "train": (
+        "snnas.cli.train",
+        "train",
+        "Train on SPACE: the supernet (random policies), a fixed --policy, or the --plain ResNeXt.",
+    ),
+    "search": (
+        "snnas.cli.search",
+        "search",
+        "Search SPACE for a communication policy; write runs/<name>/ (events, checkpoints, "
+        "best_policy.json, summary.json, plots, an Optuna study).",
+    ),
+    "compare": (
+        "snnas.cli.compare",
+        "compare",
+        "Compare search strategies on SPACE; write report.md, report.json and curves.png.",
+    ),
+    "finetune": (
+        "snnas.cli.finetune",
+        "finetune",
+        "Fine-tune RUN's selected policy (or --policy) from the search's shared weights; "
+        "write RUN/finetune/ (metrics, curves.png, last.pt, best.pt, final.json).",
+    ),
+    "export": (
+        "snnas.cli.export",
+        "export",
+        "Export RUN's fine-tuned network (snnas finetune RUN) as a plan folder: plan.json, "
+        "per-device safetensors weights, reference logits, and with --onnx the segments.",
+    ),
+    "plan": ("snnas.cli.plan", "plan", "Check deployment plans (docs/plan.md)."),
+    "run": (
+        "snnas.cli.run",
+        "run",
+        "Run PLAN: --local starts every device here; on real machines run `snnas run PLAN "
+        "--rank R --master HOST:PORT` on each (or torchrun, docs/runtime.md).",
+    ),
+    "list": (
+        "snnas.cli.list_",
+        "list_command",
+        "List strategies, datasets, reward modes and device profiles.",
+    ),
+    "parity": (
+        "snnas.cli.parity",
+        "parity",
+        "Parity devices: learned stand-ins that keep a split network answering.",
+    ),
+}
 
-    cli.add_command(space.space)
-    cli.add_command(cost.cost)
-    cli.add_command(train.train)
-    cli.add_command(search.search)
-    cli.add_command(compare.compare)
-    cli.add_command(finetune.finetune)
-    cli.add_command(export.export)
-    cli.add_command(plan.plan)
-    cli.add_command(run.run)
-    cli.add_command(list_.list_command)
-    cli.add_command(parity.parity)
 
-
-_register()
+def _load(name: str) -> click.Command:
+    """The command ``name`` of :data:`COMMANDS`, its module imported now."""
+    module, attribute, _ = COMMANDS[name]
+    command = getattr(importlib.import_module(module), attribute)
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{module}.{attribute} is not a click command")
+    return command
 
 
 def main(argv: list[str] | None = None) -> None:

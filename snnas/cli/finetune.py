@@ -6,15 +6,19 @@ from pathlib import Path
 
 import click
 
-from snnas._numbers import Range
+from snnas.api._finetune import BATCH_RANGE, EPOCHS_RANGE, LR_RANGE
 from snnas.cli._options import SEED, Number
 from snnas.cli._terminal import Terminal
 
 __all__ = ["finetune"]
 
-EPOCHS = Number(Range(1, 10_000, integer=True))
-LR = Number(Range(0, 10, low_open=True))
-BATCH = Number(Range(1, 65_536, integer=True))
+EPOCHS = Number(EPOCHS_RANGE)
+LR = Number(LR_RANGE)
+BATCH = Number(BATCH_RANGE)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @click.command()
@@ -60,42 +64,30 @@ def finetune(
 ) -> None:
     """Fine-tune RUN's selected policy (or --policy) from the search's shared weights;
     write RUN/finetune/ (metrics, curves.png, last.pt, best.pt, final.json)."""
-    from snnas._run import RunDir
+    from snnas.api import FinetuneJob
     from snnas.cli._progress import progress_bars
     from snnas.cli._runs import existing_run
-    from snnas.data import load_for_space
-    from snnas.search._artifacts import load_search_run
-    from snnas.train import Accelerator
-    from snnas.train._finetune import FINETUNE_DIR, default_finetune_config
-    from snnas.train._finetune import finetune as run_finetune
 
-    run = existing_run(runs_dir, run_name)
-    search = load_search_run(run, policy_file)
-    config = default_finetune_config(
-        search.dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed
+    job = FinetuneJob(
+        existing_run(runs_dir, run_name).path,
+        epochs=epochs,
+        lr=lr,
+        policy=policy_file,
+        batch_size=batch_size,
+        seed=seed,
+        resume=resume,
+        data_dir=data_dir,
+        device=device,
     )
-    accel = Accelerator.pick(device)
-    data = load_for_space(search.dataset, search.space, data_dir)
-    out = RunDir(run / FINETUNE_DIR)
     if not as_json:
+        config = job.config
         terminal.info(
-            f"fine-tuning {search.policy_source} on {search.space.name} ({search.dataset}), "
-            f"{config.epochs} epochs at lr {config.lr:g}, on {accel.device} -> {out.path}"
+            f"fine-tuning {job.search.policy_source} on {job.search.space.name} "
+            f"({job.search.dataset}), {_plural(config.epochs, 'epoch')} at lr {config.lr:g}, on "
+            f"{job.accel.device} -> {job.path}"
         )
     with progress_bars(terminal, "finetune") as progress:
-        result = run_finetune(
-            search.space,
-            data,
-            search.policy,
-            search.weights,
-            config,
-            out,
-            source={"run": str(run.path), "policy": search.policy_source},
-            source_path=str(run / "last.pt"),
-            resume=resume,
-            accel=accel,
-            progress=progress,
-        )
+        result = job.run(progress)
     m = result.metrics
     if as_json:
         terminal.json(m)
@@ -104,4 +96,4 @@ def finetune(
         f"validation accuracy {m['val_acc']:.4f} (epoch {m['selected_epoch']} of "
         f"{m['epochs']}; {m['val_acc_before']:.4f} before fine-tuning), test {m['test_acc']:.4f}"
     )
-    terminal.info(f"wrote {out.path}/best.pt, final.json, metrics.jsonl, curves.png")
+    terminal.info(f"wrote {job.path}/best.pt, final.json, metrics.jsonl, curves.png")

@@ -12,6 +12,10 @@ from snnas.cli._terminal import Terminal, format_count
 __all__ = ["search"]
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 @click.command()
 @click.argument("space_file", metavar="SPACE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -63,15 +67,12 @@ def search(
 ) -> None:
     """Search SPACE for a communication policy; write runs/<name>/ (events, checkpoints,
     best_policy.json, summary.json, plots, an Optuna study)."""
-    from snnas._run import RunDir, resolve_run
+    from snnas._run import resolve_run
+    from snnas.api import SearchJob
     from snnas.cli._progress import progress_bars
-    from snnas.data import load_for_space
-    from snnas.search import load_search_config, make_strategy, run_search
-    from snnas.search._loop import CHECKPOINT, check_no_degraded
     from snnas.search._record import check_study
     from snnas.search.strategies._base import check_name
     from snnas.space import load_space
-    from snnas.train import Accelerator
 
     # Option values first (usage errors, exit code 2), then files, then data.
     check_name(strategy)
@@ -79,47 +80,38 @@ def search(
         resolve_run(runs_dir, name)
     if study is not None:
         check_study(study)
-    space = load_space(space_file)
-    config = load_search_config(dataset, config_file, list(overrides))
-    # Refuse a bad strategy option, or a space with nothing to search, before loading data.
-    make_strategy(strategy, space, seed, **config.strategy.get(strategy.split(":")[0], {}))
-    check_no_degraded(space, config)  # a parity space's third objective: snnas compare only
-    label = strategy.replace(":", "-")
-    run = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
-    run.check_resume(CHECKPOINT, resume, "search")
-    if resume:  # a checkpoint that cannot be resumed is refused before any data is loaded
-        from snnas.search._resume import preflight
-
-        preflight(run, CHECKPOINT, space, config, strategy, seed)
-    accel = Accelerator.pick(device)
-    data = load_for_space(dataset, space, data_dir, download)
+    job = SearchJob(
+        load_space(space_file),
+        name=name,
+        runs_dir=runs_dir,
+        overrides=list(overrides),
+        strategy=strategy,
+        resume=resume,
+        dataset=dataset,
+        data_dir=data_dir,
+        download=download,
+        config_file=config_file,
+        seed=seed,
+        device=device,
+        storage=storage,
+        study=study,
+    )
     if not as_json:
+        config = job.config
         terminal.info(
-            f"searching {space.name} ({format_count(space.size)} policies) with {strategy}, "
-            f"{config.iterations} iterations, reward {config.reward}, on {accel.device} "
-            f"-> {run.path}"
+            f"searching {job.space.name} ({format_count(job.space.size)} policies) with "
+            f"{strategy}, {_plural(config.iterations, 'iteration')}, reward {config.reward}, "
+            f"on {job.accel.device} -> {job.path}"
         )
-        unscored = [d.label for d in space.decisions if d.kind in ("encode", "encoder")]
-        if unscored:
+        if job.unscored:
             terminal.info(
-                f"note: the parity decisions ({', '.join(unscored)}) are not scored by "
+                f"note: the parity decisions ({', '.join(job.unscored)}) are not scored by "
                 "the search's reward, so they are fixed to the most protective (the largest "
                 "encode share, the first encoder); snnas parity train --choices sets others"
             )
     with progress_bars(terminal, strategy) as progress:
-        result = run_search(
-            space,
-            data,
-            config,
-            strategy,
-            run,
-            seed=seed,
-            resume=resume,
-            accel=accel,
-            storage=storage,
-            study=study,
-            progress=progress,
-        )
+        result = job.run(progress)
+    run = job.run_dir
     summary = result.summary
     if as_json:
         terminal.json(summary)

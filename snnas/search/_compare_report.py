@@ -13,9 +13,25 @@ from snnas.space import SearchSpace
 __all__ = ["full_report", "markdown"]
 
 
+def _f(value: float, digits: int = 4) -> str:
+    """``value`` to ``digits`` places, never ``-0.0000`` (a tiny negative rounds to 0)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _ci(stat: dict[str, Any], digits: int = 4) -> str:
     lo, hi = stat["ci95"]
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"[{_f(lo, digits)}, {_f(hi, digits)}]"
+
+
+def _evals(value: float, budget: int) -> str:
+    """Evaluations to the top 1%: a seed that never got there counts as ``budget + 1`` in
+    the statistics; a median or bound beyond the budget shows as ``>budget``."""
+    return f">{budget}" if value > budget else f"{value:g}"
 
 
 def _p(value: float | None) -> str:
@@ -29,7 +45,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Strategy comparison: {report['space']} (fixed mode)",
         "",
-        f"{report['seeds']} seeds per strategy, {report['budget']} evaluations each, on "
+        f"{_plural(report['seeds'], 'seed')} per strategy, "
+        f"{_plural(report['budget'], 'evaluation')} each, on "
         f"{report['dataset']}: searches score policies on {report['split']['search_images']} "
         f"validation images ("
         + {
@@ -85,14 +102,14 @@ def markdown(report: dict[str, Any]) -> str:
                 + f". The reference sample ({ref['policies']} uniform policies) has a front of "
                 f"{ref['front_size']} policies and hypervolume {ref['hypervolume']:.5f}; "
                 "top 1% means within the sample's best 1% by additive epsilon gap to its "
-                f"front (threshold {ref['top1pct_threshold']:.4f}).",
+                f"front (threshold {_f(ref['top1pct_threshold'])}).",
                 "",
             ]
         else:
             lines += [
                 f"Reference sample: {ref['policies']} uniform policies, best "
-                f"{ref['best']:.4f}, median {ref['median']:.4f}, top-1% threshold "
-                f"{ref['top1pct_threshold']:.4f}.",
+                f"{_f(ref['best'])}, median {_f(ref['median'])}, top-1% threshold "
+                f"{_f(ref['top1pct_threshold'])}.",
                 "",
             ]
         digits = 5 if reward == "pareto" else 4
@@ -104,12 +121,17 @@ def markdown(report: dict[str, Any]) -> str:
         for name, r in report["results"][reward].items():
             s = r["stats"]
             e = s["evals_to_top1pct"]
-            reach = f"{e['median']:g} {_ci(e, 0)} ({e['reached']}/{report['seeds']})"
+            budget = report["budget"]
+            lo, hi = e["ci95"]
+            reach = (
+                f"{_evals(e['median'], budget)} [{_evals(lo, budget)}, {_evals(hi, budget)}] "
+                f"({e['reached']}/{report['seeds']})"
+            )
             lines.append(
-                f"| {name} | {r['auc']:.{digits}f} {_ci(s['auc'], digits)} | "
-                f"{r['final']:.{digits}f} | {r['regret']:.{digits}f} {_ci(s['regret'], digits)} "
-                f"| {reach} | {r['heldout']:.{digits}f} {_ci(s['heldout'], digits)} | "
-                f"{_p(r['p_vs_random'])} |"
+                f"| {name} | {_f(r['auc'], digits)} {_ci(s['auc'], digits)} | "
+                f"{_f(r['final'], digits)} | {_f(r['regret'], digits)} "
+                f"{_ci(s['regret'], digits)} | {reach} | {_f(r['heldout'], digits)} "
+                f"{_ci(s['heldout'], digits)} | {_p(r['p_vs_random'])} |"
             )
         for name in report["skipped"].get(reward, []):
             lines.append(f"| {name} | not a multi-objective strategy: skipped | | | | | |")
@@ -117,9 +139,11 @@ def markdown(report: dict[str, Any]) -> str:
         if reward == "pareto":
             lines += _front(report["results"][reward])
     lines += [
-        f"Evaluations to the top 1% count {report['budget'] + 1} for a seed that never got "
-        "there. `curves.png` plots the mean curves; `report.json` has every figure "
-        "per seed.",
+        f"Evaluations to the top 1%: a seed that never got there within the budget counts as "
+        f"more than it in the medians and intervals (shown as >{report['budget']}; "
+        "`report.json` stores it as the budget + 1, `censored_at`); the count in brackets is "
+        "the seeds that got there. `curves.png` plots the mean curves; `report.json` has every "
+        "figure per seed.",
         "",
     ]
     return "\n".join(lines)
@@ -153,7 +177,7 @@ def _front(results: dict[str, Any]) -> list[str]:
     ]
     for p in sorted(front, key=lambda p: -p[0])[:FRONT_ROWS]:
         name, seed = p[-1]
-        cells = f"| {p[0]:.4f} | {p[1]:.4f} |" + (f" {p[2]:.4f} |" if three else "")
+        cells = f"| {_f(p[0])} | {_f(p[1])} |" + (f" {_f(p[2])} |" if three else "")
         lines.append(f"{cells} {name} ({seed}) |")
     return [*lines, ""]
 
@@ -215,8 +239,10 @@ def _markdown_full(report: dict[str, Any]) -> str:
     lines = [
         f"# Strategy comparison: {report['space']} (full mode)",
         "",
-        f"{report['seeds']} whole searches per strategy, {report['iterations']} iterations "
-        f"({report['budget']} evaluations), reward `{reward}` on {report['dataset']}. "
+        f"{report['seeds']} whole searches per strategy, "
+        f"{_plural(report['iterations'], 'iteration')} "
+        f"({_plural(report['budget'], 'evaluation')}), reward `{reward}` on "
+        f"{report['dataset']}. "
         "Medians over seeds with bootstrap 95% intervals; the selected reward is deployable "
         "(batch norm recalibrated, whole validation split).",
         "",
@@ -226,8 +252,8 @@ def _markdown_full(report: dict[str, Any]) -> str:
     for name, r in report["results"][reward].items():
         s = r["stats"]
         lines.append(
-            f"| {name} | {r['auc']:.4f} {_ci(s['auc'])} | {r['final']:.4f} | "
-            f"{r['selected_reward']:.4f} {_ci(s['selected_reward'])} | {_p(r['p_vs_random'])} |"
+            f"| {name} | {_f(r['auc'])} {_ci(s['auc'])} | {_f(r['final'])} | "
+            f"{_f(r['selected_reward'])} {_ci(s['selected_reward'])} | {_p(r['p_vs_random'])} |"
         )
     lines += ["", "`curves.png` plots training loss and mean sampled accuracy.", ""]
     return "\n".join(lines)

@@ -241,11 +241,27 @@ def _parse_parity(src: TomlSource, root: dict[str, Any], groups: int) -> ParityC
     return ParityConfig(r=r, bottleneck_scale=scale)
 
 
+def _check_not_both(
+    src: TomlSource, table: dict[str, Any], key: str, lists: tuple[str, ...]
+) -> None:
+    """Refuse a decision given a fixed value and an explicit list of choices: a fixed decision
+    is not searched, so the list would be silently ignored."""
+    given = [k for k in lists if k in table]
+    if "fixed" in table and given:
+        raise src.error(
+            f"{key}.fixed",
+            f"either fixed or {given[0]}, not both (a fixed decision is not searched: its "
+            f"{given[0]} would be ignored)",
+            f"<both fixed and {given[0]}>",
+        )
+
+
 def _parse_encode(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     """Percent of each data device's stream channels sent to the parity devices at a point;
     0 sends nothing (the point is not protected). Default: 100 at every point."""
     key = "decisions.encode"
     src.check_keys(table, key, ("values", "tie", "fixed"))
+    _check_not_both(src, table, key, ("values",))
 
     def percent(value: Any, where: str) -> float:
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
@@ -270,6 +286,7 @@ def _parse_encoder(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     """The parity encoder kind (docs/parity.md); tied across points unless ``tie = false``."""
     key = "decisions.encoder"
     src.check_keys(table, key, ("choices", "tie", "fixed"))
+    _check_not_both(src, table, key, ("choices",))
     raw = table.get("choices", ["concat"])
     if not isinstance(raw, list) or not 0 < len(raw) <= len(ENCODERS):
         raise src.error(
@@ -296,6 +313,8 @@ def _parse_encoder(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
 def _parse_permutation(src: TomlSource, table: dict[str, Any], groups: int) -> DecisionSpec:
     key = "decisions.permutation"
     src.check_keys(table, key, ("choices", "tie", "fixed"))
+    if isinstance(table.get("choices"), list):  # "all" is the default: not a second answer
+        _check_not_both(src, table, key, ("choices",))
     tie = src.get_bool(table, key, "tie", default=False)
     fixed: Permutation | None = None
     if "fixed" in table:
@@ -348,6 +367,7 @@ _PERCENT = Range(0, 100, low_open=True)
 def _parse_sparsity(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     key = "decisions.sparsity"
     src.check_keys(table, key, ("p_min", "levels", "values", "tie", "fixed"))
+    _check_not_both(src, table, key, ("values",))
     tie = src.get_bool(table, key, "tie", default=False)
     choices: tuple[float, ...]
     if "values" in table:
@@ -382,6 +402,12 @@ def _parse_sparsity(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
         value = table["fixed"]
         if _PERCENT.problem(value):
             raise src.error(f"{key}.fixed", "a percent in (0, 100]", src.found(value))
+        if ("p_min" in table or "levels" in table) and value < choices[0]:
+            raise src.error(
+                f"{key}.fixed",
+                f"a percent in [{choices[0]:g}, 100], the range of its own p_min and levels",
+                value,
+            )
         return DecisionSpec("sparsity", (float(value),), tie, float(value))
     return DecisionSpec("sparsity", choices, tie, None)
 
@@ -389,6 +415,7 @@ def _parse_sparsity(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
 def _parse_dtype(src: TomlSource, table: dict[str, Any]) -> DecisionSpec:
     key = "decisions.dtype"
     src.check_keys(table, key, ("choices", "tie", "fixed"))
+    _check_not_both(src, table, key, ("choices",))
     tie = src.get_bool(table, key, "tie", default=False)
     raw = table.get("choices", ["float32"])
     if not isinstance(raw, list) or not raw:
@@ -430,6 +457,40 @@ def _parse_decisions(
     )
 
 
+def _check_distinct_channels(
+    src: TomlSource, root: dict[str, Any], network: NetworkConfig, split: SplitConfig,
+    sparsity: DecisionSpec,
+) -> None:  # fmt: skip
+    """Refuse sparsity levels that send the same number of channels at a transmission point
+    (``floor(channels * level / 100)``, as ``PointPolicy.n_send``): the space's size would
+    count the same policy twice. The points are ``snnas.arch``'s: after every alpha-th block,
+    at the width of that block's stage."""
+    if sparsity.fixed is not None or len(sparsity.choices) < 2:
+        return
+    per, blocks = network.blocks_per_stage, network.num_blocks
+    widths = sorted(
+        {
+            network.stage_widths[((p + 1) * split.alpha - 1) // per]
+            for p in range(blocks // split.alpha)
+        }
+    )
+    table = src.table(src.table(root, "decisions"), "sparsity", "decisions")
+    key = f"decisions.sparsity.{'values' if 'values' in table else 'levels'}"
+    for width in widths:
+        seen: dict[int, float] = {}
+        for level in sparsity.choices:
+            sent = min(width, math.floor(width * level / 100.0 + 1e-9))
+            if sent in seen:
+                raise src.error(
+                    key,
+                    "levels that send different numbers of channels (the space would count "
+                    "the same policy twice)",
+                    f"<{seen[sent]:g}% and {level:g}% both send {sent} of the {width} channels "
+                    "at a transmission point>",
+                )
+            seen[sent] = level
+
+
 def parse_space(src: TomlSource) -> SpaceConfig:
     """Validate a parsed TOML document as a search space."""
     root = src.data
@@ -448,4 +509,5 @@ def parse_space(src: TomlSource) -> SpaceConfig:
     split = _parse_split(src, root, network)
     parity = _parse_parity(src, root, split.groups)
     decisions = _parse_decisions(src, root, split.groups, parity)
+    _check_distinct_channels(src, root, network, split, decisions[1])
     return SpaceConfig(name, description, network, split, parity, decisions, src.path, src.text)

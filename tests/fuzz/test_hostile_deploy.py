@@ -377,22 +377,36 @@ add(
     1,
     "not fine-tuned",
 )
-for i, bad in enumerate(["../x", "/tmp/snnas-hostile-plan", "a/b", "", ".", "..", "a\x00b", HUGE]):
+# --out is a path, honoured wherever it is (issue 16; tests/fuzz/test_hostile_out16.py has
+# the cases that write outside the runs folder); these stay inside it.
+for i, bad in enumerate(["", ".", "..", "a\x00b", HUGE, "a/\n/b"]):
     add("export", f"out-{i}", fixed(*EXPORT, "--out", bad), 2, "--out")
-add("export", "out-markup", fixed(*EXPORT, "--out", MARKUP_NAME), 0, MARKUP_NAME)
-add("export", "out-the-run-itself", fixed(*EXPORT, "--out", "s"), 1, "s")
+add(
+    "export",
+    "out-markup",
+    lambda sb: [*EXPORT, "--out", str(sb.runs / MARKUP_NAME)],
+    0,
+    MARKUP_NAME,
+)
+add("export", "out-the-run-itself", lambda sb: [*EXPORT, "--out", str(sb.run)], 1, "s")
 add(
     "export",
     "out-existing-run",
-    then(lambda sb: shutil.copytree(sb.run, sb.runs / "t"), args=fixed(*EXPORT, "--out", "t")),
+    then(
+        lambda sb: shutil.copytree(sb.run, sb.runs / "t"),
+        args=lambda sb: [*EXPORT, "--out", str(sb.runs / "t")],
+    ),
     1,
     "t",
 )
 add(
     "export",
     "out-link-outside",
-    then(lambda sb: (sb.runs / "p").symlink_to(sb.outside()), args=fixed(*EXPORT, "--out", "p")),
-    2,
+    then(
+        lambda sb: (sb.runs / "p").symlink_to(sb.outside()),
+        args=lambda sb: [*EXPORT, "--out", str(sb.runs / "p")],
+    ),
+    1,
     "--out",
     "link",
 )
@@ -1256,7 +1270,9 @@ add(
     "spaces",
     "encoder-fixed-outside-choices",
     lambda sb: ["space", "show", sb.space(('choices = ["sum", "concat"]', FIXED_MIRROR))],
-    0,
+    1,
+    "decisions.encoder.fixed",
+    "not both",
 )
 COST_POLICIES = [
     ("good", GOOD_PARITY_POLICY, 0, ""),

@@ -112,6 +112,8 @@ def test_cli_finetune_export_verify(search_run):
     report = json.loads(result.output)
     assert report["passed"] and report["top1_agreement"] == 1.0
     assert report["compared_with"].endswith("finetune/best.pt")
-    # Outside the runs folder: refused, nothing written.
-    result = runner.invoke(cli, ["export", "s", "--runs-dir", runs, "--out", "/tmp/elsewhere"])
-    assert result.exit_code == 2 and "directly inside the runs folder" in result.output
+    # A path given explicitly is honoured outside the runs folder too (issue 16).
+    elsewhere = search_run.parent / "elsewhere" / "plan"
+    result = runner.invoke(cli, ["export", "s", "--runs-dir", runs, "--out", str(elsewhere)])
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "plan.json").is_file()
