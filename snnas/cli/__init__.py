@@ -121,6 +121,7 @@ def _register() -> None:
         list_,
         parity,
         plan,
+        profile,
         run,
         search,
         space,
@@ -138,6 +139,7 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(list_.list_command)
     cli.add_command(parity.parity)
+    cli.add_command(profile.profile)
 
 
 _register()

@@ -128,6 +128,68 @@ def both(sb: Sandbox) -> list[str]:
 CASES.append(Case("profile-and-device", both, 2, ("--device", "only --profile")))
 
 
+# --------------------------------------------------------------------------- snnas profile
+# Every case fails on its options, before anything is measured.
+def measure(*extra: str) -> Callable[[Sandbox], list[str]]:
+    return lambda sb: ["profile", "--space", sb.space(), "--out", "runs/p.toml", *extra]
+
+
+def linked_out(sb: Sandbox) -> list[str]:
+    victim = sb.file("victim.toml", "precious")
+    sb.runs.mkdir()
+    (sb.runs / "p.toml").symlink_to(victim)
+    return ["profile", "--space", sb.space(), "--out", str(sb.runs / "p.toml")]
+
+
+def folder_out(sb: Sandbox) -> list[str]:
+    (sb.runs / "p.toml").mkdir(parents=True)
+    return ["profile", "--space", sb.space(), "--out", str(sb.runs / "p.toml")]
+
+
+PROFILE_OPTIONS = [
+    ("repeats-zero", measure("--repeats", "0"), "--repeats", "an integer in [1, 100,000]"),
+    ("repeats-nan", measure("--repeats", "nan"), "--repeats", ""),
+    ("repeats-float", measure("--repeats", "2.5"), "--repeats", ""),
+    ("repeats-huge", measure("--repeats", "1e9"), "--repeats", ""),
+    ("out-suffix", lambda sb: ["profile", "--out", "runs/p.txt"], "--out", ".toml"),
+    ("out-link", linked_out, "--out", "a link or a folder"),
+    ("out-folder", folder_out, "--out", "a link or a folder"),
+    ("peer-no-port", measure("--peer", "pi"), "--peer", "HOST:PORT"),
+    ("peer-port-zero", measure("--peer", "pi:0"), "--peer", "[1, 65535]"),
+    ("peer-port-huge", measure("--peer", "pi:70000"), "--peer", ""),
+    ("peer-space", measure("--peer", "a b:80"), "--peer", "host name"),
+    ("peer-markup", measure("--peer", "[/x]:80"), "--peer", "[/x]"),
+    ("peer-control", measure("--peer", "\x1b[2J:80"), "--peer", ""),
+    ("serve-zero", lambda sb: ["profile", "--serve", "0"], "--serve", ""),
+    ("serve-text", lambda sb: ["profile", "--serve", "http"], "--serve", ""),
+    ("serve-and-peer", lambda sb: ["profile", "--serve", "80", "--peer", "a:80"], "--serve", ""),
+]
+for id, build, *needles in PROFILE_OPTIONS:
+    CASES.append(Case(f"profile-{id}", build, 2, tuple(n for n in needles if n)))
+CASES.append(
+    Case(
+        "profile-space-missing",
+        lambda sb: ["profile", "--space", "in/none.toml", "--out", "runs/p.toml"],
+        1,
+        ("none.toml",),
+    )
+)
+CASES.append(
+    Case(
+        "profile-space-bad",
+        lambda sb: [
+            "profile",
+            "--space",
+            sb.space(("depth = 11", "depth = 12")),
+            "--out",
+            "r.toml",
+        ],
+        1,
+        ("network.depth",),
+    )
+)
+
+
 @pytest.mark.parametrize("item", CASES, ids=[c.id for c in CASES])
 def test_hostile_profile(tmp_path, item: Case):
     sandbox = Sandbox(tmp_path)
