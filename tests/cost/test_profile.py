@@ -160,3 +160,23 @@ def test_bad_files_name_line_and_key(tmp_path, text, message):
 def test_profiles_compare_by_figures_not_by_how_measured():
     assert dataclasses.replace(MEASURED, stats=()) == MEASURED
     assert dataclasses.replace(MEASURED, send_s=0.0) != MEASURED
+
+
+def test_the_paper_network_on_two_devices():
+    """``sep_resnext56_4x16d_g2.toml``: the plain network is the g4 file's (the paper's
+    ResNeXt-56 4x16d); split in two, each device holds half of every block."""
+    from snnas.models import ResNeXt, SepResNeXt
+
+    g2 = load_space(SPACES / "sep_resnext56_4x16d_g2.toml")
+    g4 = load_space(SPACES / "sep_resnext56_4x16d_g4.toml")
+    assert g2.groups == 2 and g2.arch.alpha == 2 and g2.num_points == 9
+    assert g2.arch.params(separable=False) == g4.arch.params(separable=False) == 2_234_548
+    assert g2.arch.params() == sum(p.numel() for p in SepResNeXt(g2).parameters()) == 2_282_804
+    assert sum(p.numel() for p in ResNeXt(g2.network).parameters()) == 2_234_548
+    assert g2.arch.params_per_device() == (1_154_484, 1_128_320)
+    # A device does twice a g4 device's share of every block with an identity shortcut
+    # (the projections are per device, the same in both).
+    for b2, b4 in zip(g2.arch.blocks, g4.arch.blocks, strict=True):
+        if not b2.projection:
+            assert g2.arch.block_macs(b2) == 2 * g4.arch.block_macs(b4)
+    assert sum(map(g2.arch.block_macs, g2.arch.blocks)) == 168_296_448
