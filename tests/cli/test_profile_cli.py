@@ -46,3 +46,37 @@ def _policy(tmp_path):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(GOOD_POLICY))
     return path
+
+
+def test_peer_measures_the_link_to_a_serving_profile(tmp_path):
+    """``snnas profile --serve PORT`` in another process is the far end of ``--peer``."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "snnas", "profile", "--serve", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        out = tmp_path / "peer.toml"
+        args = ["profile", "--space", str(TINY_SPACE), "--out", str(out), "--repeats", "2"]
+        result = CliRunner().invoke(
+            cli, [*args, "--peer", f"127.0.0.1:{port}", "--json"], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        said = server.communicate(timeout=60)[0].decode()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0 and said.strip().endswith("done"), said
+    profile = get_profile(str(out))
+    assert f"ping-pong to 127.0.0.1:{port}" in profile.source
+    assert len(profile.table) == 5
