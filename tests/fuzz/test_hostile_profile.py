@@ -12,8 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.conftest import SMALL_TOML
 from tests.fuzz._cli import invoke
+from tests.fuzz.test_fuzz_cli import FUZZ, TEXT, TOML_VALUES, sandbox, toml_value, write
 from tests.fuzz.test_hostile import GOOD_POLICY, Sandbox
 
 HEAD = "flops = 1e9\nbandwidth_bps = 1e8\n"
@@ -208,3 +212,45 @@ def test_a_good_table_reaches_the_report(tmp_path):
     profile = json.loads(outcome.stdout)["profile"]
     assert profile["table"] == {"stem 3-16 32x32": 1e-3}
     assert (profile["send_s"], profile["cores"], profile["name"]) == (1e-5, 2, "board")
+
+
+# --------------------------------------------------------------------------- property-based
+KEYS = st.one_of(
+    TEXT,
+    st.sampled_from(["stem 3-16 32x32", "block 16-64 m32 g2 s1 32x32", "head 256-100 8x8"]),
+    st.builds(
+        "block {}-{} m{} g{} s{} {}x{}".format,
+        *[st.integers(-1, 5000)] * 7,
+    ),
+)
+
+
+@FUZZ
+@given(
+    top=st.dictionaries(
+        st.sampled_from(["send_s", "recv_s", "cores", "op_overhead_s", "format", "name", "x"]),
+        TOML_VALUES,
+        max_size=3,
+    ),
+    ops=st.lists(
+        st.dictionaries(
+            st.sampled_from(["key", "seconds", "count", "mean", "std", "y"]),
+            st.one_of(TOML_VALUES, KEYS),
+            max_size=5,
+        ),
+        max_size=4,
+    ),
+)
+def test_random_profiles(top, ops):
+    """Any profile file: an answer (exit 0) or one line naming the file (exit 1)."""
+    with sandbox() as root:
+        text = HEAD + "".join(f"{k} = {toml_value(v)}\n" for k, v in top.items())
+        for entry in ops:
+            text += "\n[[ops]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in entry.items())
+        space = write(root, "space.toml", SMALL_TOML)
+        policy = write(root, "p.json", json.dumps(GOOD_POLICY))
+        profile = write(root, "board.toml", text)
+        outcome = invoke(root, ["cost", space, "--policy", policy, "--profile", profile])
+        assert outcome.code in (0, 1)
+        if outcome.code:
+            assert "board.toml" in outcome.error
