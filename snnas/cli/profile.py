@@ -12,6 +12,8 @@ from snnas.cli._terminal import Terminal, styled
 
 __all__ = ["profile"]
 
+#: Seconds ``--serve`` waits for the measuring side.
+SERVE_S = 600.0
 #: Where the shipped spaces are, in a source checkout.
 _SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -81,8 +83,11 @@ def profile(
             raise UsageError("--serve", "no --peer or --space with it", serve_port)
         from snnas.runtime._profiler import serve_link
 
-        terminal.info(f"waiting for 'snnas profile --peer HOST:{serve_port}' (one measurement)")
-        serve_link("0.0.0.0", serve_port, master=True)
+        terminal.info(
+            f"waiting up to {SERVE_S:g} s for 'snnas profile --peer HOST:{serve_port}' "
+            "(one measurement)"
+        )
+        serve_link("0.0.0.0", serve_port, master=True, join_s=SERVE_S)
         terminal.info("done")
         return
     if out.suffix != ".toml":

@@ -376,8 +376,8 @@ def measure_link(
         if dist.is_initialized():
             dist.destroy_process_group()
         if child is not None:
-            try:
-                child.wait(timeout=10)
+            try:  # it leaves after the barrier; at once when this side failed
+                child.wait(timeout=10 if sys.exc_info()[0] is None else 0.1)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signal.SIGKILL)
@@ -388,15 +388,21 @@ def measure_link(
 def serve_link(host: str, port: int, master: bool, join_s: float = JOIN_S) -> None:
     """The echo side of one ping-pong (``snnas profile --serve PORT``, or the local second
     process): join, read the sizes the measuring side chose, echo, leave."""
-    store = _store(host, port, master, join_s)
-    _init_group(store, 1, join_s)
     try:
+        store = _store(host, port, master, join_s)
+        _init_group(store, 1, join_s)
         plan = json.loads(store.get("plan").decode())
         sizes = [int(s) for s in plan["sizes"]]
         _protocol(1, sizes, int(plan["repeats"]), int(plan["warmup"]))
         dist.barrier()
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:
+        raise RuntimeFailure(
+            f"--serve {port}: no measurement (waiting at most {join_s:g} s for the other "
+            f"side): {shorten(' '.join(str(exc).split()), 200)}"
+        ) from None
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- the profile

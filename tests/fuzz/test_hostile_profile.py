@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -192,6 +193,21 @@ CASES.append(
         ("network.depth",),
     )
 )
+
+
+_HELD: list[socket.socket] = []
+
+
+def port_in_use(sb: Sandbox) -> list[str]:
+    """``--serve`` on a port another program listens on: one line, at once."""
+    held = socket.socket()
+    held.bind(("0.0.0.0", 0))
+    held.listen()
+    _HELD.append(held)  # open while the case runs; closed with the test session
+    return ["profile", "--serve", str(held.getsockname()[1])]
+
+
+CASES.append(Case("profile-serve-port-in-use", port_in_use, 1, ("--serve",)))
 
 
 @pytest.mark.parametrize("item", CASES, ids=[c.id for c in CASES])
