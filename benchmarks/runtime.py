@@ -166,6 +166,7 @@ def main() -> None:
     from snnas.space import space_from_text
 
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]  # other jobs on a shared machine skew every figure
     with tempfile.TemporaryDirectory() as tmp:
         folder, what, frozen, data_dir = build_plan(args, Path(tmp))
         plan = load_plan(folder)
@@ -205,6 +206,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "torch": torch.__version__,
+        "load_average_1min": [load_before, os.getloadavg()[0]],  # at the start and the end
         "plan": what,
         "devices": report["devices"],
         "images": report["images"],
