@@ -105,10 +105,10 @@ def profile(
 
     from snnas._io import atomic_write_text
     from snnas.cli._progress import progress_bars
-    from snnas.cost._profile import profile_toml
+    from snnas.cost._profile import profile_name, profile_toml
     from snnas.runtime._profiler import measure_profile
 
-    name = out.stem[:100]
+    name = profile_name(out.stem)
     with progress_bars(terminal if not as_json else Terminal(quiet=True), "profile") as bars:
         result, link = measure_profile(spaces, name=name, repeats=repeats, peer=peer,
                                        progress=bars)  # fmt: skip

@@ -30,6 +30,7 @@ __all__ = [
     "OpShape",
     "OpStats",
     "get_profile",
+    "profile_name",
     "profile_toml",
     "read_profile",
 ]
@@ -382,6 +383,12 @@ def _number_found(src: TomlSource, value: object) -> object:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     return src.found(value)
+
+
+def profile_name(text: str) -> str:
+    """A profile name from free text (a file name): printable, at most 100 characters, as
+    :func:`read_profile` accepts; ``"profile"`` when nothing is left."""
+    return "".join(ch for ch in text if ch.isprintable())[:100] or "profile"
 
 
 def _toml_str(text: str) -> str:

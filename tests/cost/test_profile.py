@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from snnas.cost import PROFILES, DeviceProfile, OpShape, get_profile
-from snnas.cost._profile import OpStats, profile_toml, read_profile
+from snnas.cost._profile import OpStats, profile_name, profile_toml, read_profile
 from snnas.errors import ConfigError, UsageError
 from snnas.space import load_space
 from tests.conftest import SPACES
@@ -180,3 +180,19 @@ def test_the_paper_network_on_two_devices():
         if not b2.projection:
             assert g2.arch.block_macs(b2) == 2 * g4.arch.block_macs(b4)
     assert sum(map(g2.arch.block_macs, g2.arch.blocks)) == 168_296_448
+
+
+@pytest.mark.parametrize(
+    ("stem", "name"),
+    [
+        ("pi\x07\x1b[2J", "pi[2J"),
+        ("\x00\n", "profile"),
+        ("x" * 300, "x" * 100),
+        ("é [/x]", "é [/x]"),
+    ],
+)
+def test_names_from_file_names_read_back(tmp_path, stem, name):
+    assert profile_name(stem) == name
+    path = tmp_path / "p.toml"
+    path.write_text(profile_toml(dataclasses.replace(MEASURED, name=profile_name(stem))))
+    assert read_profile(path).name == name
