@@ -34,6 +34,7 @@ def _default_spaces() -> list[Path]:
     type=click.Path(path_type=Path),
     default=Path("runs/profile.toml"),
     show_default=True,
+    metavar="FILE",
     help="The profile file to write (.toml; replaced atomically).",
 )
 @click.option(
@@ -52,11 +53,13 @@ def _default_spaces() -> list[Path]:
 @click.option(
     "--serve",
     "serve_port",
+    metavar="PORT",
     type=Number(Range(1, 65535, integer=True)),
     help="Be the other end of one link measurement (for --peer on another machine), then exit.",
 )
 @click.option(
     "--repeats",
+    metavar="N",
     type=Number(Range(1, 100_000, integer=True)),
     default=30,
     show_default=True,
