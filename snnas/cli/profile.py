@@ -76,9 +76,10 @@ def profile(
     repeats: int,
     as_json: bool,
 ) -> None:
-    """Measure this machine: a latency table per op shape at batch 1, the send and receive
-    costs, link latency and bandwidth (gloo), FLOP/s fitted to the table; write a profile
-    that --profile of snnas cost and snnas export reads."""
+    """Measure this machine as a device profile TOML (read by --profile; docs/cost-model.md).
+
+    A latency table per op shape at batch 1, the send and receive costs, link latency and
+    bandwidth (gloo ping-pong), and FLOP/s fitted to the table."""
     from snnas.errors import UsageError
 
     if serve_port is not None:
