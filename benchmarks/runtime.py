@@ -2,112 +2,47 @@
 
 Measured in one run, on this machine:
 
-1. ``snnas run --local`` of a plan (G gloo processes on loopback): top-1 agreement with the
-   frozen network, max abs logit difference, measured bytes / planned bytes (exactly 1.0),
-   per-image latency (p50) and throughput;
-2. the same images through the frozen network in this one process, one at a time: the
-   speed-up of G processes over one;
-3. a device profile calibrated here: FLOP/s from device 0's own part of the plan timed at
-   batch 1, loopback latency and bandwidth from gloo ping-pongs between two processes; the
-   cost model's latency prediction with that profile against the measured p50.
+1. ``snnas run --local`` of a plan (G gloo processes on loopback, ``launch_local``): top-1
+   agreement with the frozen network, max abs logit difference, measured bytes / planned
+   bytes (exactly 1.0), per-image latency (p50) and throughput;
+2. the same images through the frozen network in this one process (one thread, batch 1,
+   inference mode): ``speedup_p50`` is its p50 over the runtime's;
+3. the cost model's latency prediction for the plan's policy with a device profile of this
+   machine (``--profile FILE`` written by ``snnas profile``, else measured now the same way,
+   on the plan's space), against the measured p50: ``measured_over_predicted``.
 
-On a 2-core machine G = 4 processes share two cores, so no speed-up is expected: the figures
-say what the runtime costs here, and the same command on a machine with G or more cores
-measures the speed-up.
+The plan is either ``--plan FOLDER`` (default: the quickstart's fine-tuned plan when
+``runs/quickstart/plan`` exists, else a random-weight quickstart plan), or built here from
+``--space FILE`` with freshly initialised weights (timing does not depend on training) and
+``--policy FILE`` or a fixed dense policy (every device sends its whole stream, float32, to
+the next device at every point). A CIFAR space reads ``--data-dir``, else seeded random
+images written in CIFAR's own file format (again: timing does not depend on the pixels).
 
-    .venv/bin/python benchmarks/runtime.py [--plan runs/quickstart/plan] [--images 200] [--json]
+On a machine with fewer cores than G processes, no speed-up is expected; the paper-scale
+space for a 2-core machine is ``search_spaces/sep_resnext56_4x16d_g2.toml``.
+
+    .venv/bin/python benchmarks/runtime.py [--plan FOLDER | --space FILE [--policy FILE]]
+        [--profile FILE] [--images 200] [--data-dir DIR] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
+import pickle
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES = (256, 1 << 16, 1 << 20, 1 << 22, 1 << 24)  # ping-pong message sizes in bytes
-
-
-def _pingpong(rank: int, port: int, repeats: int) -> None:
-    """Two processes bounce messages; rank 0 prints one-way times per size as JSON."""
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    store = dist.TCPStore("127.0.0.1", port, 2, rank == 0, wait_for_workers=True,
-                          timeout=datetime.timedelta(seconds=60))  # fmt: skip
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
-    out = {}
-    for size in SIZES:
-        buf = torch.zeros(size // 4)
-        times = []
-        for i in range(repeats + 5):
-            tic = time.perf_counter()
-            # The runtime's own calls: isend / irecv and a wait on each.
-            if rank == 0:
-                dist.isend(buf, 1, tag=2 * i).wait()
-                dist.irecv(buf, 1, tag=2 * i + 1).wait()
-            else:
-                dist.irecv(buf, 0, tag=2 * i).wait()
-                dist.isend(buf, 0, tag=2 * i + 1).wait()
-            if i >= 5:
-                times.append((time.perf_counter() - tic) / 2)
-        out[size] = statistics.median(times)
-    dist.destroy_process_group()
-    if rank == 0:
-        print(json.dumps(out))
-
-
-def calibrate_link(repeats: int = 50) -> tuple[float, float]:
-    """(latency s, bandwidth bit/s) of gloo on loopback, from two real processes."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--pingpong", str(r), str(port), str(repeats)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for r in (0, 1)
-    ]
-    output = procs[0].communicate(timeout=300)[0]
-    procs[1].wait(timeout=60)
-    times = {int(k): v for k, v in json.loads(output.strip().splitlines()[-1]).items()}
-    # Least squares of one-way time = latency + 8 * bytes / bandwidth over the sizes.
-    xs, ys = list(times), [times[k] for k in times]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-        (x - mx) ** 2 for x in xs
-    )
-    latency = max(my - slope * mx, 0.0)
-    bandwidth = 8 / slope if slope > 0 else float("inf")
-    return latency, bandwidth
-
-
-def _time(fn: Any, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - tic)
-    return statistics.median(samples)
 
 
 def frozen_of(folder: Path) -> Any:
@@ -128,66 +63,128 @@ def frozen_of(folder: Path) -> Any:
     return load_finetuned(RunDir(checkpoint.parent), space)
 
 
-def ensure_plan(path: Path | None, workdir: Path) -> tuple[Path, str, Any]:
-    """The plan to measure (``path``, the quickstart's, or a random-weight quickstart plan)
-    and its frozen network (None when it cannot be found)."""
-    if path is not None:
-        return path, str(path), frozen_of(path)
-    quick = ROOT / "runs" / "quickstart" / "plan"
-    if (quick / "plan.json").is_file():
-        return quick, "the quickstart's fine-tuned plan", frozen_of(quick)
+def dense_policy(space: Any) -> dict[str, Any]:
+    """Every device sends its whole stream (the densest level), float32, to the next device
+    (a shift), at every point; decisions of other kinds take their first choice."""
+    g = space.groups
+    shift = tuple((i + 1) % g for i in range(g))
+    policy: dict[str, Any] = {}
+    for d in space.decisions:
+        if d.kind == "permutation":
+            policy[d.label] = shift if shift in d.choices else d.choices[-1]
+        elif d.kind == "sparsity":
+            policy[d.label] = max(d.choices)
+        elif d.kind == "dtype":
+            policy[d.label] = "float32" if "float32" in d.choices else d.choices[0]
+        else:
+            policy[d.label] = d.choices[0]
+    return policy
+
+
+def random_cifar(root: Path, name: str, train: int, test: int) -> Path:
+    """Seeded random images in CIFAR's python-batch format (``root/<archive folder>``)."""
+    rng = np.random.default_rng(0)
+    classes, label_key = (100, "fine_labels") if name == "cifar100" else (10, "labels")
+
+    def batch(n: int) -> dict[str, Any]:
+        return {
+            label_key: rng.integers(0, classes, n).tolist(),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
+
+    if name == "cifar100":
+        folder = root / "cifar-100-python"
+        files = {"train": batch(train), "test": batch(test)}
+    else:
+        folder = root / "cifar-10-batches-py"
+        files = {f"data_batch_{i}": batch(train // 5) for i in range(1, 6)}
+        files["test_batch"] = batch(test)
+    folder.mkdir(parents=True)
+    for file_name, content in files.items():
+        (folder / file_name).write_bytes(pickle.dumps(content, protocol=2))
+    return root
+
+
+def build_plan(args: argparse.Namespace, workdir: Path) -> tuple[Path, str, Any, Path | None]:
+    """The plan to measure, what it is, its frozen network (None when it cannot be found)
+    and the data folder its images come from."""
     from snnas.cost import PROFILES
     from snnas.data import load_for_space
     from snnas.models import SepResNeXt
     from snnas.plan import export_plan
     from snnas.space import load_space
 
-    space = load_space(ROOT / "search_spaces" / "quickstart.toml")
+    if args.plan is not None:
+        return args.plan, str(args.plan), frozen_of(args.plan), args.data_dir
+    quick = ROOT / "runs" / "quickstart" / "plan"
+    if args.space is None and (quick / "plan.json").is_file():
+        return quick, "the quickstart's fine-tuned plan", frozen_of(quick), None
+    space_file = args.space or ROOT / "search_spaces" / "quickstart.toml"
+    space = load_space(space_file)
+    policy = space.load_policy(args.policy) if args.policy else dense_policy(space)
+    net = space.network
+    data_dir = args.data_dir
+    if net.input_channels == 3 and net.input_size == 32:
+        dataset = "cifar100" if net.num_classes == 100 else "cifar10"
+        if data_dir is None:
+            data_dir = random_cifar(workdir / "data", dataset, 100, args.images + 10)
+    else:
+        dataset = "digits"
+    data = load_for_space(dataset, space, data_dir)
     torch.manual_seed(0)
-    policy = space.sample(__import__("random").Random(0))
     model = SepResNeXt(space).freeze(policy).eval()
-    data = load_for_space("digits", space)
     folder = workdir / "bench" / "plan"
     accuracy = {"val_acc": 0.0, "test_acc": 0.0, "selected_epoch": 0}
     export_plan(space, model, data, PROFILES["rpi3b+"], accuracy, folder)
-    return folder, "a random-weight quickstart plan (runs/quickstart/plan not found)", model
+    which = "the given policy" if args.policy else "a dense float32 policy"
+    what = f"{space.name} with fresh weights and {which} ({dataset} images)"
+    return folder, what, model, data_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plan", type=Path)
+    parser.add_argument("--plan", type=Path, help="a plan folder to run")
+    parser.add_argument("--space", type=Path, help="build a plan of this space here")
+    parser.add_argument("--policy", type=Path, help="with --space: the policy (else dense)")
+    parser.add_argument("--profile", type=Path, help="this machine's snnas profile file")
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--pingpong", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.pingpong:
-        _pingpong(*args.pingpong)
-        return
+    if args.plan is not None and (args.space or args.policy):
+        parser.error("--plan runs a plan as it is: no --space or --policy with it")
+    if args.policy is not None and args.space is None:
+        parser.error("--policy needs --space")
+    if args.images < 20:
+        parser.error("--images: at least 20 (10 are warm-up)")
 
-    from snnas.cost import DeviceProfile, latency
+    from snnas.cost import get_profile, latency
     from snnas.data import load_dataset
-    from snnas.plan import load_plan
+    from snnas.plan import execute_plan, load_plan
     from snnas.runtime import launch_local
+    from snnas.runtime._profiler import measure_profile
     from snnas.space import space_from_text
 
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]  # other jobs on a shared machine skew every figure
     with tempfile.TemporaryDirectory() as tmp:
-        folder, what, frozen = ensure_plan(args.plan, Path(tmp))
+        folder, what, frozen, data_dir = build_plan(args, Path(tmp))
         plan = load_plan(folder)
+        space = space_from_text((folder / plan.data["space"]["file"]).read_text())
         # 1. The runtime: G processes.
-        report = launch_local(folder, Path(tmp) / "runtime", images=args.images, warmup=10)
+        report = launch_local(
+            folder, Path(tmp) / "runtime", images=args.images, warmup=10, data_dir=data_dir
+        )
         # 2. One process: the frozen network (all devices' streams batched along the channel
         # axis, as it was trained) at batch 1 on the same images; without the frozen network,
         # every device's program in turn in this process.
-        from snnas.plan import execute_plan
-
         net = plan.data["network"]
         data = load_dataset(plan.data["input"]["dataset"], input_size=net["input_size"],
-                            input_channels=net["input_channels"])  # fmt: skip
+                            input_channels=net["input_channels"], data_dir=data_dir)  # fmt: skip
         images = data.eval_tensors("test")[0][: args.images]
         nets = {d: plan.net(d) for d in range(plan.groups)}
         one = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(len(images)):
                 tic = time.perf_counter()
                 if frozen is not None:
@@ -197,30 +194,19 @@ def main() -> None:
                 one.append(time.perf_counter() - tic)
         one_p50 = statistics.median(one[10:])
         one_what = "frozen network" if frozen is not None else "device programs in turn"
-        # 3. Calibrated profile: device 0's part at batch 1, and gloo on loopback.
-        net0 = nets[0]
-        entry = plan.device(0)
-        x = images[:1]
-
-        def device0() -> None:
-            with torch.no_grad():
-                y = net0.run_stem(x)
-                for b in entry["blocks"]:
-                    y = net0.run_block(b, y)
-                net0.run_head(y)
-
-        seconds = _time(device0, 50)
-        flops = entry["flops"] / seconds
-        link_latency, bandwidth = calibrate_link()
-        profile = DeviceProfile(
-            "calibrated", flops, bandwidth, link_latency, "benchmarks/runtime.py"
-        )
-        space = space_from_text((folder / plan.data["space"]["file"]).read_text())
+        # 3. The prediction with this machine's profile.
+        if args.profile is not None:
+            profile = get_profile(str(args.profile), "--profile")
+            profile_from = str(args.profile)
+        else:
+            profile, _ = measure_profile([space], name="here", repeats=30)
+            profile_from = "measured now (snnas profile's code, on the plan's space)"
         predicted = latency(space, plan.data["policy"], profile)
     measured_p50 = report["latency_ms"]["p50"]
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "torch": torch.__version__,
+        "load_average_1min": [load_before, os.getloadavg()[0]],  # at the start and the end
         "plan": what,
         "devices": report["devices"],
         "images": report["images"],
@@ -233,12 +219,13 @@ def main() -> None:
         "one_process": one_what,
         "one_process_latency_ms_p50": 1e3 * one_p50,
         "speedup_p50": 1e3 * one_p50 / measured_p50,
-        "calibrated_profile": {
-            "flops_per_s": flops,
-            "link_latency_s": link_latency,
-            "bandwidth_bps": bandwidth,
+        "profile": profile_from,
+        "profile_figures": {
+            k: v for k, v in profile.to_json().items() if k not in ("table", "source")
         },
+        "profile_table_ops": len(profile.table),
         "predicted_latency_ms": 1e3 * predicted.latency_s,
+        "predicted_compute_only_ms": 1e3 * predicted.compute_only_s,
         "measured_over_predicted": measured_p50 / (1e3 * predicted.latency_s),
     }
     if args.json:
@@ -249,4 +236,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

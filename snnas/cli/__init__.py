@@ -182,6 +182,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "per-device safetensors weights, reference logits, and with --onnx the segments.",
     ),
     "plan": ("snnas.cli.plan", "plan", "Check deployment plans (docs/plan.md)."),
+    "profile": (
+        "snnas.cli.profile",
+        "profile",
+        "Measure this machine as a device profile TOML (read by --profile; docs/cost-model.md).",
+    ),
     "run": (
         "snnas.cli.run",
         "run",

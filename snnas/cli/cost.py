@@ -43,17 +43,28 @@ def _ranges(blocks: tuple[int, ...]) -> str:
     help="Policy JSON file of this space.",
 )
 @click.option(
-    "--device",
-    default="rpi3b+",
-    show_default=True,
-    help="Device profile: rpi3b+, a57x4, or a TOML file (flops, bandwidth_bps, link_latency_s).",
+    "--profile",
+    "profile_name",
+    default=None,
+    help="Latency profile: rpi3b+ (default), a57x4, or a profile TOML file (snnas profile "
+    "writes one; docs/cost-model.md).",
 )
+@click.option("--device", "device_alias", default=None, hidden=True)  # before --profile
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_obj
 def cost(
-    terminal: Terminal, space_file: Path, policy_file: Path, device: str, as_json: bool
+    terminal: Terminal,
+    space_file: Path,
+    policy_file: Path,
+    profile_name: str | None,
+    device_alias: str | None,
+    as_json: bool,
 ) -> None:
     """Communication, compute and latency of POLICY on SPACE (see docs/cost-model.md)."""
+    from snnas.errors import UsageError
+
+    if profile_name is not None and device_alias is not None:
+        raise UsageError("--device", "only --profile (--device is its old name)", device_alias)
     from snnas.cost import (
         alpha_scan,
         communication,
@@ -67,7 +78,11 @@ def cost(
 
     space = load_space(space_file)
     policy = space.load_policy(policy_file)
-    profile = get_profile(device)
+    if device_alias is not None:
+        profile = get_profile(device_alias, "--device")
+        terminal.warn("cost --device is deprecated: name the latency profile with --profile")
+    else:
+        profile = get_profile(profile_name or "rpi3b+", "--profile")
     comm = communication(space, policy)
     comp = compute(space, policy)
     lat = latency(space, policy, profile)
@@ -79,7 +94,7 @@ def cost(
         "policy_file": str(policy_file),
         **comm.to_json(),
         "compute": comp.to_json(),
-        "device": {**vars(profile)},
+        "profile": profile.to_json(),
         "latency": lat.to_json(),
         "alpha_scan": scan,
         "min_hiding_alpha": min_hiding_alpha(scan),

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from snnas._numbers import Range
-from snnas.errors import UsageError, shorten
+from snnas.cost._profile import PROFILE_RANGES, PROFILES, DeviceProfile, OpShape, get_profile
 from snnas.space import SearchSpace
-from snnas.space._toml import TomlSource
 
 __all__ = [
     "PROFILES",
@@ -30,122 +27,6 @@ __all__ = [
     "latency",
     "simulate",
 ]
-
-
-@dataclass(frozen=True, order=True)
-class OpShape:
-    """The shape of one compute op of one device at batch 1: the key of a profile's latency
-    table (as nn-Meter's and Once-for-All's per-kernel lookup tables are keyed by shape).
-
-    ``kind`` is ``"stem"``, ``"block"`` (one device's part of a bottleneck block: 1x1, grouped
-    3x3, 1x1 and the shortcut, batch norm folded) or ``"head"`` (pool and classifier).
-    """
-
-    kind: str
-    c_in: int  # input channels (of one device's stream)
-    c_out: int  # output channels
-    mid: int = 0  # bottleneck width on the device (blocks)
-    groups: int = 1  # groups of the 3x3 convolution on the device (blocks)
-    stride: int = 1
-    h: int = 0  # input height
-    w: int = 0  # input width
-
-    @property
-    def key(self) -> str:
-        """The table key, e.g. ``block 64-128 m32 g4 s2 32x32``."""
-        if self.kind == "block":
-            return (
-                f"block {self.c_in}-{self.c_out} m{self.mid} g{self.groups} s{self.stride} "
-                f"{self.h}x{self.w}"
-            )
-        return f"{self.kind} {self.c_in}-{self.c_out} {self.h}x{self.w}"
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    """An edge device and its link.
-
-    Compute is a measured per-shape latency table where the profile has one (``snnas
-    profile``), else ``op_overhead_s + FLOPs / flops``. A transfer costs the sender
-    ``send_s`` and the receiver ``recv_s`` of software time, and the link ``latency + 8 *
-    bytes / bandwidth``.
-    """
-
-    name: str
-    flops: float  # sustained FLOP/s of the device
-    bandwidth_bps: float  # link bandwidth in bits per second
-    link_latency_s: float  # fixed cost of one transfer
-    source: str  # where the figures come from
-    op_overhead_s: float = 0.0  # fixed cost of one compute op not in the table
-    send_s: float = 0.0  # software cost of starting one send (sender's time)
-    recv_s: float = 0.0  # software cost of taking one receive (receiver's time)
-    cores: int | None = None  # cores the device processes share (None: one core each)
-    table: tuple[tuple[str, float], ...] = ()  # (OpShape.key, seconds at batch 1)
-
-    def transfer_s(self, nbytes: int) -> float:
-        """Seconds to move ``nbytes`` over the link (0 for nothing)."""
-        return 0.0 if nbytes == 0 else self.link_latency_s + 8.0 * nbytes / self.bandwidth_bps
-
-    def op_s(self, shape: OpShape, macs: int) -> float:
-        """Seconds of one compute op: the table's figure for ``shape``, else the FLOP rate."""
-        for key, seconds in self.table:
-            if key == shape.key:
-                return seconds
-        return self.op_overhead_s + 2.0 * macs / self.flops
-
-
-PROFILES: dict[str, DeviceProfile] = {
-    "rpi3b+": DeviceProfile(
-        name="rpi3b+",
-        flops=1.7e8,
-        bandwidth_bps=300e6,
-        link_latency_s=0.5e-3,
-        source="Raspberry Pi 3B+ as given in Lin & Wang, Section 4.6 (1.7e8 FLOP/s, 300 Mbps); "
-        "the 0.5 ms per-transfer latency is our assumption for a switched Ethernet LAN.",
-    ),
-    "a57x4": DeviceProfile(
-        name="a57x4",
-        flops=2.3e9,
-        bandwidth_bps=1e9,
-        link_latency_s=0.2e-3,
-        source="Quad-core ARM Cortex-A57 board as on NVIDIA's Jetson Nano module data sheet "
-        "(4 cores at 1.43 GHz, Gigabit Ethernet). Peak fp32 NEON throughput is 4 cores x "
-        "1.43e9 Hz x 8 FLOP/cycle = 45.8 GFLOP/s; we assume 5% of peak sustained for small "
-        "batch-1 convolutions (2.3e9 FLOP/s). The 0.2 ms latency is our assumption.",
-    ),
-}
-
-
-#: The documented range of a profile file's numbers (docs/cost-model.md).
-PROFILE_RANGES: dict[str, Range] = {
-    "flops": Range(0, 1e18, low_open=True),  # FLOP/s
-    "bandwidth_bps": Range(0, 1e15, low_open=True),  # bits per second
-    "link_latency_s": Range(0, 3600),  # seconds per transfer
-}
-
-
-def get_profile(name_or_path: str, option: str = "--device") -> DeviceProfile:
-    """A shipped profile by name, or a TOML file with the profile's fields.
-
-    An unknown name is a :class:`UsageError` naming ``option``; a file with a missing, NaN,
-    infinite or out-of-range number a :class:`ConfigError` naming the file, line and key.
-    """
-    if name_or_path in PROFILES:
-        return PROFILES[name_or_path]
-    path = Path(name_or_path)
-    if not path.suffix == ".toml":
-        raise UsageError(option, f"one of {', '.join(PROFILES)} or a .toml file", name_or_path)
-    src = TomlSource.from_path(path)
-    data = src.data
-    src.check_keys(data, "", ("name", "flops", "bandwidth_bps", "link_latency_s", "source"))
-    flops = src.get_number(data, "", "flops", valid=PROFILE_RANGES["flops"])
-    bw = src.get_number(data, "", "bandwidth_bps", valid=PROFILE_RANGES["bandwidth_bps"])
-    lat = src.get_number(
-        data, "", "link_latency_s", default=0.0, valid=PROFILE_RANGES["link_latency_s"]
-    )
-    name = src.get_str(data, "", "name", default=path.stem, max_length=100)
-    source = src.get_str(data, "", "source", default=shorten(str(path), 200), multiline=True)
-    return DeviceProfile(name, flops, bw, lat, source)
 
 
 @dataclass(frozen=True)

@@ -108,5 +108,5 @@ def test_profile_file(tmp_path):
     path.write_text("flops = -1\nbandwidth_bps = 1e8\n")
     with pytest.raises(ConfigError, match="flops"):
         get_profile(str(path))
-    with pytest.raises(ConfigError, match="--device"):
+    with pytest.raises(ConfigError, match="--profile"):
         get_profile("nonexistent-board")
