@@ -82,7 +82,9 @@ def test_verify_executes_every_erasure_position(parity_exported):
     assert torch.allclose(got, expected, atol=1e-4)
 
 
-def test_verify_catches_a_wrong_rule(parity_exported, tmp_path):
+def test_a_wrong_rule_is_refused_at_load_and_disagrees_when_run(parity_exported, tmp_path, digits):
+    from snnas.plan._verify import compare_logits, passed
+
     _, _, folder = parity_exported
     broken = tmp_path / "plan"
     shutil.copytree(folder, broken)
@@ -94,9 +96,23 @@ def test_verify_catches_a_wrong_rule(parity_exported, tmp_path):
                     s["by"], s["bytes"] = None, 0
             rule["bytes"] = sum(s["bytes"] for s in rule["standins"])
     (broken / "plan.json").write_text(json.dumps(data))
-    report = verify_plan(broken)
-    bad = [p for p in report["degraded"]["positions"] if not p["passed"]]
-    assert not report["passed"] and bad and all(p["device"] == 0 for p in bad)
+    # The degraded rules follow from the space and policy: the edit is refused at load ...
+    with pytest.raises(PlanError, match=r"plan\.json: parity\.rules\[0\]\.standins\[0\]\.by "
+                       r"is null, its space and policy give 4$"):  # fmt: skip
+        load_plan(broken)
+    # ... and, executed anyway, the edited rules disagree with the coded network exactly at
+    # device 0's positions.
+    plan = load_plan(folder)
+    reference = plan.reference()
+    images, labels = digits.eval_tensors("val")
+    nets = {d: plan.net(d) for d in range(plan.world)}
+    results = {}
+    for rule in data["parity"]["rules"]:
+        j, p = rule["device"], rule["from_point"]
+        logits = execute_degraded(plan, images, Erasure.from_json(rule), nets)
+        results[(j, p)] = passed(compare_logits(logits, reference[f"val.degraded.{j}.{p}"], labels))
+    bad = [k for k, ok in results.items() if not ok]
+    assert bad and all(j == 0 for j, _ in bad)
 
 
 @pytest.mark.parametrize(("r", "encoder"), [(2, "mirror"), (1, "sum")])
