@@ -251,9 +251,20 @@ def _check_file(folder: Path, ref: FileRef | Any, what: str) -> None:
             f"{path}: checksum mismatch (sha256 {digest[:16]}..., the plan says "
             f"{ref.sha256[:16]}...): the file was changed after export"
         )
-    size = getattr(ref, "bytes", None)
-    if size is not None and size != path.stat().st_size:
-        raise PlanError(f"{path}: {what} holds {path.stat().st_size} bytes, the plan says {size}")
+
+
+def _check_sizes(root: Path, plan: Plan) -> None:
+    """Every file's recorded size (after its content: a content error says more)."""
+    refs = [(e.weights, f"device {e.device}'s weights") for e in plan.devices if e.weights]
+    refs += [(s.file, f"device {e.device}'s ONNX segment {s.index}") for e in plan.devices
+             for s in e.onnx or ()]  # fmt: skip
+    if plan.parity is not None:
+        refs.append((plan.parity.impute, "the imputation constants"))
+    for ref, what in refs:
+        size = (root / ref.file).stat().st_size
+        if size != ref.bytes:
+            raise PlanError(f"{root / ref.file}: {what} holds {size} bytes, the plan says "
+                            f"{ref.bytes}")  # fmt: skip
 
 
 def _load_space(folder: Path, plan: Plan, arch: Architecture, source: str) -> Any:
@@ -434,13 +445,20 @@ def _check_derived(plan: Plan, space: Any, source: str) -> None:
     else:  # a profile file: only its three figures are in the plan
         profile = DeviceProfile(pred.profile, *numbers, source="plan.json")
     answers = list(plan.parity.answers) if plan.parity else None
+    if answers is not None and not answers[0]:
+        raise PlanError(f"{source}: parity.answers[0] is false: the parity device always "
+                        f"answers for device 0 (it holds the head)")  # fmt: skip
     derived = derive(space, space.validate(dict(plan.policy)), profile, answers)
     found = _difference(plan.schedule.to_json(), derived["schedule"], "")
     if found:
         _refuse(source, "schedule.", found)
-    for entry, expected in zip(plan.devices, derived["devices"], strict=True):
-        actual = entry.to_json()
-        found = _difference(actual, expected, "")
+    pairs = list(zip(plan.devices, derived["devices"], strict=True))
+    for entry, expected in pairs:  # the sends against the policy first: they name the sender
+        found = _difference(entry.to_json(), {"sends": expected["sends"]}, "")
+        if found:
+            _refuse(source, f"device {entry.device}: ", found)
+    for entry, expected in pairs:
+        found = _difference(entry.to_json(), expected, "")
         if found:
             _refuse(source, f"device {entry.device}: ", found)
     found = _difference(plan.totals.to_json(), derived["totals"], "")
@@ -505,6 +523,7 @@ def load_plan(folder: str | Path) -> LoadedPlan:
         plan.weights(d)  # names, shapes and values, before any process starts
     if model.parity is not None:
         plan.impute()
+    _check_sizes(root, model)
     for d in range(plan.groups):
         plan.ops[d] = device_ops(plan.device(d))
     return plan
