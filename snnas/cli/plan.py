@@ -25,15 +25,25 @@ def plan() -> None:
     show_default=True,
     help="Images to execute the plan on.",
 )
+@click.option(
+    "--reference-run",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Recompute the frozen network from this run folder's fine-tuned checkpoint (it must "
+    "be the one the plan was exported from) instead of the plan's stored reference logits.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def verify(terminal: Terminal, folder: Path, split: str, as_json: bool) -> None:
+def verify(
+    terminal: Terminal, folder: Path, split: str, reference_run: Path | None, as_json: bool
+) -> None:
     """Check PLAN (schema, checksums, space hash), execute it device by device from its own
-    files and compare with the frozen network; exit 1 if they disagree."""
+    files and compare with the frozen network; exit 1 if they disagree. Nothing outside PLAN
+    (and --reference-run) is read."""
     from snnas.errors import PlanError
     from snnas.plan import verify_plan
 
-    report = verify_plan(folder, split)
+    report = verify_plan(folder, split, reference_run)
     if as_json:
         terminal.json(report)
     else:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Generator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from snnas.errors import PlanError
-from snnas.plan._export import sha256_file
+from snnas.errors import PlanError, shorten
+from snnas.plan._export import PLAN_FILE, sha256_file
 from snnas.plan._load import LoadedPlan, load_plan
 from snnas.plan._program import WIRE_DTYPES, DeviceNet, Receive, Send, run_device
 
@@ -159,29 +159,54 @@ def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor) -> dict[st
     }
 
 
-def _frozen_reference(plan: LoadedPlan, images: Tensor) -> tuple[Tensor, str] | None:
-    """The frozen network's logits recomputed from the source run, when it is reachable
-    and unchanged since export."""
+def _frozen_reference(
+    plan: LoadedPlan, images: Tensor, reference_run: str | Path | None
+) -> tuple[Tensor, str] | None:
+    """The frozen network's logits recomputed from ``reference_run``, a run folder the user
+    names, whose checkpoint must be the one the plan was exported from (``source.sha256``);
+    None without one. The plan's ``source.run`` is never opened: a plan from someone else
+    does not choose what ``plan verify`` reads."""
     from snnas._run import RunDir
     from snnas.space import space_from_text
+    from snnas.space._toml import read_user_file
     from snnas.train._finetune import load_finetuned
 
-    source = plan.data.get("source")
-    if not source or plan.parity is not None:  # the base of a parity run: its own checkpoint
+    if reference_run is None:
         return None
-    checkpoint = Path(source["run"]) / source["checkpoint"]
-    if not checkpoint.is_file() or sha256_file(checkpoint) != source["sha256"]:
-        return None
-    space = space_from_text((plan.folder / plan.data["space"]["file"]).read_text("utf-8"))
+    src = plan.model.source
+    where = plan.folder / PLAN_FILE
+    if src is None:
+        raise PlanError(f"{where}: source: the plan records no checkpoint to compare with "
+                        f"(--reference-run needs one)")  # fmt: skip
+    if plan.parity is not None:
+        raise PlanError(f"{where}: --reference-run: a plan with parity devices is compared "
+                        f"with its stored reference (the coded network's)")  # fmt: skip
+    rel = PurePosixPath(src.checkpoint)
+    if rel.is_absolute() or ".." in rel.parts or "\\" in src.checkpoint:
+        raise PlanError(f"{where}: source.checkpoint: expected a path inside the run, found "
+                        f"{shorten(src.checkpoint, 80, quote=True)}")  # fmt: skip
+    checkpoint = Path(reference_run) / rel
+    if checkpoint.is_symlink() or not checkpoint.is_file():
+        raise PlanError(f"{shorten(str(checkpoint))}: --reference-run: no fine-tuned "
+                        f"checkpoint there")  # fmt: skip
+    if sha256_file(checkpoint) != src.sha256:
+        raise PlanError(f"{shorten(str(checkpoint))}: --reference-run: not the checkpoint the "
+                        f"plan was exported from (sha256 differs from source.sha256)")  # fmt: skip
+    space_file = plan.folder / plan.model.space.file
+    space = space_from_text(read_user_file(space_file, "<space>", "space file"), str(space_file))
     model = load_finetuned(RunDir(checkpoint.parent), space)
     with torch.no_grad():
         logits = torch.cat([model(images[i : i + 256]) for i in range(0, len(images), 256)])
     return logits, str(checkpoint)
 
 
-def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
+def verify_plan(
+    folder: str | Path, split: str = "val", reference_run: str | Path | None = None
+) -> dict[str, Any]:
     """Check and execute the plan (module docstring); the report has ``top1_agreement``,
-    ``max_abs_diff``, ``accuracy``, ``passed`` and what it was compared with."""
+    ``max_abs_diff``, ``accuracy``, ``passed`` and what it was compared with: the stored
+    reference logits, or the frozen network recomputed from ``reference_run`` (a run folder
+    the caller names; nothing outside the plan folder is read otherwise)."""
     from snnas.data import load_dataset
 
     plan = load_plan(folder)
@@ -200,7 +225,7 @@ def verify_plan(folder: str | Path, split: str = "val") -> dict[str, Any]:
         raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
     nets = {d: plan.net(d) for d in range(plan.world)}
     logits = execute_plan(plan, images, nets)
-    frozen = _frozen_reference(plan, images)
+    frozen = _frozen_reference(plan, images, reference_run)
     stored = reference[f"{split}.logits"]
     if frozen is not None:
         compared, against = frozen

@@ -407,3 +407,52 @@ def test_the_unedited_plans_load(plain_plan, parity_plan):
 
     assert load_plan(plain_plan).world == 4
     assert load_plan(parity_plan).world == 5
+
+
+def _source_elsewhere(root: Path, data: dict, checkpoint: str = "finetune/best.pt") -> Path:
+    """Point the plan's ``source`` at a folder outside the runs folder holding a file whose
+    checksum matches (not a checkpoint: whoever reads it fails)."""
+    elsewhere = root / "elsewhere"
+    (elsewhere / "finetune").mkdir(parents=True)
+    (elsewhere / "finetune" / "best.pt").write_bytes(b"not a checkpoint")
+    data["source"] = {"run": str(elsewhere), "checkpoint": checkpoint,
+                      "sha256": _sha(elsewhere / "finetune" / "best.pt")}  # fmt: skip
+    return elsewhere
+
+
+def test_verify_never_reads_the_plans_source(plain_plan, tmp_path):
+    runs = tmp_path / "runs"
+    target = runs / "r" / "plan"
+    shutil.copytree(plain_plan, target)
+    data = json.loads((target / "plan.json").read_text())
+    _source_elsewhere(tmp_path, data)
+    (target / "plan.json").write_text(json.dumps(data))
+    outcome = invoke(tmp_path, ["plan", "verify", str(target), "--json"], runs=runs)
+    assert outcome.code == 0, outcome
+    report = json.loads(outcome.stdout)
+    assert report["compared_with"] == str(target / "reference.safetensors")
+    assert report["passed"] and report["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "needle"),
+    [
+        ("finetune/best.pt", r"elsewhere/finetune/best\.pt: corrupt checkpoint"),
+        ("../../etc/passwd", r"plan\.json: source\.checkpoint: expected a path inside the run"),
+        ("/etc/passwd", r"plan\.json: source\.checkpoint: expected a path inside the run"),
+    ],
+)
+def test_a_named_reference_run_is_read_only_where_the_plan_says(
+    plain_plan, tmp_path, checkpoint, needle
+):
+    import re
+
+    runs = tmp_path / "runs"
+    target = runs / "r" / "plan"
+    shutil.copytree(plain_plan, target)
+    data = json.loads((target / "plan.json").read_text())
+    elsewhere = _source_elsewhere(tmp_path, data, checkpoint)
+    (target / "plan.json").write_text(json.dumps(data))
+    args = ["plan", "verify", str(target), "--reference-run", str(elsewhere)]
+    outcome = invoke(tmp_path, args, runs=runs)
+    assert outcome.code == 1 and re.search(needle, outcome.error), outcome
