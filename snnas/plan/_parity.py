@@ -10,6 +10,7 @@ How the devices run it: ``snnas/plan/_erasure.py``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -72,23 +73,40 @@ def impute_tensors(coded: Any) -> dict[str, Tensor]:
     }
 
 
+def _without_device_zero(coded: Any) -> Any:
+    """``coded`` as it runs when data device 0 is lost before the image: its stem is gone,
+    so the data devices' streams start from the parity device's stem output (what the
+    plan's rule sends them). After a joint phase (``snnas parity train --joint-epochs``) the
+    two stems differ; the coded network's own forward pass still reads the base stem there."""
+    if all(torch.equal(a, b) for a, b in zip(coded.base.stem.state_dict().values(),
+                                             coded.parity.stem.state_dict().values(),
+                                             strict=True)):  # fmt: skip
+        return coded
+    lost = copy.deepcopy(coded)
+    lost.base.stem.load_state_dict(coded.parity.stem.state_dict())
+    return lost
+
+
 @torch.no_grad()
 def degraded_reference(coded: Any, data: Any, progress: Any = None) -> dict[str, Tensor]:
     """The coded network's answers at every erasure position on the validation and test
-    splits: ``{split}.degraded.{j}.{p}`` (N, classes)."""
+    splits: ``{split}.degraded.{j}.{p}`` (N, classes); at ``(0, 0)`` the data devices start
+    from the parity device's stem (:func:`_without_device_zero`)."""
     from snnas.models.parity import erasure_grid, fail_at_tensor
 
     space = coded.space
     positions = erasure_grid(space.groups, space.num_points)
+    without_zero = _without_device_zero(coded)
     out: dict[str, Tensor] = {}
     for split in ("val", "test"):
         images, _ = data.eval_tensors(split)
         for done, (j, p) in enumerate(positions):
+            net = without_zero if (j, p) == (0, 0) else coded
             chunks = []
             for i in range(0, len(images), 256):
                 x = images[i : i + 256]
                 fail_at = fail_at_tensor([(j, p)], space.groups, len(x))
-                chunks.append(coded(x, None, fail_at).logits)
+                chunks.append(net(x, None, fail_at).logits)
             out[f"{split}.degraded.{j}.{p}"] = torch.cat(chunks).float().contiguous()
             if progress is not None:
                 progress(f"degraded {split}", done + 1, len(positions), {})
