@@ -217,18 +217,45 @@ def export_plan(
     return document
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: not on this file system
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an older plan there is moved aside, then removed."""
+    """Put ``staging`` at ``out``. An older plan there is exchanged with it in one step (a
+    crash at any moment leaves the old plan or the new one at ``out``, never neither), then
+    removed; where the system cannot exchange folders, it is moved aside first."""
     if out.is_symlink():
         raise PlanError(f"{out}: is a symbolic link; refusing to replace it (choose another --out)")
     if out.exists() and not out.is_dir():
         raise PlanError(f"{out}: exists and is not a plan folder; choose another --out")
-    old = None
-    if out.exists():
-        if not (out / PLAN_FILE).is_file() and any(out.iterdir()):
-            raise PlanError(f"{out}: a non-empty folder that holds no plan; choose another --out")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if not (out / PLAN_FILE).is_file() and any(out.iterdir()):
+        raise PlanError(f"{out}: a non-empty folder that holds no plan; choose another --out")
+    if _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old plan
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
     os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -217,3 +218,35 @@ def test_duplicate_keys_and_nan_in_plan_json_are_refused(exported, tmp_path):
     (folder / "plan.json").write_text(json.dumps(data))
     with pytest.raises(PlanError, match="NaN"):
         load_plan(folder)
+
+
+def test_a_reexport_crashing_at_any_step_leaves_a_whole_plan(plan_space, digits, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    import os
+
+    import snnas.plan._export as export_module
+    from snnas.plan import export_plan
+    from tests.plan.conftest import talking_policy
+
+    model = random_frozen(plan_space, talking_policy(plan_space))
+    out = tmp_path / "plan"
+    export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, out)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_replace, real_rmtree = os.replace, export_module.shutil.rmtree
+    # A crash where the new plan would be renamed to `out` ...
+    monkeypatch.setattr(export_module.os, "replace",
+                        lambda a, b: crash() if Path(b) == out else real_replace(a, b))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):  # (the exchange needs no rename onto `out`)
+        export_plan(plan_space, model, digits, PROFILES["a57x4"], ACCURACY, out)
+        crash()
+    assert load_plan(out).model.prediction.profile in ("rpi3b+", "a57x4")
+    monkeypatch.setattr(export_module.os, "replace", real_replace)
+    # ... and right after the swap, before the old plan is removed.
+    monkeypatch.setattr(export_module.shutil, "rmtree", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, out)
+    assert load_plan(out).model.prediction.profile == "rpi3b+"
+    monkeypatch.setattr(export_module.shutil, "rmtree", real_rmtree)
