@@ -10,7 +10,6 @@ sees the old plan or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -29,30 +28,17 @@ from snnas.data import DataSplits
 from snnas.errors import PlanError
 from snnas.models import FrozenSepResNeXt
 from snnas.plan._derive import derive
-from snnas.plan._model import Plan
+from snnas.plan._model import PLAN_FILE, Plan, sha256_bytes, sha256_file
+from snnas.plan._onnx import export_segments
+from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors, parity_weights
 from snnas.plan._schema import SCHEMA_VERSION
 from snnas.plan._weights import device_weights
 from snnas.space import SearchSpace, policy_json
 
 __all__ = ["PLAN_FILE", "build_plan", "export_plan", "sha256_file"]
 
-PLAN_FILE = "plan.json"
 SPACE_FILE = "space.toml"
 REFERENCE_FILE = "reference.safetensors"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_plan(
@@ -75,8 +61,6 @@ def build_plan(
     for entry in derived["devices"]:
         d = entry["device"]
         if entry["role"] == "parity":
-            from snnas.plan._parity import parity_weights
-
             weights[d] = parity_weights(coded.parity, d - g, policy, entry["blocks"])
         elif entry["head"] or entry["blocks"]:
             weights[d] = device_weights(model, space.arch, d, entry["blocks"], entry["head"])
@@ -177,8 +161,6 @@ def export_plan(
             }
         reference = reference_logits(model, data)
         if coded is not None:
-            from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors
-
             reference.update(degraded_reference(coded, data, progress))
             files[IMPUTE_FILE] = _safetensors_bytes(
                 impute_tensors(coded), {"format": "snnas-impute", "space_hash": space.hash}
@@ -201,8 +183,6 @@ def export_plan(
         if onnx and coded is not None:
             raise PlanError("--onnx: ONNX segments of a plan with parity devices are not built")
         if onnx:
-            from snnas.plan._onnx import export_segments
-
             export_segments(plan, staging, weights, reference, progress=progress)
         if source is not None:
             plan["source"] = dict(source)

@@ -31,8 +31,7 @@ from torch import Tensor
 from snnas.arch import Architecture
 from snnas.errors import PlanError, SnnasError, shorten
 from snnas.plan._derive import derive, parity_shapes
-from snnas.plan._export import PLAN_FILE, sha256_file
-from snnas.plan._model import FileRef, Plan
+from snnas.plan._model import PLAN_FILE, FileRef, Plan, sha256_file
 from snnas.plan._program import DeviceNet, Op, architecture_of, device_ops
 from snnas.plan._weights import expected_shapes
 

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from snnas.errors import PlanError, shorten
-from snnas.plan._export import PLAN_FILE, sha256_file
 from snnas.plan._load import LoadedPlan, load_plan
+from snnas.plan._model import PLAN_FILE, sha256_file
 from snnas.plan._program import WIRE_DTYPES, DeviceNet, Receive, Send, run_device
 
 __all__ = ["LoadedPlan", "compare_logits", "drive", "execute_plan", "load_plan", "verify_plan"]
@@ -200,6 +200,27 @@ def _frozen_reference(
     return logits, str(checkpoint)
 
 
+def split_images(plan: LoadedPlan, split: str) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """The images and labels of ``split`` (checked against the exported labels) and the
+    plan's reference tensors."""
+    from snnas.data import load_dataset
+
+    reference = plan.reference()
+    if f"{split}.logits" not in reference:
+        raise PlanError(f"{plan.folder}: no reference logits for split {split!r}")
+    labels = reference[f"{split}.labels"]
+    net = plan.model.network
+    data = load_dataset(
+        plan.model.input.dataset,
+        input_size=net["input_size"],
+        input_channels=net["input_channels"],
+    )
+    images, data_labels = data.eval_tensors(split)
+    if not torch.equal(data_labels, labels):
+        raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
+    return images, labels, reference
+
+
 def verify_plan(
     folder: str | Path, split: str = "val", reference_run: str | Path | None = None
 ) -> dict[str, Any]:
@@ -207,22 +228,8 @@ def verify_plan(
     ``max_abs_diff``, ``accuracy``, ``passed`` and what it was compared with: the stored
     reference logits, or the frozen network recomputed from ``reference_run`` (a run folder
     the caller names; nothing outside the plan folder is read otherwise)."""
-    from snnas.data import load_dataset
-
     plan = load_plan(folder)
-    reference = plan.reference()
-    if f"{split}.logits" not in reference:
-        raise PlanError(f"{plan.folder}: no reference logits for split {split!r}")
-    labels = reference[f"{split}.labels"]
-    net = plan.data["network"]
-    data = load_dataset(
-        plan.data["input"]["dataset"],
-        input_size=net["input_size"],
-        input_channels=net["input_channels"],
-    )
-    images, data_labels = data.eval_tensors(split)
-    if not torch.equal(data_labels, labels):
-        raise PlanError(f"{plan.folder}: the {split} split differs from the one exported")
+    images, labels, reference = split_images(plan, split)
     nets = {d: plan.net(d) for d in range(plan.world)}
     logits = execute_plan(plan, images, nets)
     frozen = _frozen_reference(plan, images, reference_run)

@@ -456,3 +456,20 @@ def test_a_named_reference_run_is_read_only_where_the_plan_says(
     args = ["plan", "verify", str(target), "--reference-run", str(elsewhere)]
     outcome = invoke(tmp_path, args, runs=runs)
     assert outcome.code == 1 and re.search(needle, outcome.error), outcome
+
+
+@pytest.mark.parametrize(
+    ("which", "needle"),
+    [
+        ("plain_plan", r"plan\.json: --onnx: device 0 has no ONNX segments \(export the plan"),
+        ("parity_plan", r"plan\.json: --onnx: a plan with parity devices has no ONNX segments"),
+    ],
+)
+def test_verify_onnx_without_segments_is_one_line(request, tmp_path, which, needle):
+    import re
+
+    runs = tmp_path / "runs"
+    target = runs / "r" / "plan"
+    shutil.copytree(request.getfixturevalue(which), target)
+    outcome = invoke(tmp_path, ["plan", "verify", str(target), "--onnx"], runs=runs)
+    assert outcome.code == 1 and re.search(needle, outcome.error), outcome
