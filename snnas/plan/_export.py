@@ -28,7 +28,8 @@ from snnas.data import DataSplits
 from snnas.errors import PlanError
 from snnas.models import FrozenSepResNeXt
 from snnas.plan._derive import derive
-from snnas.plan._model import PLAN_FILE, Plan, sha256_bytes, sha256_file
+from snnas.plan._files import PLAN_FILE, sha256_bytes, sha256_file
+from snnas.plan._model import Plan
 from snnas.plan._onnx import export_segments
 from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors, parity_weights
 from snnas.plan._schema import SCHEMA_VERSION

@@ -16,11 +16,9 @@ needs, in the right shapes, finite. Weights are safetensors: loading one never r
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +29,19 @@ from torch import Tensor
 from snnas.arch import Architecture
 from snnas.errors import PlanError, SnnasError, shorten
 from snnas.plan._derive import derive, parity_shapes
-from snnas.plan._model import PLAN_FILE, FileRef, Plan, sha256_file
+from snnas.plan._files import (
+    PLAN_FILE,
+    check_file,
+    checked_tensors,
+    read_plan_json,
+    read_safetensors,
+)
+from snnas.plan._model import Plan
 from snnas.plan._program import DeviceNet, Op, architecture_of, device_ops
 from snnas.plan._weights import expected_shapes
 
 __all__ = ["LoadedPlan", "load_plan", "read_safetensors"]
 
-#: A safetensors header larger than this is refused before it is read.
-MAX_HEADER_BYTES = 1 << 24
-_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
 #: A space name as the DSL allows it (snnas/space/_config.py), and no longer.
 _SPACE_NAME = re.compile(r"[^\W][\w.+-]{0,99}", re.ASCII)
 
@@ -86,7 +87,7 @@ class LoadedPlan:
         if self.model.parity is None:
             raise PlanError(f"{self.folder}: the plan has no parity devices")
         shapes = {f"impute{p.point}": (self.groups, p.channels) for p in self.model.schedule.points}
-        return _checked_tensors(self.folder / self.model.parity.impute.file, shapes, "impute")
+        return checked_tensors(self.folder / self.model.parity.impute.file, shapes, "impute")
 
     def expected_shapes(self, d: int) -> dict[str, tuple[int, ...]]:
         """The tensors device ``d``'s weights file must hold, and their shapes."""
@@ -103,7 +104,7 @@ class LoadedPlan:
         entry = self.model.devices[d]
         if entry.weights is None:
             return {}
-        return _checked_tensors(self.folder / entry.weights.file, self.expected_shapes(d),
+        return checked_tensors(self.folder / entry.weights.file, self.expected_shapes(d),
                                 f"device {d}'s weights")  # fmt: skip
 
     def net(self, d: int) -> DeviceNet:
@@ -151,105 +152,6 @@ class LoadedPlan:
             if count and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
                 raise PlanError(f"{path}: reference {split}.labels outside 0..{classes - 1}")
         return tensors
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    """The header of a safetensors file, checked against the file's size before any tensor
-    is read: a header claiming more bytes than the file holds is refused."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            prefix = handle.read(8)
-            n = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-            if n < 2 or n > min(MAX_HEADER_BYTES, size - 8):
-                raise PlanError(f"{path}: not a safetensors file (its header claims {n} bytes, "
-                                f"the file holds {size})")  # fmt: skip
-            header = json.loads(handle.read(n))
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot be read ({exc.strerror})") from None
-    except (ValueError, RecursionError):
-        raise PlanError(f"{path}: not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise PlanError(f"{path}: not a safetensors file (its header is not an object)")
-    body = size - 8 - n
-    spans = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            shape, (begin, end) = [int(s) for s in info["shape"]], info["data_offsets"]
-            width = _DTYPE_BYTES[info["dtype"]]
-            ok = all(s >= 0 for s in shape) and 0 <= begin <= end <= body
-            ok = ok and end - begin == math.prod(shape) * width
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise PlanError(f"{path}: tensor {shorten(name, 60, quote=True)}: its header entry "
-                            f"claims sizes the file ({size} bytes) does not hold")  # fmt: skip
-        spans.append((begin, end))
-    spans.sort()
-    if any(a[1] > b[0] for a, b in itertools.pairwise(spans)):
-        raise PlanError(f"{path}: not a safetensors file (tensors overlap)")
-    return header
-
-
-def read_safetensors(path: Path) -> dict[str, Tensor]:
-    """A safetensors file of the plan (its header checked first; never runs code)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    _safetensors_header(path)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PlanError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def _checked_tensors(path: Path, shapes: Mapping[str, tuple[int, ...]], what: str) -> dict:
-    """The tensors of ``path``: exactly ``shapes``' names, float32, those shapes, finite."""
-    header = _safetensors_header(path)
-    names = set(header) - {"__metadata__"}
-    if names != set(shapes):
-        missing = sorted(set(shapes) - names)
-        extra = sorted(names - set(shapes))
-        raise PlanError(f"{path}: {what} do not match the blocks (missing {missing[:3]}, "
-                        f"unexpected {[shorten(x, 40) for x in extra[:3]]})")  # fmt: skip
-    for name, shape in shapes.items():
-        info = header[name]
-        if info["dtype"] != "F32" or tuple(info["shape"]) != shape:
-            raise PlanError(f"{path}: {name} is {info['dtype']} {tuple(info['shape'])}, "
-                            f"expected float32 {shape}")  # fmt: skip
-    tensors = read_safetensors(path)
-    for name, t in tensors.items():
-        if not bool(torch.isfinite(t).all()):
-            raise PlanError(f"{path}: {name} holds NaN or infinite values")
-    return tensors
-
-
-def _read_json(path: Path) -> Any:
-    """``plan.json``, strictly (no key twice, no NaN or Infinity, a regular file)."""
-    from snnas.space._space import load_json
-
-    if not path.exists() and not path.is_symlink():
-        raise PlanError(f"{shorten(str(path))}: missing (not a plan folder?)")
-    if path.is_symlink():  # like every file a plan names: a plain file inside the folder
-        raise PlanError(f"{shorten(str(path))}: is a symbolic link, not a plain file of the plan")
-    try:
-        return load_json(path, "<plan>", "plan file")
-    except SnnasError as exc:
-        raise PlanError(str(exc)) from None
-
-
-def _check_file(folder: Path, ref: FileRef | Any, what: str) -> None:
-    path = folder / ref.file
-    if path.is_symlink() or not path.is_file():
-        raise PlanError(f"{path}: {what} is missing (or not a plain file)")
-    digest = sha256_file(path)
-    if digest != ref.sha256:
-        raise PlanError(
-            f"{path}: checksum mismatch (sha256 {digest[:16]}..., the plan says "
-            f"{ref.sha256[:16]}...): the file was changed after export"
-        )
 
 
 def _check_sizes(root: Path, plan: Plan) -> None:
@@ -490,14 +392,14 @@ def _check_derived(plan: Plan, space: Any, source: str) -> None:
 def _check_files(root: Path, plan: Plan, source: str) -> None:
     for e in plan.devices:
         if e.weights is not None:
-            _check_file(root, e.weights, f"device {e.device}'s weights")
+            check_file(root, e.weights, f"device {e.device}'s weights")
         elif e.blocks or e.head or e.role == "parity":
             raise PlanError(f"{source}: device {e.device}: weights is null, but it computes")
         for seg in e.onnx or ():
-            _check_file(root, seg.file, f"device {e.device}'s ONNX segment {seg.index}")
-    _check_file(root, plan.reference, "the reference logits")
+            check_file(root, seg.file, f"device {e.device}'s ONNX segment {seg.index}")
+    check_file(root, plan.reference, "the reference logits")
     if plan.parity is not None:
-        _check_file(root, plan.parity.impute, "the imputation constants")
+        check_file(root, plan.parity.impute, "the imputation constants")
 
 
 def load_plan(folder: str | Path) -> LoadedPlan:
@@ -506,7 +408,7 @@ def load_plan(folder: str | Path) -> LoadedPlan:
     if not root.is_dir():
         raise PlanError(f"{root}: no such plan folder")
     source = str(root / PLAN_FILE)
-    model = Plan.from_json(_read_json(root / PLAN_FILE), source)
+    model = Plan.from_json(read_plan_json(root / PLAN_FILE), source)
     data = model.to_json()
     try:
         arch = architecture_of(data)

@@ -11,10 +11,8 @@ Field meanings: docs/plan.md, "plan.json, field by field".
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -22,7 +20,6 @@ from snnas.plan._program import Receive, Send
 from snnas.plan._schema import SCHEMA_VERSION, validate_plan
 
 __all__ = [
-    "PLAN_FILE",
     "Accuracy",
     "DegradedRule",
     "DeviceEntry",
@@ -44,25 +41,7 @@ __all__ = [
     "Totals",
     "receive_json",
     "send_json",
-    "sha256_bytes",
-    "sha256_file",
 ]
-
-PLAN_FILE = "plan.json"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data`` (a file reference's checksum)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from snnas._io import atomic_write_bytes
 from snnas._run import Progress
 from snnas.errors import PlanError
+from snnas.plan._files import PLAN_FILE
 from snnas.plan._load import LoadedPlan
-from snnas.plan._model import PLAN_FILE
 from snnas.plan._program import (
     DeviceNet,
     Op,

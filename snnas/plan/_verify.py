@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from snnas.errors import PlanError, shorten
+from snnas.plan._files import PLAN_FILE, sha256_file
 from snnas.plan._load import LoadedPlan, load_plan
-from snnas.plan._model import PLAN_FILE, sha256_file
 from snnas.plan._program import WIRE_DTYPES, DeviceNet, Receive, Send, run_device
 
 __all__ = ["LoadedPlan", "compare_logits", "drive", "execute_plan", "load_plan", "verify_plan"]
