@@ -5,6 +5,8 @@ documented in ``docs/plan.md``); weights are safetensors, one file per device.
 """
 
 from snnas.plan._export import PLAN_FILE, build_plan, export_plan, sha256_file
+from snnas.plan._load import LoadedPlan, load_plan
+from snnas.plan._model import Plan
 from snnas.plan._program import (
     DeviceNet,
     Op,
@@ -15,7 +17,7 @@ from snnas.plan._program import (
     run_device,
 )
 from snnas.plan._schema import SCHEMA_VERSION, plan_schema, validate_plan
-from snnas.plan._verify import LoadedPlan, compare_logits, execute_plan, load_plan, verify_plan
+from snnas.plan._verify import compare_logits, execute_plan, verify_plan
 
 __all__ = [
     "PLAN_FILE",
@@ -23,6 +25,7 @@ __all__ = [
     "DeviceNet",
     "LoadedPlan",
     "Op",
+    "Plan",
     "Receive",
     "Send",
     "architecture_of",

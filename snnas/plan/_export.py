@@ -10,7 +10,6 @@ sees the old plan or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,95 +23,23 @@ from torch import Tensor
 from snnas import __version__
 from snnas._io import atomic_write_bytes, atomic_write_json
 from snnas._run import Progress
-from snnas.cost import DeviceProfile, communication, compute, latency, liveness, stem_bytes
+from snnas.cost import DeviceProfile
 from snnas.data import DataSplits
 from snnas.errors import PlanError
 from snnas.models import FrozenSepResNeXt
-from snnas.plan._program import Receive, Send
-from snnas.plan._schema import SCHEMA_VERSION, validate_plan
+from snnas.plan._derive import derive
+from snnas.plan._files import PLAN_FILE, sha256_bytes, sha256_file
+from snnas.plan._model import Plan
+from snnas.plan._onnx import export_segments
+from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors, parity_weights
+from snnas.plan._schema import SCHEMA_VERSION
 from snnas.plan._weights import device_weights
 from snnas.space import SearchSpace, policy_json
 
 __all__ = ["PLAN_FILE", "build_plan", "export_plan", "sha256_file"]
 
-PLAN_FILE = "plan.json"
 SPACE_FILE = "space.toml"
 REFERENCE_FILE = "reference.safetensors"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _transfers(
-    space: SearchSpace, policy: Mapping[str, Any], encodings: bool = False
-) -> tuple[Any, ...]:
-    """The live transfers as (Send, Receive) pairs, stem copies first (with ``encodings``,
-    what the parity devices read is live too)."""
-    flow = liveness(space, policy, encodings=encodings)
-    net = space.network
-    pairs: list[tuple[int, int, Send, Receive]] = []
-    shape = (net.stem_width, net.input_size, net.input_size)
-    for dst in flow.stem_receivers:
-        nbytes = stem_bytes(space)
-        send = Send("stem", None, -1, dst, (0, net.stem_width), "float32", shape, nbytes)
-        recv = Receive("stem", None, 0, -1, -1, (0, net.stem_width), "float32", shape, nbytes)
-        pairs.append((0, dst, send, recv))
-    for t in flow.live_transfers:
-        shape = (t.n_send, t.size, t.size)
-        send = Send(
-            "transfer", t.point, t.send_block, t.dst, (0, t.n_send), t.dtype, shape, t.bytes
-        )
-        recv = Receive(
-            "transfer",
-            t.point,
-            t.src,
-            t.send_block,
-            t.aggregate_block,
-            (0, t.n_send),
-            t.dtype,
-            shape,
-            t.bytes,
-        )
-        pairs.append((t.src, t.dst, send, recv))
-    return flow, pairs
-
-
-def _send_json(s: Send) -> dict[str, Any]:
-    return {
-        "kind": s.kind,
-        "point": s.point,
-        "after_block": s.after_block,
-        "to": s.to,
-        "channels": list(s.channels),
-        "wire_dtype": s.wire_dtype,
-        "shape": list(s.shape),
-        "bytes": s.bytes,
-    }
-
-
-def _receive_json(r: Receive) -> dict[str, Any]:
-    return {
-        "kind": r.kind,
-        "point": r.point,
-        "from": r.src,
-        "sent_after_block": r.sent_after_block,
-        "after_block": r.after_block,
-        "channels": list(r.channels),
-        "wire_dtype": r.wire_dtype,
-        "shape": list(r.shape),
-        "bytes": r.bytes,
-    }
 
 
 def build_plan(
@@ -125,46 +52,25 @@ def build_plan(
 ) -> tuple[dict[str, Any], dict[int, dict[str, Tensor]]]:
     """``plan.json``'s content without files (their names, checksums and sizes are filled in
     by :func:`export_plan`) and every active device's weights. ``coded``: the
-    ``CodedNetwork`` of a space with parity devices (``model`` is its base)."""
-    from snnas.plan._parity import encoding_pairs
-
+    ``CodedNetwork`` of a space with parity devices (``model`` is its base). Everything but
+    the weights comes from :func:`snnas.plan._derive.derive`, what the loader checks."""
     policy = model.policy
-    arch = space.arch
-    flow, pairs = _transfers(space, policy, encodings=coded is not None)
-    enc_pairs = encoding_pairs(space, policy) if coded is not None else []
-    comm = communication(space, policy)
-    comp = compute(space, policy)
-    lat = latency(space, policy, profile)
+    g = space.groups
+    answers = None if coded is None else [bool(a) for a in coded.parity.answers.tolist()]
+    derived = derive(space, policy, profile, answers)
+    weights: dict[int, dict[str, Tensor]] = {}
+    for entry in derived["devices"]:
+        d = entry["device"]
+        if entry["role"] == "parity":
+            weights[d] = parity_weights(coded.parity, d - g, policy, entry["blocks"])
+        elif entry["head"] or entry["blocks"]:
+            weights[d] = device_weights(model, space.arch, d, entry["blocks"], entry["head"])
+        params = sum(t.numel() for t in weights.get(d, {}).values())
+        if params != entry["params"]:
+            raise PlanError(f"device {d}: its weights hold {params} values, its blocks need "
+                            f"{entry['params']}")  # fmt: skip
+        entry["weights"] = None
     net = space.network
-    devices, weights = [], {}
-    for d in range(space.groups):
-        blocks = list(flow.live_blocks[d])
-        head = d == 0
-        sends = [s for src, _, s, _ in (*pairs, *enc_pairs) if src == d]
-        receives = [r for _, dst, _, r in pairs if dst == d]
-        if head or blocks:
-            weights[d] = device_weights(model, arch, d, blocks, head)
-        devices.append(
-            {
-                "device": d,
-                "role": "data",
-                "input": head,
-                "stem": head,
-                "head": head,
-                "blocks": blocks,
-                "skipped_blocks": list(flow.skipped_blocks(d)),
-                "sends": [_send_json(s) for s in sends],
-                "receives": [_receive_json(r) for r in receives],
-                "weights": None,
-                "flops": comp.live_flops_per_device[d],
-                "params": sum(t.numel() for t in weights.get(d, {}).values()),
-            }
-        )
-    links: dict[tuple[int, int], int] = {}
-    for src, dst, s, _ in pairs:
-        links[(src, dst)] = links.get((src, dst), 0) + s.bytes
-    stem_total = sum(s.bytes for _, _, s, _ in pairs if s.kind == "stem")
-    transfer_total = sum(s.bytes for _, _, s, _ in pairs if s.kind == "transfer")
     plan: dict[str, Any] = {
         "format": "snnas-plan",
         "schema_version": SCHEMA_VERSION,
@@ -172,55 +78,18 @@ def build_plan(
         "space": {"name": space.name, "hash": space.hash, "file": SPACE_FILE},
         "policy": policy_json(policy),
         "network": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(net).items()},
-        "schedule": {
-            "groups": space.groups,
-            "alpha": space.alpha,
-            "overlap": space.overlap,
-            "blocks": arch.num_blocks,
-            "points": [
-                {
-                    "point": p.index,
-                    "send_block": p.block,
-                    "aggregate_block": p.aggregate_block,
-                    "channels": p.channels,
-                    "size": p.size,
-                }
-                for p in arch.points
-            ],
-        },
+        "schedule": derived["schedule"],
         "input": {
             "shape": [1, net.input_channels, net.input_size, net.input_size],
             "dtype": "float32",
             "dataset": data.name,
             "normalization": dict(data.normalization or {}),
-            "devices": [0],
+            "devices": derived["input_devices"],
         },
-        "output": {"device": 0, "shape": [1, net.num_classes], "dtype": "float32"},
-        "devices": devices,
-        "totals": {
-            "bytes_per_image": stem_total + transfer_total,
-            "stem_bytes": stem_total,
-            "transfer_bytes": transfer_total,
-            "links": [
-                {"from": src, "to": dst, "bytes": n} for (src, dst), n in sorted(links.items())
-            ],
-            "raw_policy_bytes": comm.policy_bytes,
-            "live_policy_bytes": comm.live_policy_bytes,
-            "ratio": comm.ratio,
-            "live_ratio": comm.live_ratio,
-            "flops": comp.live_total_flops,
-        },
-        "prediction": {
-            "profile": profile.name,
-            "flops_per_s": profile.flops,
-            "bandwidth_bps": profile.bandwidth_bps,
-            "link_latency_s": profile.link_latency_s,
-            "latency_ms": 1e3 * lat.latency_s,
-            "compute_ms": 1e3 * lat.compute_only_s,
-            "exposed_transfer_ms": 1e3 * lat.exposed_transfer_s,
-            "single_device_ms": 1e3 * lat.single_device_s,
-            "speedup": lat.speedup,
-        },
+        "output": derived["output"],
+        "devices": derived["devices"],
+        "totals": derived["totals"],
+        "prediction": derived["prediction"],
         "accuracy": {
             "val": float(accuracy["val_acc"]),
             "test": float(accuracy["test_acc"]),
@@ -228,14 +97,8 @@ def build_plan(
         },
         "reference": {"file": REFERENCE_FILE, "sha256": "0" * 64, "splits": {}},
     }
-    if coded is None:
-        assert transfer_total == comm.live_policy_bytes
-    else:
-        from snnas.plan._parity import parity_section
-
-        parity, parity_weights = parity_section(space, coded, plan, flow, enc_pairs)
-        plan["parity"] = parity
-        weights.update(parity_weights)
+    if coded is not None:
+        plan["parity"] = {**derived["parity"], "impute": None}
     return plan, weights
 
 
@@ -279,8 +142,6 @@ def export_plan(
     if coded is not None:
         coded = coded.cpu().eval()
     plan, weights = build_plan(space, model, data, profile, accuracy, coded)
-    if source is not None:
-        plan["source"] = dict(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -301,8 +162,6 @@ def export_plan(
             }
         reference = reference_logits(model, data)
         if coded is not None:
-            from snnas.plan._parity import IMPUTE_FILE, degraded_reference, impute_tensors
-
             reference.update(degraded_reference(coded, data, progress))
             files[IMPUTE_FILE] = _safetensors_bytes(
                 impute_tensors(coded), {"format": "snnas-impute", "space_hash": space.hash}
@@ -325,32 +184,59 @@ def export_plan(
         if onnx and coded is not None:
             raise PlanError("--onnx: ONNX segments of a plan with parity devices are not built")
         if onnx:
-            from snnas.plan._onnx import export_segments
-
             export_segments(plan, staging, weights, reference, progress=progress)
-        validate_plan(plan, str(out / PLAN_FILE))
-        atomic_write_json(staging / PLAN_FILE, plan)
+        if source is not None:
+            plan["source"] = dict(source)
+        document = Plan.from_json(plan, str(out / PLAN_FILE)).to_json()  # the schema, too
+        atomic_write_json(staging / PLAN_FILE, document)
         for path in staging.iterdir():
             path.chmod(0o666 & ~umask)  # temporary files are private; the plan's are not
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return plan
+    return document
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: not on this file system
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an older plan there is moved aside, then removed."""
+    """Put ``staging`` at ``out``. An older plan there is exchanged with it in one step (a
+    crash at any moment leaves the old plan or the new one at ``out``, never neither), then
+    removed; where the system cannot exchange folders, it is moved aside first."""
     if out.is_symlink():
         raise PlanError(f"{out}: is a symbolic link; refusing to replace it (choose another --out)")
     if out.exists() and not out.is_dir():
         raise PlanError(f"{out}: exists and is not a plan folder; choose another --out")
-    old = None
-    if out.exists():
-        if not (out / PLAN_FILE).is_file() and any(out.iterdir()):
-            raise PlanError(f"{out}: a non-empty folder that holds no plan; choose another --out")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if not (out / PLAN_FILE).is_file() and any(out.iterdir()):
+        raise PlanError(f"{out}: a non-empty folder that holds no plan; choose another --out")
+    if _exchange(staging, out):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old plan
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    os.replace(out, old)
     os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from snnas._io import atomic_write_bytes
 from snnas._run import Progress
 from snnas.errors import PlanError
+from snnas.plan._files import PLAN_FILE
+from snnas.plan._load import LoadedPlan
 from snnas.plan._program import (
     DeviceNet,
     Op,
@@ -42,12 +44,24 @@ from snnas.plan._program import (
     device_ops,
     payload,
 )
+from snnas.plan._verify import compare_logits, drive, passed, split_images
 
-__all__ = ["Segment", "export_segments", "split_segments"]
+__all__ = [
+    "ONNX_RTOL",
+    "Segment",
+    "execute_onnx",
+    "export_segments",
+    "split_segments",
+    "verify_onnx",
+]
 
-_COMPUTE = ("input", "stem", "block", "head")
 #: Validation images the graphs are checked on.
 CHECK_IMAGES = 16
+#: How far an ONNX segment's output may be from the torch segment's, relative to the
+#: output's scale: ``ONNX_RTOL * (1 + max |output|)``. Float16 payloads round a last-bit
+#: difference of the convolutions either way, one float16 step (2^-11 of the value at
+#: most), and the blocks after it carry it on; a wrong graph is far outside (docs/plan.md).
+ONNX_RTOL = 2.0**-8
 
 
 def _point(p: int | None) -> str:
@@ -128,6 +142,14 @@ def split_segments(ops: Sequence[Op]) -> list[Segment]:
     return segments
 
 
+def _have(x: Tensor | None, what: str) -> Tensor:
+    """``x``, which the segment's operations must have produced by now."""
+    if x is None:
+        raise PlanError(f"an ONNX segment uses {what} before it exists (its operations are "
+                        f"out of order)")  # fmt: skip
+    return x
+
+
 class SegmentModule(nn.Module):
     """A segment as a torch module: inputs and outputs as :class:`Segment` names them."""
 
@@ -147,31 +169,24 @@ class SegmentModule(nn.Module):
             if kind == "input":
                 pass  # x is the image
             elif kind == "stem":
-                assert x is not None
-                x = self.net.run_stem(x)
+                x = self.net.run_stem(_have(x, "the image"))
             elif kind == "block":
-                assert x is not None
-                x = self.net.run_block(op[1], x)
+                x = self.net.run_block(op[1], _have(x, "the stream"))
             elif kind == "recv":
                 received = args.pop(0)
                 if op[1].kind == "stem":
                     x = received.to(torch.float32)
                 else:
-                    assert x is not None
-                    x = add_payload(x, received, op[1])
+                    x = add_payload(_have(x, "the stream"), received, op[1])
             elif kind == "send":
-                assert x is not None
-                sent.append(payload(x, op[1]))
+                sent.append(payload(_have(x, "the stream"), op[1]))
             elif kind == "head":
-                assert x is not None
-                logits = self.net.run_head(x)
+                logits = self.net.run_head(_have(x, "the stream"))
         outputs: list[Tensor] = []
         if seg.head:
-            assert logits is not None
-            outputs.append(logits)
+            outputs.append(_have(logits, "the logits"))
         elif not seg.last:
-            assert x is not None
-            outputs.append(x)
+            outputs.append(_have(x, "the stream"))
         return (*outputs, *sent)
 
 
@@ -186,15 +201,12 @@ def run_segments(
     for module, seg in zip(modules, segments, strict=True):
         inputs: list[Tensor] = []
         if seg.takes_image:
-            assert image is not None
-            inputs.append(image)
+            inputs.append(_have(image, "the image"))
         elif not seg.starts_from_stem:
-            assert stream is not None
-            inputs.append(stream)
+            inputs.append(_have(stream, "the stream"))
         for receive in seg.receives:
             received = yield ("recv", receive, None)
-            assert received is not None
-            inputs.append(received)
+            inputs.append(_have(received, f"the payload from device {receive.src}"))
         outputs = list(module(*inputs))
         record.append((seg, list(inputs), list(outputs)))
         if seg.head:
@@ -225,25 +237,39 @@ def _to_onnx(module: SegmentModule, inputs: Sequence[Tensor]) -> bytes:
     return buffer.getvalue()
 
 
-def _ort_max_diff(
-    blob: bytes, seg: Segment, inputs: Sequence[Tensor], outputs: Sequence[Tensor]
-) -> float:
+def _session(blob: bytes) -> Any:
+    """An onnxruntime session on one CPU thread."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+
+
+def _ort_max_diff(
+    blob: bytes, seg: Segment, inputs: Sequence[Tensor], outputs: Sequence[Tensor], where: str
+) -> float:
+    """The largest difference between the graph's outputs and the torch segment's; refused
+    beyond :data:`ONNX_RTOL`."""
+    session = _session(blob)
     feed = {name: t.numpy() for name, t in zip(seg.input_names(), inputs, strict=True)}
     got = session.run(None, feed)
     worst = 0.0
     for name, ours, theirs in zip(seg.output_names(), outputs, got, strict=True):
         if tuple(theirs.shape) != tuple(ours.shape) or str(theirs.dtype) != str(ours.numpy().dtype):
             raise PlanError(
-                f"ONNX segment {seg.index}: output {name} is {theirs.dtype} {theirs.shape}, "
+                f"{where}: output {name} is {theirs.dtype} {theirs.shape}, "
                 f"torch gives {ours.dtype} {tuple(ours.shape)}"
             )
         diff = torch.from_numpy(theirs).float() - ours.float()
-        worst = max(worst, float(diff.abs().max()) if diff.numel() else 0.0)
+        gap = float(diff.abs().max()) if diff.numel() else 0.0
+        scale = float(ours.float().abs().max()) if ours.numel() else 0.0
+        tolerance = ONNX_RTOL * (1.0 + scale)
+        if not gap <= tolerance:  # NaN too
+            raise PlanError(f"{where}: output {name} differs from the torch segment by "
+                            f"{gap:.3g}, beyond the tolerance {tolerance:.3g} (2^-8 x (1 + "
+                            f"max |output|))")  # fmt: skip
+        worst = max(worst, gap)
     return worst
 
 
@@ -258,8 +284,6 @@ def export_segments(
 ) -> None:
     """Write every device's segments as ONNX files into ``folder`` and record them (file,
     checksum, inputs, outputs, blocks, the onnxruntime check) in ``plan``'s devices."""
-    from snnas.plan._verify import drive
-
     arch = architecture_of(plan)
     nets = {d: DeviceNet(arch, plan["devices"][d]["blocks"], weights.get(d, {})) for d in
             range(len(plan["devices"]))}  # fmt: skip
@@ -300,10 +324,64 @@ def export_segments(
                     "blocks": seg.blocks,
                     "inputs": seg.input_names(),
                     "outputs": seg.output_names(),
-                    "max_abs_diff": _ort_max_diff(blob, seg, inputs, outputs),
+                    "max_abs_diff": _ort_max_diff(
+                        blob, seg, inputs, outputs, f"device {d}'s ONNX segment {seg.index}"
+                    ),
                 }
             )
             done += 1
             if progress:
                 progress("onnx", done, total, {"device": d})
         plan["devices"][d]["onnx"] = entries
+
+
+def _run_session(session: Any, names: Sequence[str]) -> Any:
+    """A segment as onnxruntime runs it: tensors in, tensors out."""
+
+    def run(*inputs: Tensor) -> list[Tensor]:
+        feed = {n: t.contiguous().numpy() for n, t in zip(names, inputs, strict=True)}
+        return [torch.from_numpy(a) for a in session.run(None, feed)]
+
+    return run
+
+
+@torch.no_grad()
+def execute_onnx(plan: LoadedPlan, images: Tensor) -> Tensor:
+    """Run the whole plan through onnxruntime, one session per device segment, from the
+    plan's own ``.onnx`` files (checked at load), the payloads moved by the same mailbox
+    driver as ``plan verify``; device 0's logits."""
+    model = plan.model
+    where = plan.folder / PLAN_FILE
+    if model.parity is not None:
+        raise PlanError(f"{where}: --onnx: a plan with parity devices has no ONNX segments")
+    gens = {}
+    for entry in model.devices:
+        d = entry.device
+        segments = split_segments(plan.ops[d])
+        files = entry.onnx
+        if files is None:
+            raise PlanError(f"{where}: --onnx: device {d} has no ONNX segments (export the plan "
+                            f"with snnas export --onnx)")  # fmt: skip
+        names = [(list(s.input_names()), list(s.output_names())) for s in segments]
+        if [(list(f.inputs), list(f.outputs)) for f in files] != names:
+            raise PlanError(f"{where}: device {d}: onnx: the segments' inputs and outputs are not "
+                            f"those of its operations")  # fmt: skip
+        runners = []
+        for seg, ref in zip(segments, files, strict=True):
+            session = _session((plan.folder / ref.file.file).read_bytes())
+            runners.append(_run_session(session, seg.input_names()))
+        image = images if entry.input else None
+        gens[d] = run_segments(runners, segments, image, [])
+    return drive(gens, len(images))
+
+
+def verify_onnx(plan: LoadedPlan, split: str = "val") -> dict[str, Any]:
+    """``plan verify --onnx``: the whole plan through onnxruntime (:func:`execute_onnx`) on
+    ``split``, compared with the stored reference logits with verify's tolerance."""
+    images, labels, reference = split_images(plan, split)
+    logits = execute_onnx(plan, images)
+    report = compare_logits(logits, reference[f"{split}.logits"], labels)
+    report["segments"] = sum(len(e.onnx or ()) for e in plan.model.devices)
+    report["compared_with"] = str(plan.folder / plan.model.reference.file)
+    report["passed"] = passed(report)
+    return report

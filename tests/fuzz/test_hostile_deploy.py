@@ -555,6 +555,13 @@ def verify(*extra: str) -> Callable[[Sandbox], list[str]]:
 
 add("verify", "good", verify(), 0, "frozen network")
 add("verify", "good-json", verify("--json", "--split", "test"), 0, '"passed": true')
+add(
+    "verify",
+    "reference-run",
+    lambda sb: ["plan", "verify", str(sb.plan), "--reference-run", str(sb.run)],
+    0,
+    "finetune/best.pt",
+)
 add("verify", "missing-folder", fixed("plan", "verify", "nope"), 1, "nope")
 add("verify", "markup-folder", fixed("plan", "verify", MARKUP), 1, MARKUP)
 add("verify", "nul-folder", fixed("plan", "verify", "a\x00b"), 2, "NUL")
@@ -846,7 +853,7 @@ add(
             sb.run / "finetune" / "best.pt", lambda s: _shrink_first_tensor(s["model"])
         ),
         lambda sb: sb.edit_plan(_set("source/sha256", _sha256(sb.run / "finetune" / "best.pt"))),
-        args=verify(),
+        args=lambda sb: ["plan", "verify", str(sb.plan), "--reference-run", str(sb.run)],
     ),
     1,
     "best.pt",

@@ -82,7 +82,9 @@ def test_verify_executes_every_erasure_position(parity_exported):
     assert torch.allclose(got, expected, atol=1e-4)
 
 
-def test_verify_catches_a_wrong_rule(parity_exported, tmp_path):
+def test_a_wrong_rule_is_refused_at_load_and_disagrees_when_run(parity_exported, tmp_path, digits):
+    from snnas.plan._verify import compare_logits, passed
+
     _, _, folder = parity_exported
     broken = tmp_path / "plan"
     shutil.copytree(folder, broken)
@@ -94,9 +96,23 @@ def test_verify_catches_a_wrong_rule(parity_exported, tmp_path):
                     s["by"], s["bytes"] = None, 0
             rule["bytes"] = sum(s["bytes"] for s in rule["standins"])
     (broken / "plan.json").write_text(json.dumps(data))
-    report = verify_plan(broken)
-    bad = [p for p in report["degraded"]["positions"] if not p["passed"]]
-    assert not report["passed"] and bad and all(p["device"] == 0 for p in bad)
+    # The degraded rules follow from the space and policy: the edit is refused at load ...
+    with pytest.raises(PlanError, match=r"plan\.json: parity\.rules\[0\]\.standins\[0\]\.by "
+                       r"is null, its space and policy give 4$"):  # fmt: skip
+        load_plan(broken)
+    # ... and, executed anyway, the edited rules disagree with the coded network exactly at
+    # device 0's positions.
+    plan = load_plan(folder)
+    reference = plan.reference()
+    images, labels = digits.eval_tensors("val")
+    nets = {d: plan.net(d) for d in range(plan.world)}
+    results = {}
+    for rule in data["parity"]["rules"]:
+        j, p = rule["device"], rule["from_point"]
+        logits = execute_degraded(plan, images, Erasure.from_json(rule), nets)
+        results[(j, p)] = passed(compare_logits(logits, reference[f"val.degraded.{j}.{p}"], labels))
+    bad = [k for k, ok in results.items() if not ok]
+    assert bad and all(j == 0 for j, _ in bad)
 
 
 @pytest.mark.parametrize(("r", "encoder"), [(2, "mirror"), (1, "sum")])
@@ -123,3 +139,42 @@ def test_a_parity_plan_with_a_missing_parity_device_is_refused(parity_exported, 
     (broken / "plan.json").write_text(json.dumps(data))
     with pytest.raises(PlanError, match=r"devices must be listed once each, 0\.\.4"):
         load_plan(broken)
+
+
+def test_a_parity_stem_apart_from_the_base_stem_verifies(tmp_path, digits):
+    # After `snnas parity train --joint-epochs`, the parity stem and the base stem have trained
+    # apart. With device 0 lost before the image, only the parity device's stem output
+    # exists: the plan sends it to the data devices (its rule's stem stand-in), so the
+    # reference for that position must start the data devices' streams from it too.
+    coded = coded_network(parity_space(1), seed=5)
+    with torch.no_grad():
+        for p in coded.parity.stem.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    folder = tmp_path / "run" / "plan"
+    export_plan(coded.space, coded.base, digits, PROFILES["rpi3b+"], ACCURACY, folder,
+                coded=coded)  # fmt: skip
+    report = verify_plan(folder)
+    positions = {(x["device"], x["from_point"]): x for x in report["degraded"]["positions"]}
+    assert positions[(0, 0)]["passed"] and positions[(0, 0)]["max_abs_diff"] < 1e-4
+    assert report["passed"]
+
+
+def test_a_plan_after_a_joint_phase_verifies(tmp_path, digits):
+    # The same through `snnas parity train --joint-epochs`: the joint phase trains both
+    # stems; the plan of the trained coded network passes at every erasure position.
+    from snnas._run import RunDir
+    from snnas.train._parity import ParityTrainConfig, train_parity
+    from snnas.train._trainer import Accelerator
+
+    coded = coded_network(parity_space(1), seed=7)
+    config = ParityTrainConfig(epochs=1, joint_epochs=1, batch_size=128, joint_lr=1e-2)
+    train_parity(coded, digits, config, RunDir(tmp_path / "parity"),
+                 accel=Accelerator(torch.device("cpu")))  # fmt: skip
+    coded = coded.cpu().eval()
+    base_stem = coded.base.stem.state_dict()
+    assert any(not torch.equal(v, coded.parity.stem.state_dict()[k]) for k, v in base_stem.items())
+    folder = tmp_path / "run" / "plan"
+    export_plan(coded.space, coded.base, digits, PROFILES["rpi3b+"], ACCURACY, folder,
+                coded=coded)  # fmt: skip
+    report = verify_plan(folder)
+    assert report["passed"], [x for x in report["degraded"]["positions"] if not x["passed"]]

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -217,3 +218,106 @@ def test_duplicate_keys_and_nan_in_plan_json_are_refused(exported, tmp_path):
     (folder / "plan.json").write_text(json.dumps(data))
     with pytest.raises(PlanError, match="NaN"):
         load_plan(folder)
+
+
+def test_a_reexport_crashing_at_any_step_leaves_a_whole_plan(plan_space, digits, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    import os
+
+    import snnas.plan._export as export_module
+    from snnas.plan import export_plan
+    from tests.plan.conftest import talking_policy
+
+    model = random_frozen(plan_space, talking_policy(plan_space))
+    out = tmp_path / "plan"
+    export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, out)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_replace, real_rmtree = os.replace, export_module.shutil.rmtree
+    # A crash where the new plan would be renamed to `out` ...
+    monkeypatch.setattr(export_module.os, "replace",
+                        lambda a, b: crash() if Path(b) == out else real_replace(a, b))  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):  # (the exchange needs no rename onto `out`)
+        export_plan(plan_space, model, digits, PROFILES["a57x4"], ACCURACY, out)
+        crash()
+    assert load_plan(out).model.prediction.profile in ("rpi3b+", "a57x4")
+    monkeypatch.setattr(export_module.os, "replace", real_replace)
+    # ... and right after the swap, before the old plan is removed.
+    monkeypatch.setattr(export_module.shutil, "rmtree", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, out)
+    assert load_plan(out).model.prediction.profile == "rpi3b+"
+    monkeypatch.setattr(export_module.shutil, "rmtree", real_rmtree)
+
+
+def test_verify_onnx_runs_the_whole_plan_in_onnxruntime(exported):
+    from click.testing import CliRunner
+
+    from snnas.cli import cli
+    from snnas.plan._onnx import verify_onnx
+
+    folder = exported[3]
+    report = verify_onnx(load_plan(folder))
+    assert report["segments"] == sum(len(e["onnx"]) for e in exported[2]["devices"])
+    assert report["passed"] and report["top1_agreement"] == 1.0 and report["images"] == 180
+    assert report["max_abs_diff"] < 1e-4
+    result = CliRunner().invoke(cli, ["plan", "verify", str(folder), "--onnx"])
+    assert result.exit_code == 0, result.output
+    assert f"onnxruntime, {report['segments']} segments: top-1 agreement 1.0000" in result.output
+
+
+def test_verify_onnx_fails_on_a_wrong_graph(exported, tmp_path):
+    # A graph that loads and fits but computes something else (its checksum recomputed).
+    import onnx
+    from click.testing import CliRunner
+    from onnx import numpy_helper
+
+    from snnas.cli import cli
+    from snnas.plan import sha256_file
+
+    folder = _copy(exported[3], tmp_path)
+    data = json.loads((folder / "plan.json").read_text())
+    seg = data["devices"][2]["onnx"][0]
+    graph = onnx.load(str(folder / seg["file"]))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    onnx.save(graph, str(folder / seg["file"]))
+    seg["sha256"], seg["bytes"] = (
+        sha256_file(folder / seg["file"]),
+        (folder / seg["file"]).stat().st_size,
+    )
+    (folder / "plan.json").write_text(json.dumps(data))
+    plain = CliRunner().invoke(cli, ["plan", "verify", str(folder)])
+    assert plain.exit_code == 0, plain.output  # torch runs the weights files
+    result = CliRunner().invoke(cli, ["plan", "verify", str(folder), "--onnx"])
+    assert result.exit_code == 1
+    assert "the plan's ONNX segments disagree with the frozen network" in result.output
+
+
+def test_export_fails_when_a_segment_differs_from_torch(plan_space, digits, tmp_path,
+                                                        monkeypatch):  # fmt: skip
+    import copy
+
+    import snnas.plan._onnx as onnx_module
+    from snnas.plan import export_plan
+    from tests.plan.conftest import talking_policy
+
+    real = onnx_module._to_onnx
+
+    def skewed(module, inputs):  # the graph of a slightly different network
+        other = copy.deepcopy(module)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.mul_(1.05)
+        return real(other, inputs)
+
+    monkeypatch.setattr(onnx_module, "_to_onnx", skewed)
+    model = random_frozen(plan_space, talking_policy(plan_space))
+    out = tmp_path / "plan"
+    with pytest.raises(PlanError, match=r"^device 0's ONNX segment 0: output \w+ differs from "
+                       r"the torch segment by [\d.e-]+, beyond the tolerance [\d.e-]+ \(2\^-8 x "
+                       r"\(1 \+ max \|output\|\)\)$"):  # fmt: skip
+        export_plan(plan_space, model, digits, PROFILES["rpi3b+"], ACCURACY, out, onnx=True)
+    assert not out.exists()
