@@ -17,16 +17,14 @@ Optionally each device is pinned to its own cores and runs behind an emulated ed
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,20 +33,21 @@ from snnas._io import atomic_write_json
 from snnas._run import Progress, RunDir
 from snnas.errors import CheckpointError, PlanError, RuntimeFailure, UsageError, shorten
 from snnas.plan import LoadedPlan, load_plan
+from snnas.runtime._children import (
+    child_setup,
+    plan_cores,
+    run_lock,
+    signals_held,
+    stop_signals_interrupt,
+)
 from snnas.runtime._netns import Links
 from snnas.runtime._verdict import check_report
 from snnas.runtime._worker import WorkerArgs
 
-__all__ = ["check_counts", "launch_local", "plan_cores"]
+__all__ = ["check_counts", "launch_local"]
 
 #: Seconds a device process may take to start (import torch, load its weights, connect).
 STARTUP_S = 120.0
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_CLONE_NEWNET = 0x40000000  # linux/sched.h
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-#: Signals that end a run as an interruption (exit code 130 in the CLI), children killed.
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -74,104 +73,6 @@ def check_counts(plan: LoadedPlan, split: str, images: int | None, warmup: int) 
         expected = f"fewer than the {count} images answered (lower it or raise --images)"
         raise UsageError("--warmup", expected, warmup)
     return count
-
-
-def plan_cores(processes: int, threads: int) -> list[set[int]] | None:
-    """The cores of each device process when every process can have ``threads`` cores of its
-    own (among those this process may use); None when there are not enough."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if processes * threads > len(cores):
-        return None
-    return [set(cores[r * threads : (r + 1) * threads]) for r in range(processes)]
-
-
-def _child_setup(parent: int, cores: set[int] | None, netns: str | None) -> Callable[[], None]:
-    """What a device process does between fork and exec (``preexec_fn``): die with the
-    launcher, keep to its cores, enter its network namespace."""
-
-    def setup() -> None:
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-            if os.getppid() != parent:  # the launcher died before the line above
-                os._exit(1)
-        if cores:
-            os.sched_setaffinity(0, cores)
-        if netns is not None:
-            if _LIBC is None:
-                raise OSError("network namespaces need Linux")
-            fd = os.open(netns, os.O_RDONLY)
-            if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {netns}")
-            os.close(fd)
-
-    return setup
-
-
-@contextlib.contextmanager
-def _run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.lock`` for the whole run: a second run of the same name is refused while
-    this one runs (the lock goes with the process, however it ends)."""
-    path = out / ".lock"
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as exc:
-        where = shorten(str(path))
-        raise CheckpointError(f"{where}: cannot open the run's lock ({exc.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise CheckpointError(
-                f"{shorten(str(out))}: another snnas run (pid {shorten(holder, 20)}) is writing "
-                "there now; wait for it to end or pass another --name"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does (KeyboardInterrupt; SIGINT
-    too, even where the shell started the launcher with it ignored), so the children are
-    killed and the emulated links removed on the way out (main thread only)."""
-    if sys.platform == "win32" or not _is_main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, interrupt) for s in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold back SIGINT, SIGTERM and SIGHUP while the children are killed and the links
-    removed: a second Ctrl-C does not cut the clean-up short (it is delivered after)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _last_error(log: Path, rank: int) -> str | None:
@@ -280,7 +181,7 @@ def launch_local(
         links.check_possible()  # root, Linux, ip and tc: one line saying what is missing
     # Never through a link the run did not make (a run folder, its logs or a log file).
     RunDir(out).create()
-    with _stop_signals_interrupt(), _run_lock(out):
+    with stop_signals_interrupt(), run_lock(out):
         (out / "runtime.json").unlink(missing_ok=True)
         logs = out / "logs"
         RunDir(logs).create()
@@ -310,9 +211,13 @@ def launch_local(
                                       settings)  # fmt: skip
         finally:
             if links is not None:
-                with _signals_held():
+                with signals_held():
                     links.remove()
     report["checks"] = check_report(plan, report, split)
+    report["placement"] = {
+        "threads_per_device": threads,
+        "pinned_cores": None if cores is None else [sorted(c) for c in cores],
+    }
     if links is not None:
         report["links"] = links.describe()
     atomic_write_json(out / "runtime.json", {k: v for k, v in report.items()
@@ -363,7 +268,7 @@ def _start_and_watch(
             )  # fmt: skip
             log = logs / f"device{rank}.log"
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-            setup = _child_setup(
+            setup = child_setup(
                 os.getpid(),
                 cores[rank] if cores is not None else None,
                 links.namespace_path(rank) if links is not None else None,
@@ -389,7 +294,7 @@ def _start_and_watch(
         atomic_write_json(out / "pids.json", {str(d.rank): d.process.pid for d in devices})
         _watch(devices, store, failures, tolerate, timeout_s, float(settings["join_s"]), count,
                progress)  # fmt: skip
-        with _signals_held():
+        with signals_held():
             _kill(devices, mark=True)
         for d in devices:
             key = f"failure/{d.rank}"
@@ -406,7 +311,7 @@ def _start_and_watch(
         report["logs"] = str(logs)
         return report
     finally:
-        with _signals_held():
+        with signals_held():
             _kill(devices, mark=False)
         del store
 
@@ -451,8 +356,8 @@ def _watch(
         if not running:
             return
         bad = [d for d in devices if d.failed_at is not None]
-        if tolerate and len(bad) == 1 and not failures:
-            bad = []  # the survivors carry on without it (docs/runtime.md, "Failover")
+        if tolerate and len(bad) == 1 and not failures and (bad[0].process.returncode or 0) < 0:
+            bad = []  # lost: the survivors carry on without it (docs/runtime.md, "Failover")
         if failed_at is None and (bad or failures):
             failed_at = now
         if failed_at is not None and now - failed_at > timeout_s + 1.0:

@@ -8,9 +8,11 @@ add dev snnas0 root tbf rate RATE burst BURST latency LATENCY``), so every devic
 most RATE, to any peer. The bridge holds the launcher's address (``10.213.<k>.254/24``, the
 first free ``k``), where its store listens; device R is ``10.213.<k>.<R+1>``, and gloo
 binds to ``snnas0`` (``GLOO_SOCKET_IFNAME``). Everything is removed at the end, on failure
-and on interruption (deleting a namespace deletes its veth pair and qdisc); a launcher killed
-with SIGKILL cannot clean up, so the next ``--link-rate`` run removes what a dead launcher
-left (names carry its pid). It needs Linux, root and iproute2 (``ip``, ``tc``).
+and on interruption (deleting a namespace deletes its veth pair and qdisc). A launcher killed
+with SIGKILL cannot clean up: a watchdog process (started first, in a session of its own)
+waits for the launcher's end of a pipe to close and then removes them; and the next
+``--link-rate`` run removes whatever a dead launcher still left (names carry its pid). It
+needs Linux, root and iproute2 (``ip``, ``tc``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(bit|kbit|mbit|gbit)")
 #: The queue a tbf holds before it drops (``latency``); TCP backs off from there.
 LATENCY_MS = 100
 _LOCK = "/run/snnas-links.lock"
+#: The watchdog (``python -I -S -c``: no site, no snnas, no torch): it waits for the end of
+#: its standard input (the launcher ended, however) and deletes the namespaces and links given
+#: as ``KIND NAME`` pairs, killing whatever still runs in a namespace first.
+_WATCHDOG = """
+import os, signal, subprocess, sys
+sys.stdin.buffer.read()
+args = sys.argv[1:]
+for kind, name in zip(args[::2], args[1::2]):
+    if kind == "netns":
+        found = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in found.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    else:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+"""
 _OURS = re.compile(r"^(?:snnas(\d+)r\d+|snb(\d+)|sn(\d+)[vp]\d+)$")
 
 
@@ -97,6 +118,7 @@ class Links:
     pid: int = field(default_factory=os.getpid)
     subnet: int | None = None  # k of 10.213.k.0/24, once created
     made: list[tuple[str, str]] = field(default_factory=list)  # ("netns"|"link", name)
+    watchdog: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def parse(cls, text: str, devices: int) -> Links:
@@ -161,10 +183,20 @@ class Links:
 
     def create(self) -> None:
         """Make the bridge, and per device its namespace, veth pair and qdisc."""
+        bridge = f"snb{self.pid}"
+        every = [("netns", self.namespace(r)) for r in range(self.devices)]
+        every += [("link", f"sn{self.pid}v{r}") for r in range(self.devices)]
+        every += [("link", bridge)]
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHDOG, *(x for pair in every for x in pair)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # neither Ctrl-C nor the launcher's death stops it
+        )
         with _setup_lock():
             sweep_stale()
             self.subnet = _free_subnet()
-            bridge = f"snb{self.pid}"
             _run("ip", "link", "add", bridge, "type", "bridge")
             self.made.append(("link", bridge))
             _run("ip", "addr", "add", f"{self.store_host}/24", "dev", bridge)
@@ -191,6 +223,12 @@ class Links:
             argv = ("ip", "netns", "del", name) if kind == "netns" else ("ip", "link", "del", name)
             subprocess.run(argv, capture_output=True, check=False)
         self.made.clear()
+        if self.watchdog is not None:  # nothing left for it to do: it ends
+            if self.watchdog.stdin is not None:
+                self.watchdog.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.watchdog.wait(timeout=30)
+            self.watchdog = None
 
 
 def _free_subnet() -> int:

@@ -24,9 +24,16 @@ from snnas.cost import PROFILES
 from snnas.errors import CheckpointError, SnnasError
 from snnas.plan import export_plan, load_plan
 from snnas.runtime import WorkerArgs, launch_local
-from snnas.runtime._launch import check_counts, plan_cores
+from snnas.runtime._children import plan_cores
+from snnas.runtime._launch import check_counts
 from snnas.runtime._verdict import check_report, verdict_message
-from tests.plan.conftest import ACCURACY, random_frozen, talking_policy
+from tests.plan.conftest import (
+    ACCURACY,
+    coded_network,
+    parity_space,
+    random_frozen,
+    talking_policy,
+)
 
 IMAGES = 12
 
@@ -115,6 +122,22 @@ def test_a_device_that_fails_at_start_is_the_error_reported(plan, tmp_path):
         pids = json.loads((tmp_path / "out" / "pids.json").read_text())
         assert message.endswith("all 4 device processes stopped")
         assert _wait_gone([int(p) for p in pids.values()], 0.0) == []
+
+
+def test_a_parity_device_that_fails_at_start_is_not_taken_for_a_lost_one(tmp_path, digits):
+    """A plan with a parity device survives one lost data device, but a data device that
+    exits with its own error before joining is a failure, reported at once."""
+    coded = coded_network(parity_space(1))
+    plan = tmp_path / "coded" / "plan"
+    export_plan(coded.space, coded.base, digits, PROFILES["rpi3b+"], ACCURACY, plan,
+                coded=coded)  # fmt: skip
+    save_file({"x": torch.zeros(3)}, str(plan / "device1.safetensors"))
+    _rehash(plan, "device1.safetensors")
+    with pytest.raises(SnnasError) as info:
+        launch_local(plan, tmp_path / "out", images=IMAGES, warmup=2, timeout_s=1.0,
+                     join_s=600.0)  # fmt: skip
+    message = str(info.value)
+    assert "device1.safetensors" in message and "could not join" not in message
 
 
 # --------------------------------------------------------------------- 3. no clamping
@@ -255,10 +278,10 @@ def test_a_child_dies_with_its_parent_and_keeps_to_its_core(tmp_path):
     core = min(os.sched_getaffinity(0))
     script = (
         "import os, subprocess, sys, time\n"
-        "from snnas.runtime._launch import _child_setup\n"
+        "from snnas.runtime._children import child_setup\n"
         f"child = subprocess.Popen([sys.executable, '-c', 'import os, time; "
         f"print(sorted(os.sched_getaffinity(0)), flush=True); time.sleep(600)'], "
-        f"preexec_fn=_child_setup(os.getpid(), {{{core}}}, None), "
+        f"preexec_fn=child_setup(os.getpid(), {{{core}}}, None), "
         f"stdout=open({str(tmp_path / 'o')!r}, 'w'))\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n"
@@ -279,9 +302,12 @@ def test_a_child_dies_with_its_parent_and_keeps_to_its_core(tmp_path):
 def test_not_enough_cores_is_said_in_one_line(plan_folder, tmp_path):
     cores = len(os.sched_getaffinity(0))
     said: list[str] = []
-    launch_local(
+    report = launch_local(
         plan_folder, tmp_path / "t", images=IMAGES, warmup=2, threads=cores, info=said.append
     )
+    written = json.loads((tmp_path / "t" / "runtime.json").read_text())
+    assert written["placement"] == {"threads_per_device": cores, "pinned_cores": None}
+    assert report["top1_agreement"] == 1.0
     assert said == [
         f"4 device processes x {cores} thread(s) share {cores} core(s): not pinned (one "
         "process per core needs as many cores)"

@@ -19,7 +19,7 @@ from snnas.cost import PROFILES
 from snnas.errors import RuntimeFailure, UsageError
 from snnas.plan import export_plan
 from snnas.runtime import launch_local
-from snnas.runtime._launch import _child_setup
+from snnas.runtime._children import child_setup
 from snnas.runtime._netns import Links, ours, parse_rate
 from tests.plan.conftest import ACCURACY, random_frozen, talking_policy
 
@@ -49,10 +49,18 @@ def test_bad_rates_are_usage_errors(text):
         parse_rate(text)
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _leftovers(pid: int) -> list[tuple[str, str]]:
     """Namespaces and links of launcher ``pid`` still there (link deletion completes in the
     kernel shortly after the namespace is gone)."""
-    for _ in range(50):
+    for _ in range(150):
         left = ours(pid)
         if not left:
             return []
@@ -89,7 +97,9 @@ def test_a_failed_run_leaves_no_link(plan_folder, tmp_path):
 
 
 @needs_root
-def test_an_interrupted_run_leaves_no_link_and_no_device(plan_folder, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_run_leaves_no_link_and_no_device(plan_folder, tmp_path, sig):
+    """Ctrl-C: the launcher removes the links itself; SIGKILL: its watchdog does."""
     command = [sys.executable, "-m", "snnas", "run", str(plan_folder), "--local", "--runs-dir",
                str(tmp_path), "--name", "i", "--link-rate", "20mbit", "--slow-device", "0",
                "--delay-ms", "50"]  # fmt: skip
@@ -103,11 +113,18 @@ def test_an_interrupted_run_leaves_no_link_and_no_device(plan_folder, tmp_path):
         time.sleep(0.1)
     assert {kind for kind, _ in ours(proc.pid)} == {"netns", "link"}  # the links are there
     pids = [int(p) for p in json.loads((out / "pids.json").read_text()).values()]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and stderr.strip() == "error: interrupted", stderr
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and stderr.strip() == "error: interrupted", stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL
     assert _leftovers(proc.pid) == []
-    assert not [p for p in pids if Path(f"/proc/{p}").exists()]
+    for _ in range(100):  # killed by the parent-death signal; reaped by whoever adopts them
+        if not [p for p in pids if _running(p)]:
+            break
+        time.sleep(0.1)
+    assert not [p for p in pids if _running(p)]
 
 
 PINGPONG = """
@@ -150,7 +167,7 @@ def pingpong(rate: str) -> float:
                 stdout=subprocess.PIPE,
                 text=True,
                 env={**os.environ, **links.env(r)},
-                preexec_fn=_child_setup(os.getpid(), None, links.namespace_path(r)),
+                preexec_fn=child_setup(os.getpid(), None, links.namespace_path(r)),
             )
             for r in range(2)
         ]
