@@ -4,6 +4,7 @@ per name at a time, a run whose answers or bytes are wrong exits 1, pinning."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -297,6 +298,51 @@ def test_a_child_dies_with_its_parent_and_keeps_to_its_core(tmp_path):
     parent.kill()
     parent.wait()
     assert _wait_gone([child]) == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_two_devices_on_two_cores_are_pinned(tmp_path, digits):
+    """A plan of 2 devices where 2 cores are free: each device process is pinned to a core
+    of its own (read from /proc while they stream), and the run answers as usual."""
+    import random
+    import threading
+
+    from snnas.space import space_from_text
+    from tests.plan.conftest import PLAN_TOML
+
+    space = space_from_text(PLAN_TOML.replace("groups = 4", "groups = 2"))
+    model = random_frozen(space, space.validate(space.sample(random.Random(1))))
+    plan = tmp_path / "g2" / "plan"
+    export_plan(space, model, digits, PROFILES["rpi3b+"], ACCURACY, plan)
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    said: list[str] = []
+    result: dict = {}
+
+    def run() -> None:
+        result["report"] = launch_local(plan, tmp_path / "out", images=40, warmup=2,
+                                        slow_device=0, delay_ms=50.0, info=said.append)  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    seen: dict[int, str] = {}
+    pids_file = tmp_path / "out" / "pids.json"
+    while thread.is_alive() and len(seen) < 2:
+        if pids_file.is_file():
+            for pid in json.loads(pids_file.read_text()).values():
+                with contextlib.suppress(OSError):
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    line = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list"))
+                    seen[int(pid)] = line.split(":")[1].strip()
+        time.sleep(0.05)
+    thread.join()
+    report = result["report"]
+    pids = report["pids"]
+    assert [seen[p] for p in pids] == [str(c) for c in cores[:1]] + [str(c) for c in cores[1:2]]
+    assert report["placement"] == {
+        "threads_per_device": 1,
+        "pinned_cores": [[cores[0]], [cores[1]]],
+    }
+    assert said == [] and report["top1_agreement"] == 1.0
 
 
 def test_not_enough_cores_is_said_in_one_line(plan_folder, tmp_path):
