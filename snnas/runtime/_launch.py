@@ -170,7 +170,7 @@ def launch_local(
             raise UsageError(name, f"a device of the plan, 0..{limit - 1}", device)
     if plan.parity is None:
         if fail_point:
-            raise UsageError("--fail-point", "a plan with parity devices", plan_folder)
+            raise UsageError("--fail-point", "a plan with parity devices", fail_point)
         if deadline_ms is not None:
             raise UsageError("--deadline-ms", "a plan with parity devices", deadline_ms)
     elif not 0 <= fail_point < len(plan.data["schedule"]["points"]):
@@ -213,15 +213,15 @@ def launch_local(
             if links is not None:
                 with signals_held():
                     links.remove()
-    report["checks"] = check_report(plan, report, split)
-    report["placement"] = {
-        "threads_per_device": threads,
-        "pinned_cores": None if cores is None else [sorted(c) for c in cores],
-    }
-    if links is not None:
-        report["links"] = links.describe()
-    atomic_write_json(out / "runtime.json", {k: v for k, v in report.items()
-                                             if k not in ("pids", "logs")})  # fmt: skip
+        report["checks"] = check_report(plan, report, split)
+        report["placement"] = {
+            "threads_per_device": threads,
+            "pinned_cores": None if cores is None else [sorted(c) for c in cores],
+        }
+        if links is not None:
+            report["links"] = links.describe()
+        written = {k: v for k, v in report.items() if k not in ("pids", "logs")}
+        atomic_write_json(out / "runtime.json", written)  # still under the run's lock
     return report
 
 
