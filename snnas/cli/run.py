@@ -19,6 +19,7 @@ IMAGE = Number(Range(0, 10_000_000, integer=True))
 WARMUP = Number(Range(0, 1_000_000, integer=True))
 TIMEOUT = Number(Range(0.1, 3600.0))
 DELAY = Number(Range(0.0, 600_000.0))
+THREADS = Number(Range(1, 1024, integer=True))
 
 
 def _address(value: str | None) -> str | None:
@@ -85,6 +86,20 @@ def _address(value: str | None) -> str | None:
     show_default=True,
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="CIFAR batches (CIFAR plans).")
+@click.option(
+    "--threads-per-device",
+    "threads",
+    type=THREADS,
+    default=1,
+    show_default=True,
+    help="Torch threads in every device (--local: each pinned to that many cores when "
+    "there are enough).",
+)
+@click.option(
+    "--link-rate",
+    help="--local: put every device behind an emulated edge link of this rate (20mbit, "
+    "300mbit, 1gbit; root on Linux, docs/runtime.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def run(
@@ -107,11 +122,14 @@ def run(
     name: str | None,
     runs_dir: Path,
     data_dir: Path | None,
+    threads: int,
+    link_rate: str | None,
     as_json: bool,
 ) -> None:
     """Run PLAN: --local starts every device here; on real machines run
     `snnas run PLAN --rank R --master HOST:PORT` on each (or torchrun, docs/runtime.md).
-    Writes runtime.json and timeline.png; exits 1 if a device fails."""
+    Writes runtime.json and timeline.png; exits 1 if a device fails, or if the answers or
+    the bytes differ from the plan's."""
     if local == (rank is not None):
         raise click.UsageError("give either --local, or --rank and --master")
     if rank is not None and master is None:
@@ -123,12 +141,21 @@ def run(
         raise click.UsageError("--slow-device and --delay-ms go together")
     fail_at = fail_at or 0
     delay_ms = delay_ms or 0.0
+    if link_rate is not None:
+        if not local:
+            raise click.UsageError("--link-rate needs --local (it emulates links on this machine)")
+        from snnas.runtime._netns import parse_rate
+
+        parse_rate(link_rate)
 
     from snnas.cli._progress import progress_bars
     from snnas.cli._runs import inside_runs
     from snnas.plan import load_plan
 
     plan = load_plan(plan_folder)
+    from snnas.runtime._launch import check_counts
+
+    check_counts(plan, split, images, warmup)
     _check_devices(plan, rank, fail_device, slow_device, fail_at, images, split)
     _check_parity_options(plan, rank, fail_device, fail_at, fail_point, deadline_ms, images, split)
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
@@ -140,8 +167,9 @@ def run(
         from snnas.runtime import launch_local
 
         if not as_json:
+            where = f"emulated {link_rate} links" if link_rate else "loopback"
             terminal.info(
-                f"running {plan_folder} on {plan.world} local processes (gloo, loopback) -> {out}"
+                f"running {plan_folder} on {plan.world} local processes (gloo, {where}) -> {out}"
             )
         with progress_bars(terminal, "run") as progress:
             report = launch_local(
@@ -149,17 +177,19 @@ def run(
                 timeout_s=timeout_s, fail_device=fail_device, fail_at=fail_at,
                 slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
                 join_s=join_s, progress=progress, fail_point=fail_point,
-                deadline_ms=deadline_ms,
+                deadline_ms=deadline_ms, threads=threads, link_rate=link_rate,
+                info=None if as_json else terminal.info,
             )  # fmt: skip
     else:
         from snnas.runtime import WorkerArgs, run_worker
         from snnas.runtime._transport import TransferFailed
 
-        assert rank is not None
+        if rank is None:  # checked above: --rank goes with --master
+            raise click.UsageError("--rank needs --master HOST:PORT")
         args = WorkerArgs(
             plan_folder, rank, plan.world, "master", address, split, images, warmup,
             timeout_s, out if rank in (0, plan.groups) else None, None, fail_device, fail_at,
-            slow_device, delay_ms, data_dir, join_s, {}, fail_point, deadline_ms,
+            slow_device, delay_ms, data_dir, join_s, {}, fail_point, deadline_ms, threads,
         )  # fmt: skip
         try:
             report = run_worker(args)
@@ -170,7 +200,20 @@ def run(
         if report is None:
             terminal.info(f"device {rank} done")
             return
+        from snnas._io import atomic_write_json
+        from snnas.runtime._verdict import check_report
+
+        report["checks"] = check_report(plan, report, split)
+        if (out / "runtime.json").is_file():
+            atomic_write_json(out / "runtime.json", report)
     _show(terminal, report, out, as_json)
+    from snnas.runtime._verdict import verdict_message
+
+    problem = verdict_message(report["checks"], f"{out}/runtime.json")
+    if problem is not None:
+        from snnas.errors import RuntimeFailure
+
+        raise RuntimeFailure(problem)
 
 
 def _check_devices(
@@ -282,6 +325,8 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
         )
     drawn = ", timeline.png" if (out / "timeline.png").is_file() else ""
     terminal.info(f"wrote {out}/runtime.json{drawn}")
+    if not report["checks"]["passed"]:
+        return  # the caller says which check failed, as the error line
     terminal.success(
         f"{report['images']} images answered by {report['devices']} processes: accuracy "
         f"{report['accuracy']:.4f}, live communication {100 * report['live_ratio']:.2f}% of a "

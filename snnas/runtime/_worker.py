@@ -60,6 +60,7 @@ class WorkerArgs:
     extra: dict[str, Any] = field(default_factory=dict)
     fail_point: int = 0  # ... before its first send at this transmission point or later
     deadline_ms: float | None = None  # parity plans: wait this long, then use the stand-in
+    threads: int = 1  # torch threads of this device (snnas run --threads-per-device)
 
     def to_argv(self) -> list[str]:
         """Command-line arguments of ``python -m snnas.runtime`` for these settings."""
@@ -84,6 +85,7 @@ class WorkerArgs:
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
         argv += ["--join-timeout", repr(self.join_s)]
+        argv += ["--threads", str(self.threads)]
         return argv
 
 
@@ -185,7 +187,7 @@ def _exchange_stats(stats: dict[str, Any], args: WorkerArgs) -> list[dict[str, A
 
 def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     """Run one device until every image is answered; device 0 returns the report."""
-    torch.set_num_threads(1)  # one core's worth per device: several share this machine
+    torch.set_num_threads(args.threads)  # one core's worth per device by default
     plan = load_plan(args.plan)
     if plan.parity is not None:
         from snnas.runtime._failover import run_failover_worker
@@ -352,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--fail-point", type=count, default=0)
     parser.add_argument("--deadline-ms", type=checked(Range(0.0, 600_000.0, low_open=True)))
+    parser.add_argument("--threads", type=checked(Range(1, 1024, integer=True)), default=1)
     ns = parser.parse_args(argv)
     if ns.rendezvous in ("store", "master") and not ns.address:
         parser.error(f"--rendezvous {ns.rendezvous} needs --address HOST:PORT")
@@ -371,6 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
             ns.delay_ms, ns.data_dir, ns.join_timeout, {}, ns.fail_point, ns.deadline_ms,
+            ns.threads,
         )  # fmt: skip
         report = run_worker(args)
     except TransferFailed as failure:
