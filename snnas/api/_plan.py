@@ -203,14 +203,19 @@ class Plan:
 
     __call__ = forward
 
-    def verify(self, split: str = "val") -> VerifyResult:
+    def verify(
+        self, split: str = "val", *, reference_run: str | Path | None = None
+    ) -> VerifyResult:
         """Execute the plan on ``split`` (``val`` or ``test``) device by device and compare
-        its logits with the frozen network's (``snnas plan verify``)."""
+        its logits with the stored reference logits, or with the frozen network recomputed
+        from ``reference_run`` (the search run it was exported from: its checkpoint must be
+        the one the plan records) (``snnas plan verify [--reference-run RUN]``). Nothing
+        outside the plan folder is read unless ``reference_run`` is given."""
         from snnas.plan import verify_plan
 
         if split not in ("val", "test"):
             raise UsageError("split", "val or test", split)
-        report = verify_plan(self.path, split)
+        report = verify_plan(self.path, split, reference_run)
         return VerifyResult(
             float(report["top1_agreement"]),
             float(report["max_abs_diff"]),
@@ -226,6 +231,7 @@ class Plan:
         count: int | None = None,
         out: str | Path | None = None,
         timeout_s: float = 5.0,
+        warmup: int | None = None,
         progress: Progress | None = None,
         verbose: bool = False,
     ) -> RuntimeResult:
@@ -238,6 +244,8 @@ class Plan:
             out: Folder for ``runtime.json``, ``timeline.png`` and the device logs
                 (default: a temporary folder, removed afterwards).
             timeout_s: Seconds a device waits for a payload before it reports a failure.
+            warmup: Images answered before latency is counted (fewer than ``count``;
+                default 5, or none when ``count`` is 5 or less).
             progress: Called as ``progress(phase, done, total, info)``.
             verbose: Draw rich progress bars on stderr (when no ``progress`` is given).
         """
@@ -249,14 +257,17 @@ class Plan:
             raise UsageError("count", COUNT.describe(), count)
         if TIMEOUT.problem(timeout_s) is not None:
             raise UsageError("timeout_s", TIMEOUT.describe(), timeout_s)
+        if warmup is None:
+            warmup = 5 if count is None or count > 5 else 0
         with (
             reporting(progress, verbose, "run") as report,
             tempfile.TemporaryDirectory(prefix="snnas-run-") as scratch,
         ):
             folder = Path(out) if out is not None else Path(scratch) / "runtime"
             result = launch_local(
-                self.path, folder, split=split, images=count, timeout_s=timeout_s, progress=report
-            )
+                self.path, folder, split=split, images=count, warmup=warmup,
+                timeout_s=timeout_s, progress=report,
+            )  # fmt: skip
         return RuntimeResult(
             float(result["top1_agreement"]),
             float(result["accuracy"]),

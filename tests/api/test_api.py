@@ -256,10 +256,12 @@ def test_a_plan_without_normalisation_takes_network_inputs_only(pipeline, tmp_pa
 
 
 def test_verify(pipeline):
-    _, _, _, _, plan = pipeline
+    _, _, run, _, plan = pipeline
     check = plan.verify()
     assert check.top1_agreement == 1.0 and check.passed
-    assert check.report["compared_with"].endswith("finetune/best.pt")
+    assert check.report["compared_with"].endswith("reference.safetensors")  # the plan only
+    recomputed = plan.verify(reference_run=run.path)
+    assert recomputed.passed and recomputed.report["compared_with"].endswith("finetune/best.pt")
     assert check.accuracy == check.report["accuracy"]
     with pytest.raises(UsageError, match="split"):
         plan.verify("train")
