@@ -34,9 +34,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from snnas.engine import Erasure, ParityNet, imputed, run_parity_device, standin_payload
 from snnas.errors import PlanError
 from snnas.plan import LoadedPlan, Receive, Send, run_device
-from snnas.plan._erasure import Erasure, imputed, run_parity_device, standin_payload
 from snnas.plan._program import WIRE_DTYPES, transfer_tag
 from snnas.runtime._transport import TransferFailed, clean_message, message_tag
 
@@ -371,7 +371,7 @@ def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
             image = images[i : i + 1] if images is not None else None
             if parity:
                 assert image is not None
-                program = run_parity_device(net, entry, points, weights, g, image)
+                program = run_parity_device(ParityNet(net, weights), entry, points, g, image)
             else:
                 program = run_device(net, plan.ops[rank], image)
             dev.states[i] = {}
