@@ -9,7 +9,8 @@ says which device is missing from which point and what stands in for it.
 """
 
 from snnas.engine._engine import FaultPolicy, Route, Trace, Transport, Unavailable, run
-from snnas.engine._mailbox import MailboxTransport
+from snnas.engine._layout import device_entries, encoding_pairs, parity_blocks, transfer_pairs
+from snnas.engine._mailbox import MailboxTransport, drive
 from snnas.engine._parity import (
     Erasure,
     ErasureFault,
@@ -35,6 +36,7 @@ from snnas.engine._program import (
     run_device,
     transfer_tag,
 )
+from snnas.engine._simulated import Price, SimulatedNet, SimulatedTransport, simulate_programs
 
 __all__ = [
     "ENCODING_TAG",
@@ -48,21 +50,30 @@ __all__ = [
     "Op",
     "ParityCompute",
     "ParityNet",
+    "Price",
     "Program",
     "Receive",
     "Route",
     "Send",
+    "SimulatedNet",
+    "SimulatedTransport",
     "Trace",
     "Transport",
     "Unavailable",
     "add_payload",
+    "device_entries",
     "device_ops",
+    "drive",
     "encoder_update",
+    "encoding_pairs",
     "imputed",
+    "parity_blocks",
     "payload",
     "run",
     "run_device",
     "run_parity_device",
+    "simulate_programs",
     "standin_payload",
+    "transfer_pairs",
     "transfer_tag",
 ]

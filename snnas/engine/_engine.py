@@ -104,6 +104,13 @@ class FaultPolicy:
         """Whether a blocked receive stops waiting (then :meth:`substitute` serves it)."""
         return False
 
+    def received(self, device: int, receive: Receive, image: int) -> None:
+        """A payload arrived (from its sender or a stand-in sender)."""
+
+    def send_failed(self, device: int, send: Send, image: int, reason: Unavailable) -> None:
+        """A send could not be started (its receiver is gone); default: the failure."""
+        raise reason
+
     def substitute(self, device: int, receive: Receive, image: int, reason: Unavailable) -> Route:
         """What serves a receive whose payload never arrives (default: the failure)."""
         raise reason
@@ -165,7 +172,10 @@ def run(
                 return policy.give_up(d, r, where, image, time.perf_counter() - tic)
 
             try:
-                return transport.receive(d, r, src, tag, image, stop)
+                got = transport.receive(d, r, src, tag, image, stop)
+                if got is not None:
+                    policy.received(d, r, image)
+                return got
             except Unavailable as gone:
                 route = policy.substitute(d, r, image, gone)
 
@@ -182,7 +192,10 @@ def run(
             elif kind == "send":
                 if policy.post(d, op, image):
                     tic = time.perf_counter()
-                    transport.send(d, op, tensor, image)
+                    try:
+                        transport.send(d, op, tensor, image)
+                    except Unavailable as gone:
+                        policy.send_failed(d, op, image, gone)
                     if trace is not None:
                         trace(d, "send", tic, time.perf_counter(), _label(op))
                 tensor = None

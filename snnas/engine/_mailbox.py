@@ -3,14 +3,15 @@ degraded execution of parity plans, the ONNX check)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
 
-from snnas.engine._engine import Transport
-from snnas.engine._program import Receive, Send
+from snnas.engine._engine import Transport, run
+from snnas.engine._program import Program, Receive, Send
+from snnas.errors import PlanError
 
-__all__ = ["MailboxTransport"]
+__all__ = ["MailboxTransport", "drive"]
 
 
 class MailboxTransport(Transport):
@@ -38,3 +39,16 @@ class MailboxTransport(Transport):
     ) -> Tensor | None:
         """Take the payload, or None while it has not been posted."""
         return self.box.pop((src, device, tag), None)
+
+
+def drive(programs: Mapping[int, Program], batch: int) -> Tensor:
+    """Run device programs (``run_device`` and the like) to the end in this process through
+    the engine and a mailbox; the one answer. A plan that can never finish, or that sends a
+    payload nobody receives, is refused."""
+    transport = MailboxTransport()
+    answers = run(programs, transport, batch=batch)
+    if transport.box:
+        raise PlanError(f"payloads sent but never received: {sorted(transport.box)}")
+    if not answers:
+        raise PlanError("no device produced logits (the plan has no head)")
+    return next(iter(answers.values()))

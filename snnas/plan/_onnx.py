@@ -258,7 +258,7 @@ def export_segments(
 ) -> None:
     """Write every device's segments as ONNX files into ``folder`` and record them (file,
     checksum, inputs, outputs, blocks, the onnxruntime check) in ``plan``'s devices."""
-    from snnas.plan._verify import drive
+    from snnas.engine import drive
 
     arch = architecture_of(plan)
     nets = {d: DeviceNet(arch, plan["devices"][d]["blocks"], weights.get(d, {})) for d in

@@ -151,7 +151,6 @@ def parity_section(
     """Add the parity devices to ``plan`` (entries, input devices) and return its ``parity``
     section (the impute file is filled in by the exporter) and the parity devices' weights."""
     from snnas.cost import degraded_rule, parity_cost
-    from snnas.plan._export import _receive_json
 
     policy = coded.base.policy
     g, r = space.groups, space.parity.r
@@ -161,7 +160,7 @@ def parity_section(
     for k, entry in enumerate(entries):
         weights[g + k] = parity_weights(coded.parity, k, policy)
         entry["params"] = sum(t.numel() for t in weights[g + k].values())
-        entry["receives"] = [_receive_json(x) for x in entry["receives"]]
+        entry["receives"] = [x.to_json() for x in entry["receives"]]
     plan["devices"].extend(entries)
     plan["input"]["devices"] = [0, *range(g, g + r)]
     # What the plan moves: a stand-in only to a receiver the plan has (dead transfers are

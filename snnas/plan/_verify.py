@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from snnas.arch import Architecture
-from snnas.engine import MailboxTransport, Program, run, run_device
+from snnas.engine import drive, run_device
 from snnas.errors import PlanError, SnnasError, shorten
 from snnas.plan._compare import RTOL, compare_logits, passed
 from snnas.plan._erasure import execute_degraded, verify_degraded
@@ -361,19 +361,6 @@ def execute_plan(
         for d in range(plan.groups)
     }
     return drive(programs, len(images))
-
-
-def drive(programs: Mapping[int, Program], batch: int) -> Tensor:
-    """Run device programs (``run_device`` and the like) to the end in this process through
-    the engine and a mailbox; the one answer. A plan that can never finish, or that sends a
-    payload nobody receives, is refused."""
-    transport = MailboxTransport()
-    answers = run(programs, transport, batch=batch)
-    if transport.box:
-        raise PlanError(f"payloads sent but never received: {sorted(transport.box)}")
-    if not answers:
-        raise PlanError("no device produced logits (the plan has no head)")
-    return next(iter(answers.values()))
 
 
 def _frozen_reference(plan: LoadedPlan, images: Tensor) -> tuple[Tensor, str] | None:
