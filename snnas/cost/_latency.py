@@ -186,7 +186,7 @@ def _pricer(space: SearchSpace, profile: DeviceProfile, processes: int) -> Price
     share = max(1.0, processes / profile.cores) if profile.cores else 1.0
     last = arch.blocks[-1]
 
-    def price(device: int, kind: str, index: int) -> float:
+    def price(device: int, kind: str, index: int, macs: int = 0) -> float:
         if kind == "stem":
             shape = OpShape("stem", net.input_channels, net.stem_width,
                             h=net.input_size, w=net.input_size)  # fmt: skip
@@ -198,14 +198,14 @@ def _pricer(space: SearchSpace, profile: DeviceProfile, processes: int) -> Price
         if kind == "encoder":
             geo = arch.points[index]
             shape = OpShape("encoder", g * geo.channels, geo.channels, h=geo.size, w=geo.size)
-            return share * profile.op_s(shape, g * geo.channels * geo.channels * geo.size**2)
+            return share * profile.op_s(shape, macs)
         blk = arch.blocks[index]
         k = scale if device >= g else 1  # a parity device: bottleneck_scale times the paths
         mid, paths = blk.mid_width // g * k, net.cardinality // g * k
         shape = OpShape("block", blk.in_width, blk.out_width, mid, paths, blk.stride,
                         blk.in_size, blk.in_size)  # fmt: skip
-        macs = arch.block_macs(blk) if k == 1 and device < g else _block_macs(blk, mid, paths)
-        return share * profile.op_s(shape, macs)
+        block = arch.block_macs(blk) if k == 1 and device < g else _block_macs(blk, mid, paths)
+        return share * profile.op_s(shape, block)
 
     return price
 

@@ -27,9 +27,10 @@ from snnas.engine._program import Program, Receive, Send, device_ops, run_device
 
 __all__ = ["Price", "SimulatedNet", "SimulatedTransport", "simulate_programs"]
 
-#: ``price(device, kind, index)``: seconds of one compute op of ``device``; kind "stem",
-#: "block" (index: the block), "encoder" (index: the point) or "head".
-Price = Callable[[int, str, int], float]
+#: ``price(device, kind, index, macs)``: seconds of one compute op of ``device``; kind
+#: "stem", "block" (index: the block), "encoder" (index: the point; ``macs``: its
+#: multiply-accumulates) or "head" (``macs`` 0 where the pricer knows them).
+Price = Callable[[int, str, int, int], float]
 
 _META = torch.device("meta")
 
@@ -42,8 +43,8 @@ class SimulatedNet:
                  price: Price) -> None:  # fmt: skip
         self.device, self.arch, self.clock, self.price = device, arch, clock, price
 
-    def _charge(self, kind: str, index: int) -> None:
-        self.clock[self.device] += self.price(self.device, kind, index)
+    def _charge(self, kind: str, index: int, macs: int = 0) -> None:
+        self.clock[self.device] += self.price(self.device, kind, index, macs)
 
     def run_stem(self, x: Tensor) -> Tensor:
         """The stem: (B, stem width, H, W)."""
@@ -64,7 +65,9 @@ class SimulatedNet:
 
     def run_encoder(self, enc_entry: Mapping[str, Any], enc: Tensor, width: int) -> Tensor:
         """A parity device's encoder at one point: (B, w, H, W)."""
-        self._charge("encoder", int(enc_entry["point"]))
+        groups, m, size = enc.shape[1], int(enc_entry["channels"]), enc.shape[-1]
+        macs = {"concat": groups * m * width, "sum": groups * m}.get(enc_entry["encoder"], 0)
+        self._charge("encoder", int(enc_entry["point"]), macs * size * size)
         return torch.zeros(enc.shape[0], width, *enc.shape[-2:], device=_META)
 
 
