@@ -260,14 +260,14 @@ def latency(space: SearchSpace, policy: Mapping[str, Any], profile: DeviceProfil
     compute_only = simulate(space, policy, profile, free_links=True)
     flow = liveness(space, policy)
     one = _pricer(space, profile, 1)
-    single = one(0, "stem", -1) + one(0, "head", -1)
-    single += sum(one(0, "block", b) for blocks in flow.live_blocks for b in blocks)
+    single = one(0, "stem", -1, 0) + one(0, "head", -1, 0)
+    single += sum(one(0, "block", b, 0) for blocks in flow.live_blocks for b in blocks)
     transfers, overlaps = [], []
     for geo, dec in zip(arch.points, space.resolve(policy), strict=True):
         _, per_sender, _ = point_bytes(space, geo.index, dec)
         transfers.append(profile.transfer_s(per_sender))
         blocks = range(geo.block + 1, geo.aggregate_block + 1)
-        overlaps.append(sum(one(0, "block", b) for b in blocks))
+        overlaps.append(sum(one(0, "block", b, 0) for b in blocks))
     return LatencyReport(
         profile=profile.name,
         latency_s=total,
