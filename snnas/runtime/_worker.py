@@ -305,10 +305,11 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     if isinstance(policy, StoreFailover):
         return _finish_failover(plan, args, store, policy, transport, stats, labels, count)
     store.set(f"stats/{rank}", json.dumps(stats))
-    transport.close()
     if rank != 0:
+        _leave(transport, False, store, args, None)
         return None
     gathered = _gather_stats(store, args, plan.world)
+    _leave(transport, False, store, args, None)
     from snnas.runtime._report import build_report, write_report
 
     if labels is None or reference is None:
@@ -341,6 +342,7 @@ def _finish_failover(
     if _reporter(policy, args) != args.rank:
         _linger(store, args)
         policy.close()
+        _leave(transport, True, store, args, policy.down)
         return None
     from snnas.runtime._failover_report import build_failover_report
 
@@ -354,7 +356,39 @@ def _finish_failover(
         atomic_write_json(args.out / "runtime.json", report)
     store.set("reported", "1")
     policy.close()
+    _leave(transport, True, store, args, policy.down)
     return report
+
+
+#: Set once a device of a plan with parity devices is done: the process ends with
+#: ``os._exit`` (:func:`_exit`).
+_HARD_EXIT: list[bool] = []
+
+
+def _leave(
+    transport: GlooTransport,
+    parity: bool,
+    store: Any,
+    args: WorkerArgs,
+    down: tuple[int, int] | None,
+) -> None:
+    """Say this device is done (``left/{rank}``); the store's host (``--rank/--master``)
+    stays until every other surviving device has said so. Stop the waiter threads and leave
+    the process group: without parity devices the group is destroyed (its threads joined);
+    with them, after a peer died, ending the interpreter under gloo's threads aborts
+    (SIGABRT, seen in about one run of ``tests/runtime`` in two): such a process ends with
+    ``os._exit`` once its work is written (:func:`_exit`)."""
+    store.set(f"left/{args.rank}", "1")
+    if args.rendezvous == "master" and args.rank == store_host(args.world):
+        others = [r for r in range(args.world) if r != args.rank and (down is None or r != down[0])]
+        deadline = time.monotonic() + args.timeout_s + 30.0
+        while time.monotonic() < deadline and not store.check([f"left/{r}" for r in others]):
+            time.sleep(0.02)
+    transport.close()
+    if parity:
+        _HARD_EXIT.append(True)
+    elif pending_transfers() == 0:
+        dist.destroy_process_group()
 
 
 def _reporter(policy: StoreFailover, args: WorkerArgs) -> int:
@@ -466,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
             f"accuracy {report['accuracy']:.4f}, bytes equal to the plan's: "
             f"{report['bytes_equal']}, latency p50 {lat['p50']:.2f} ms; wrote {args.out}\n"
         )
-    if pending_transfers():  # stand-ins nobody claimed (docs/runtime.md): not waited for
+    if pending_transfers() or _HARD_EXIT:  # docs/runtime.md, "gloo after a peer dies"
         _exit(0)
 
 
@@ -476,7 +510,7 @@ def _exit(code: int) -> NoReturn:
     interpreter under them aborts (SIGABRT), so the process ends without unwinding."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if pending_transfers() == 0:
+    if pending_transfers() == 0 and not _HARD_EXIT:
         sys.exit(code)
     os._exit(code)
 
