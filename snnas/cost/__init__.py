@@ -17,6 +17,7 @@ from snnas.cost._latency import (
     get_profile,
     latency,
     min_hiding_alpha,
+    programs,
     simulate,
 )
 from snnas.cost._liveness import Liveness, Transfer, liveness, parity_live_blocks
@@ -27,9 +28,9 @@ from snnas.cost._parity import (
     ParityPlan,
     StandIn,
     degraded_rule,
-    parity_cost,
     parity_plan,
 )
+from snnas.cost._parity_cost import parity_cost
 
 __all__ = [
     "PROFILES",
@@ -58,6 +59,7 @@ __all__ = [
     "parity_cost",
     "parity_live_blocks",
     "parity_plan",
+    "programs",
     "simulate",
     "stem_bytes",
 ]

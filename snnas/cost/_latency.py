@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from snnas.arch import default_overlap
+from snnas.cost._comm import point_bytes
+from snnas.cost._liveness import liveness
+from snnas.cost._parity import _block_macs, parity_plan
 from snnas.cost._profile import PROFILE_RANGES, PROFILES, DeviceProfile, OpShape, get_profile
+from snnas.engine import Price, SimulatedTransport, device_entries, simulate_programs
 from snnas.space import SearchSpace
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "alpha_scan",
     "get_profile",
     "latency",
+    "programs",
     "simulate",
 ]
 
@@ -52,6 +58,45 @@ class LatencyReport:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
 
+def _pricer(space: SearchSpace, profile: DeviceProfile, processes: int) -> Price:
+    """What one compute op of one device costs on ``profile`` (:meth:`DeviceProfile.op_s`),
+    slowed by ``processes / profile.cores`` when more device processes than cores share the
+    machine (docs/cost-model.md, "Latency")."""
+    arch, net, g = space.arch, space.network, space.groups
+    scale = space.parity.bottleneck_scale
+    share = max(1.0, processes / profile.cores) if profile.cores else 1.0
+
+    def price(device: int, kind: str, index: int, macs: int = 0) -> float:
+        if kind == "stem":
+            return share * profile.op_s(OpShape.of_stem(arch), arch.stem_macs())
+        if kind == "head":
+            return share * profile.op_s(OpShape.of_head(arch), arch.head_macs())
+        if kind == "encoder":
+            geo = arch.points[index]
+            shape = OpShape("encoder", g * geo.channels, geo.channels, h=geo.size, w=geo.size)
+            return share * profile.op_s(shape, macs)
+        blk = arch.blocks[index]
+        k = scale if device >= g else 1  # a parity device: bottleneck_scale times the paths
+        mid, paths = blk.mid_width // g * k, net.cardinality // g * k
+        shape = OpShape.of_block(arch, index, k)  # the profile's table key (snnas profile)
+        block = arch.block_macs(blk) if k == 1 and device < g else _block_macs(blk, mid, paths)
+        return share * profile.op_s(shape, block)
+
+    return price
+
+
+def programs(
+    space: SearchSpace, policy: Mapping[str, Any], *, live: bool = True
+) -> list[dict[str, Any]]:
+    """Every device's program of ``policy`` (the device entries a plan of it has, parity
+    devices included): ``snnas.engine.device_entries`` on the policy's liveness and parity
+    plan."""
+    parity = space.parity.r > 0
+    flow = liveness(space, policy, encodings=parity)
+    encodings = parity_plan(space, policy).encodings if parity else ()
+    return device_entries(space, policy, flow, encodings, live=live)
+
+
 def simulate(
     space: SearchSpace,
     policy: Mapping[str, Any],
@@ -60,80 +105,44 @@ def simulate(
     free_links: bool = False,
     live: bool = True,
 ) -> float:
-    """When device 0 finishes the head, in seconds.
+    """When device 0 finishes the head, in seconds: the engine runs every device's program
+    (:func:`programs`, parity devices and their encodings included) on a simulated clock per
+    device (``snnas.engine.SimulatedTransport``, module docstring of
+    ``snnas/engine/_simulated.py``). ``free_links``: transfers and their software costs take
+    no time. With ``live`` (what a plan runs) dead blocks are not computed and dead transfers
+    not sent."""
+    entries = programs(space, policy, live=live)
+    active = sum(1 for e in entries if e["input"] or e["blocks"] or e["receives"])
+    price = _pricer(space, profile, active)
+    points = [
+        {"point": p.index, "send_block": p.block, "aggregate_block": p.aggregate_block,
+         "channels": p.channels, "size": p.size}
+        for p in space.arch.points
+    ]  # fmt: skip
 
-    Every device follows the forward pass's order within a block (``snnas/arch.py``): compute
-    the block, wait for and add the transfers due now that were sent earlier, send its own,
-    then wait for and add the transfers sent in this block. A link carries one transfer at a
-    time and a sender does not wait for its transfer to arrive. With ``live`` (what a plan
-    runs) dead blocks cost nothing and dead transfers are not sent.
-    """
-    from snnas.cost._comm import stem_bytes
-    from snnas.cost._liveness import liveness
+    def transport(clock: dict[int, float]) -> SimulatedTransport:
+        if free_links:
+            return SimulatedTransport(clock, lambda nbytes: 0.0)
+        return SimulatedTransport(clock, profile.transfer_s, profile.send_s, profile.recv_s)
 
-    arch, g = space.arch, space.groups
-    flow = liveness(space, policy)
-    transfers = flow.live_transfers if live else flow.transfers
-    computes = (
-        [set(flow.live_blocks[d]) for d in range(g)]
-        if live
-        else [set(range(arch.num_blocks)) for _ in range(g)]
-    )
-    cost = [2 * arch.block_macs(b) / profile.flops for b in arch.blocks]
-
-    def transfer_s(nbytes: int) -> float:
-        return 0.0 if free_links else profile.transfer_s(nbytes)
-
-    clock = [0.0] * g
-    link_free = [0.0] * g
-    clock[0] = link_free[0] = 2 * arch.stem_macs() / profile.flops
-    receivers = flow.stem_receivers if live else tuple(range(1, g))
-    for d in receivers:  # device 0 sends the stem's output to each device in turn
-        link_free[0] += transfer_s(stem_bytes(space))
-        clock[d] = link_free[0]
-    sends: dict[int, list[Any]] = {}
-    for t in transfers:
-        sends.setdefault(t.send_block, []).append(t)
-    due: dict[int, list[tuple[int, float]]] = {}  # block -> (receiver, arrival), sent earlier
-    for blk in arch.blocks:
-        b = blk.index
-        for d in range(g):
-            if b in computes[d]:
-                clock[d] += cost[b]
-        for dst, arrival in due.pop(b, []):
-            clock[dst] = max(clock[dst], arrival)
-        same_block = []
-        for t in sends.get(b, []):
-            start = max(clock[t.src], link_free[t.src])
-            link_free[t.src] = done = start + transfer_s(t.bytes)
-            if t.same_block:
-                same_block.append((t.dst, done))
-            else:
-                due.setdefault(t.aggregate_block, []).append((t.dst, done))
-        for dst, arrival in same_block:
-            clock[dst] = max(clock[dst], arrival)
-    return clock[0] + 2 * arch.head_macs() / profile.flops
+    return simulate_programs(entries, space.arch, points, price, transport)[0]
 
 
 def latency(space: SearchSpace, policy: Mapping[str, Any], profile: DeviceProfile) -> LatencyReport:
     """Latency estimate for one inference under ``policy`` on devices like ``profile``."""
-    from snnas.cost._comm import point_bytes
-    from snnas.cost._liveness import liveness
-
     arch = space.arch
     total = simulate(space, policy, profile)
     compute_only = simulate(space, policy, profile, free_links=True)
     flow = liveness(space, policy)
-    live_flops = sum(
-        2 * arch.block_macs(arch.blocks[b]) for blocks in flow.live_blocks for b in blocks
-    )
-    single = (live_flops + 2 * arch.stem_macs() + 2 * arch.head_macs()) / profile.flops
+    one = _pricer(space, profile, 1)
+    single = one(0, "stem", -1, 0) + one(0, "head", -1, 0)
+    single += sum(one(0, "block", b, 0) for blocks in flow.live_blocks for b in blocks)
     transfers, overlaps = [], []
     for geo, dec in zip(arch.points, space.resolve(policy), strict=True):
         _, per_sender, _ = point_bytes(space, geo.index, dec)
         transfers.append(profile.transfer_s(per_sender))
         blocks = range(geo.block + 1, geo.aggregate_block + 1)
-        overlaps.append(sum(2 * arch.block_macs(arch.blocks[b]) for b in blocks) / profile.flops)
+        overlaps.append(sum(one(0, "block", b, 0) for b in blocks))
     return LatencyReport(
         profile=profile.name,
         latency_s=total,
@@ -161,9 +170,6 @@ def alpha_scan(
     last block otherwise) are never hidden; they are left out of the criterion and counted in
     ``latency_s`` and ``exposed_transfer_s``.
     """
-    from snnas.arch import default_overlap
-    from snnas.space import SearchSpace as _Space
-
     rows = []
     shift = tuple((i + 1) % space.groups for i in range(space.groups))
     for alpha in range(1, space.arch.num_blocks + 1):
@@ -179,7 +185,7 @@ def alpha_scan(
         split = replace(space.split, alpha=alpha, overlap=default_overlap(space.network, alpha))
         no_parity = replace(space.config.parity, r=0)
         config = replace(space.config, split=split, decisions=specs, parity=no_parity)
-        dense = _Space(config)
+        dense = SearchSpace(config)
         report = latency(dense, {}, profile)
         ratios = [
             o / t

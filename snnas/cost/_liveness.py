@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from snnas.cost._parity import parity_plan
 from snnas.space import SearchSpace
 
 __all__ = ["Liveness", "Transfer", "liveness", "parity_live_blocks"]
@@ -154,8 +155,6 @@ def liveness(space: SearchSpace, policy: Mapping[str, Any], *, encodings: bool =
     graph, raw = _graph(space, policy)
     sinks: list[tuple[Any, ...]] = [_HEAD]
     if encodings:
-        from snnas.cost._parity import parity_plan
-
         sinks.extend(("A", e.src, e.send_block) for e in parity_plan(space, policy).encodings)
     live_nodes: set[Any] = set()
     for sink in sinks:
@@ -176,8 +175,6 @@ def parity_live_blocks(
 
     arch, g = space.arch, space.groups
     graph, _ = _graph(space, policy)
-    from snnas.cost._parity import parity_plan
-
     sinks: list[tuple[Any, ...]] = [_HEAD]
     sinks.extend(("A", e.src, e.send_block) for e in parity_plan(space, policy).encodings)
     live: set[Any] = set()

@@ -31,7 +31,9 @@ from torch import Tensor, nn
 
 from snnas._io import atomic_write_bytes
 from snnas._run import Progress
+from snnas.engine import drive
 from snnas.errors import PlanError
+from snnas.plan._compare import compare_logits, passed
 from snnas.plan._files import PLAN_FILE
 from snnas.plan._load import LoadedPlan
 from snnas.plan._program import (
@@ -44,7 +46,7 @@ from snnas.plan._program import (
     device_ops,
     payload,
 )
-from snnas.plan._verify import compare_logits, drive, passed, split_images
+from snnas.plan._verify import split_images
 
 __all__ = [
     "ONNX_RTOL",

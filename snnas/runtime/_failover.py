@@ -1,22 +1,25 @@
-"""One device's process for a plan with parity devices: fail-stop failover (docs/runtime.md,
-"Failover").
+"""The runtime's fault policies (``snnas.engine.FaultPolicy``): what a device process does
+when a peer is late, hung or gone (docs/runtime.md, "Failover").
 
-G data devices and r parity devices run as G + r processes. A data device ``j`` that dies
-(``--fail-device J --fail-at I``: it kills itself with SIGKILL when it reaches image I) is
-noticed by whoever waits on it: gloo fails the pending receive from (or send to) a dead peer
-at once ("connection closed"), and a peer silent for ``--timeout`` seconds counts as dead.
-The first to notice writes ``down`` in the shared TCPStore (``compare_set``: every survivor
-agrees on one device and one image); the others learn it from their own failed waits or from
-a thread watching that key. From image I on, every survivor follows the plan's degraded rule
+:class:`FailStop` is a plan without parity devices: a payload that does not come within
+``--timeout`` seconds, or a peer that is gone, fails the run with one line naming the peer,
+the point and the image (:class:`TransferFailed`).
+
+:class:`StoreFailover` is a plan with parity devices: G data devices and r parity devices run
+as G + r processes of the same loop. A data device ``j`` that dies (``--fail-device J
+--fail-at I``: it kills itself with SIGKILL when it reaches image I) is noticed by whoever
+waits on it: gloo fails the pending receive from (or send to) a dead peer at once
+("connection closed"), and a peer silent for ``--timeout`` seconds counts as dead. The first
+to notice writes ``down`` in the shared TCPStore (``compare_set``: every survivor agrees on
+one device and one image); the others learn it from their own failed waits or from a thread
+watching that key. From image I on, every survivor follows the plan's degraded rule
 ``(j, 0)`` (``parity.rules``): stand-ins from the parity device or imputation constants in
-place of j's payloads and encodings, nothing sent to j, the answer from ``answer_by``.
+place of j's payloads and encodings, nothing sent to j, the answer from ``answer_by``. With
+``--deadline-ms`` a payload later than that is replaced under the rule ``(j, p)`` of the
+image (a straggler), agreed the same way per image (``from/{image}``).
 
-Waits never expire inside gloo (an expired gloo wait closes the pair, measured): each
-pending transfer is waited for by a helper thread under a process-group timeout of a day,
-and the device's own loop applies the deadline. Answers go to the store as they are made
-(the user's end of the system: a dead device 0 takes nothing with it); at the end every
-survivor leaves its figures there and the lowest surviving of device 0 and parity device G
-writes the report.
+Times published in the store (a kill, a detection, an image taken and answered) are on
+``time.monotonic()``: one clock for every process of one machine.
 """
 
 from __future__ import annotations
@@ -25,81 +28,131 @@ import datetime
 import json
 import os
 import signal
-import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from snnas.engine import (
+    STANDIN_TAG,
+    Erasure,
+    FaultPolicy,
+    Receive,
+    Route,
+    Send,
+    Transport,
+    Unavailable,
+    imputed,
+    standin_payload,
+    transfer_tag,
+)
 from snnas.errors import PlanError
-from snnas.plan import LoadedPlan, Receive, Send, run_device
-from snnas.plan._erasure import Erasure, imputed, run_parity_device, standin_payload
-from snnas.plan._program import WIRE_DTYPES, transfer_tag
-from snnas.runtime._transport import TransferFailed, clean_message, message_tag
+from snnas.plan import LoadedPlan
+from snnas.runtime._transport import GlooTransport, TransferFailed
 
-__all__ = ["HARD_EXIT", "run_failover_worker"]
+__all__ = ["NEVER", "FailStop", "StoreFailover", "die"]
 
-#: Set once a device process ran a plan with parity devices: it ends with ``os._exit``.
-HARD_EXIT = False
-
-#: The process group's own timeout: never reached (deadlines are applied by the devices).
-_NEVER = datetime.timedelta(days=1)
-_POLL_S = 0.002
+#: The process group's own timeout: never reached (deadlines are the fault policy's).
+NEVER = datetime.timedelta(days=1)
 
 
-class _Waiter:
-    """Waits for one gloo transfer in a helper thread (``Work.is_completed`` does not move
-    for gloo point-to-point without a wait)."""
-
-    def __init__(self, work: Any, error: BaseException | None = None) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = error
-        if error is not None:  # posting it failed already (the peer is gone)
-            self.done.set()
-            return
-        threading.Thread(target=self._run, args=(work,), daemon=True).start()
-
-    def _run(self, work: Any) -> None:
-        try:
-            work.wait()
-        except BaseException as exc:  # a dead peer: "connection closed"
-            self.error = exc
-        self.done.set()
+def die(store: Any, rank: int, image: int) -> None:
+    """Fault injection: a real crash (SIGKILL), no goodbye to anyone."""
+    if store is not None:
+        store.set("killed", json.dumps({"device": rank, "image": image, "time": time.monotonic()}))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-class _Device:
-    """One device's state across images: what it knows of unavailable devices, its pending
-    transfers and the streams its stand-ins are cut from.
+class _Injected(FaultPolicy):
+    """The straggler of ``--slow-device``: it sleeps ``--delay-ms`` before every send."""
 
-    Two kinds of knowledge, both agreed through the store: ``down`` (device j died at image
-    I: from image I on it is missing, the plan's rule ``(j, 0)`` applies after image I) and,
-    per image, ``from/{i}`` (device j missed from point p on in image i: the smallest point at
-    which a receiver missed j's transfer, kept with ``compare_set``). Every publication is
-    also an event (``event/{n}``) that a watcher thread in every device waits for, so a
-    parity device learns within a store round trip that it owes stand-ins.
+    def __init__(self, args: Any, transport: GlooTransport) -> None:
+        self.args, self.rank, self.transport = args, args.rank, transport
+        self.slow = args.slow_device == args.rank and args.delay_ms > 0
+
+    def delay(self) -> None:
+        """Sleep like a straggler, if this device is one."""
+        if self.slow:
+            time.sleep(self.args.delay_ms / 1e3)
+
+    def begin_image(self, image: int) -> None:
+        """Before ``image`` starts."""
+
+    def end_image(self, image: int) -> None:
+        """After ``image`` ended."""
+
+
+class FailStop(_Injected):
+    """A plan without parity devices: any missing payload fails the run (module docstring)."""
+
+    def __init__(self, args: Any, transport: GlooTransport) -> None:
+        super().__init__(args, transport)
+        transport.give_up_send = self._give_up_send
+
+    def post(self, device: int, send: Send, image: int) -> bool:
+        """Every send leaves (after the straggler's delay)."""
+        self.delay()
+        return True
+
+    def give_up(self, device: int, receive: Receive, route: tuple[int, int], image: int,
+                waited_s: float) -> bool:  # fmt: skip
+        """Past ``--timeout``: the run fails."""
+        if waited_s > self.args.timeout_s:
+            raise TransferFailed(self.rank, route[0], receive.point, image, "recv",
+                                 f"nothing within {self.args.timeout_s:g} s")  # fmt: skip
+        return False
+
+    def substitute(self, device: int, receive: Receive, image: int, reason: Unavailable) -> Route:
+        """Nothing stands in: the run fails."""
+        raise TransferFailed(self.rank, reason.peer, receive.point, image, "recv", reason.reason)
+
+    def send_failed(self, device: int, send: Send, image: int, reason: Unavailable) -> None:
+        """The run fails."""
+        raise TransferFailed(self.rank, send.to, send.point, image, "send", reason.reason)
+
+    def _give_up_send(self, peer: int, send: Send | None, image: int, waited: float) -> bool:
+        if waited > self.args.timeout_s:
+            point = send.point if send is not None else None
+            reason = "connection closed" if waited == float("inf") else (
+                f"nothing within {self.args.timeout_s:g} s")  # fmt: skip
+            raise TransferFailed(self.rank, peer, point, image, "send", reason)
+        return False
+
+
+class StoreFailover(_Injected):
+    """A plan with parity devices (module docstring): one device's knowledge of unavailable
+    devices, agreed through the store, and the streams its stand-ins are cut from.
+
+    Two kinds of knowledge: ``down`` (device j died at image I: from image I on it is
+    missing, the plan's rule ``(j, 0)`` applies after image I) and, per image, ``from/{i}``
+    (device j missed from point p on in image i: the smallest point at which a receiver
+    missed j's transfer, kept with ``compare_set``). Every publication is also an event
+    (``event/{n}``) that a watcher thread in every device waits for, so a parity device
+    learns within a store round trip that it owes stand-ins.
     """
 
-    def __init__(self, plan: LoadedPlan, args: Any, store: Any) -> None:
-        self.plan, self.args, self.store = plan, args, store
-        self.rank, self.g = args.rank, plan.groups
-        assert plan.parity is not None
+    def __init__(self, plan: LoadedPlan, args: Any, store: Any, transport: GlooTransport) -> None:
+        super().__init__(args, transport)
+        if plan.parity is None:
+            raise PlanError(f"{plan.folder}: failover needs a plan with parity devices")
+        self.plan, self.store, self.g = plan, store, plan.groups
         self.rules = {(r["device"], r["from_point"]): r for r in plan.parity["rules"]}
         self.down: tuple[int, int] | None = None  # (device, first image without it)
         self.detection: dict[str, Any] | None = None
         self.late: dict[int, tuple[int, int]] = {}  # image -> (device, from point)
-        self.bytes_sent: dict[int, int] = {}
-        self.standin_bytes = 0
-        self.sends: list[tuple[_Waiter, int, bool]] = []  # (waiter, to, is a stand-in)
-        self.loose: list[_Waiter] = []  # stand-ins sent: not waited for (may go unclaimed)
         self.armed: set[int] = set()  # images whose payloads have a --deadline-ms
         self.states: dict[int, dict[int | None, Tensor]] = {}  # image -> point -> stream
         self.sent_standins: set[tuple[int, int | None, int]] = set()
         self.impute = plan.impute()
+        self._tried: set[tuple[int, int, int]] = set()  # (image, peer, point) missed once
+        self._patience: dict[tuple[int, int, int], float] = {}  # extra seconds to wait
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        transport.skip = self._skip
+        transport.give_up_send = self._give_up_send
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
 
@@ -128,7 +181,7 @@ class _Device:
 
     def _watch(self) -> None:
         host, _, port = str(self.args.address).rpartition(":")
-        watcher = dist.TCPStore(host, int(port), None, is_master=False, timeout=_NEVER)
+        watcher = dist.TCPStore(host, int(port), None, is_master=False, timeout=NEVER)
         n = 1
         while not self._stop.is_set():
             watcher.wait([f"event/{n}"])
@@ -143,7 +196,7 @@ class _Device:
         """Say ``peer`` died (from ``image`` on, missed at ``point``); True when the agreed
         device is ``peer``."""
         info = {"device": peer, "image": image, "point": point, "how": how,
-                "by": self.rank, "time": time.time()}  # fmt: skip
+                "by": self.rank, "time": time.monotonic()}  # fmt: skip
         value = self.store.compare_set("down", "", json.dumps(info))
         self._learn_down(value)
         if json.loads(value.decode())["by"] == self.rank and value == json.dumps(info).encode():
@@ -196,75 +249,137 @@ class _Device:
         covers it)."""
         return Erasure.from_json(self.rules[(device, 0)])
 
-    # -- transfers ----------------------------------------------------------------------
-    def isend(self, tensor: Tensor, to: int, tag: int, image: int, standin: bool = False) -> None:
-        try:
-            work = dist.isend(tensor, dst=to, tag=message_tag(image, tag))
-        except RuntimeError as exc:  # the peer is gone
-            if self.declare(to, image, None, "connection closed"):
-                return
-            raise TransferFailed(self.rank, to, None, image, "send", clean_message(exc)) from None
-        nbytes = tensor.numel() * tensor.element_size()
-        self.bytes_sent[to] = self.bytes_sent.get(to, 0) + nbytes
-        self.standin_bytes += nbytes if standin else 0
-        if standin:
-            self.loose.append(_Waiter(work))
-        else:
-            self.sends.append((_Waiter(work), to, standin))
-
-    def irecv(self, src: int, tag: int, shape: tuple[int, ...], dtype: str, image: int) -> Any:
-        buffer = torch.empty((1, *shape), dtype=WIRE_DTYPES[dtype])
-        try:
-            work = dist.irecv(buffer, src=src, tag=message_tag(image, tag))
-        except RuntimeError as exc:  # the peer is gone: the wait reports it
-            return _Waiter(None, exc), buffer
-        return _Waiter(work), buffer
-
-    def wait(
-        self, waiter: _Waiter, peer: int, image: int, point: int | None, payload: bool = True
-    ) -> bool:
-        """Wait for a payload of ``peer`` (or, not ``payload``, for ``peer`` to take a send);
-        False when it is to be replaced: ``peer`` died, or is missing in this image from
-        ``point`` or earlier, or (``--deadline-ms``) it is late and nobody else is missing in
-        this image."""
-        tic = time.perf_counter()
-        deadline = tic + self.args.timeout_s
-        armed = payload and self.args.deadline_ms and image in self.armed
-        late_at = tic + self.args.deadline_ms / 1e3 if armed else None
+    def _gone(self, src: int, image: int, point: int | None) -> bool:
+        """Whether ``src``'s payload at ``point`` of ``image`` is known to be replaced."""
         at = 0 if point is None else point
-        while not waiter.done.wait(_POLL_S):
-            self.catch_up()
-            late = self.late.get(image)
-            if payload and late is not None and late[0] == peer and late[1] <= at:
-                return False  # never sent (a failure) or replaced anyway (a straggler)
-            now = time.perf_counter()
-            if late_at is not None and now > late_at and peer < self.g:
-                late_at = None
-                if self.missed(peer, image, at):
-                    return False
-            if now > deadline:
-                if self.declare(peer, image, at, f"nothing within {self.args.timeout_s:g} s"):
-                    return False
-                deadline = now + self.args.timeout_s  # someone else is the lost device
-        if waiter.error is None:
-            if payload:
-                self.armed.add(image)  # the image has reached this device: deadlines apply
+        down = self.down
+        if down is not None and down[0] == src and image > down[1]:
             return True
-        if self.declare(peer, image, at, "connection closed"):
+        late = self.late.get(image)
+        return late is not None and late[0] == src and late[1] <= at
+
+    def _skip(self, src: int, image: int) -> bool:
+        """Receives not posted: from the device lost before ``image``."""
+        down = self.down
+        return down is not None and down[0] == src and image > down[1]
+
+    # -- the engine's hooks ---------------------------------------------------------------
+    def begin_image(self, image: int) -> None:
+        """Keep the image's streams; drop those every survivor is done with."""
+        self.states[image] = {}
+        if self.rank == 0:
+            self.armed.add(image)  # the source: the image starts here
+        if self.rank >= self.g and len(self.states) > 2:
+            done = self._done_by_all()
+            for kept in [k for k in self.states if k <= done]:
+                del self.states[kept]
+
+    def end_image(self, image: int) -> None:
+        """Stand-ins still owed; tell the others this image is done here."""
+        self.catch_up()
+        self.store.set(f"done/{self.rank}", str(image))
+
+    def _done_by_all(self) -> int:
+        """The last image every surviving device has finished (-1: none)."""
+        last = None
+        for rank in range(self.plan.world):
+            if rank == self.rank or (self.down is not None and self.down[0] == rank):
+                continue
+            value = int(self.store.get(f"done/{rank}").decode()) if self.store.check(
+                [f"done/{rank}"]) else -1  # fmt: skip
+            last = value if last is None else min(last, value)
+        return -1 if last is None else last
+
+    def post(self, device: int, send: Send, image: int) -> bool:
+        """Fault injection at ``--fail-point``; nothing to the lost device; a payload already
+        replaced still leaves (its receive is posted) but without the straggler's delay."""
+        at = 0 if send.point is None else send.point
+        args = self.args
+        if args.fail_device == self.rank and image == args.fail_at and at >= args.fail_point:
+            self.transport.flush()  # what it sent before the point arrives ...
+            die(self.store, self.rank, image)  # ... then it dies
+        if self.down is not None and send.to == self.down[0] and image >= self.down[1]:
+            return False  # never taken
+        if not self._gone(self.rank, image, send.point):
+            self.delay()
+        return True
+
+    def route(self, device: int, receive: Receive, image: int) -> Route:
+        """The sender, or the rule's stand-in once the sender is known to be missing."""
+        if self._gone(receive.src, image, receive.point):
+            return self._standin(receive, image)
+        return (receive.src, receive.tag)
+
+    def received(self, device: int, receive: Receive, image: int) -> None:
+        """The image has reached this device: ``--deadline-ms`` applies to it."""
+        self.armed.add(image)
+
+    def give_up(self, device: int, receive: Receive, route: tuple[int, int], image: int,
+                waited_s: float) -> bool:  # fmt: skip
+        """Stop waiting for a payload that is replaced: its sender died or is declared
+        missing in this image, or (``--deadline-ms``) is late and nobody else is missing."""
+        self.catch_up()
+        src, at = route[0], 0 if receive.point is None else receive.point
+        key = (image, src, route[1])
+        limit = self.args.timeout_s + self._patience.get(key, 0.0)
+        if route[1] >= STANDIN_TAG:  # a stand-in: its sender is the one that must not fail
+            if waited_s > limit:
+                raise TransferFailed(self.rank, src, receive.point, image, "recv",
+                                     "a second failure")  # fmt: skip
             return False
-        raise TransferFailed(self.rank, peer, point, image, "recv", clean_message(waiter.error))
+        if self._gone(src, image, receive.point):
+            return True  # never sent (a failure) or replaced anyway (a straggler)
+        deadline = self.args.deadline_ms
+        late = bool(deadline) and waited_s > (deadline or 0.0) / 1e3
+        if late and image in self.armed and src < self.g and (image, src, at) not in self._tried:
+            self._tried.add((image, src, at))
+            if self.missed(src, image, at):
+                return True
+        if waited_s > limit:
+            if self.declare(src, image, at, f"nothing within {self.args.timeout_s:g} s"):
+                return True
+            self._patience[key] = self._patience.get(key, 0.0) + self.args.timeout_s
+        return False
 
-    def finish_sends(self, image: int) -> float:
-        """Wait until the image's sends are taken (not those to the lost device; a stand-in
-        nobody claims is left behind: they are counted at the end)."""
-        tic = time.perf_counter()
-        for waiter, to, _ in self.sends:
-            if self.missing(image) == to and self.down is not None:
-                continue  # a send to the device that died: never taken
-            self.wait(waiter, to, image, None, payload=False)
-        self.sends.clear()
-        return time.perf_counter() - tic
+    def substitute(self, device: int, receive: Receive, image: int, reason: Unavailable) -> Route:
+        """The rule's stand-in for a payload given up or from a peer that is gone."""
+        if reason.reason != "given up":
+            at = 0 if receive.point is None else receive.point
+            if not self.declare(reason.peer, image, at, "connection closed"):
+                raise TransferFailed(self.rank, reason.peer, receive.point, image, "recv",
+                                     reason.reason)  # fmt: skip
+        self.catch_up()  # a parity device that just learned: stand-ins first
+        return self._standin(receive, image)
 
+    def send_failed(self, device: int, send: Send, image: int, reason: Unavailable) -> None:
+        """A send to a peer that is gone: fine if it is the lost device (lost since the
+        first image it did not take)."""
+        first = self.transport.first_unfinished(send.to)
+        since = image if first is None else min(first, image)
+        if not self.declare(send.to, since, None, "connection closed"):
+            raise TransferFailed(self.rank, send.to, send.point, image, "send", reason.reason)
+
+    def on_state(
+        self, device: int, point: int | None, tensor: Tensor, image: int, transport: Transport
+    ) -> None:
+        """A parity device's stream at a point: kept, and cut into the stand-ins it owes."""
+        self.states.setdefault(image, {})[point] = tensor
+        self.standins(image)
+
+    def _give_up_send(self, peer: int, send: Send | None, image: int, waited: float) -> bool:
+        if self.down is not None and peer == self.down[0]:
+            return True  # a send to the device that died: never taken
+        if waited == float("inf"):  # the peer is gone
+            return self.declare(peer, image, None, "connection closed")
+        if waited > self.args.timeout_s + self._patience.get((image, peer, -1), 0.0):
+            if self.declare(peer, image, None, f"nothing within {self.args.timeout_s:g} s"):
+                return True
+            self._patience[(image, peer, -1)] = (
+                self._patience.get((image, peer, -1), 0.0) + self.args.timeout_s
+            )
+        return False
+
+    # -- stand-ins ----------------------------------------------------------------------
     def standins(self, image: int) -> None:
         """Send the stand-ins this (parity) device owes for ``image`` so far."""
         erasure = self.erasure(image)
@@ -273,207 +388,31 @@ class _Device:
         for point, state in list(self.states.get(image, {}).items()):
             for s in erasure.sends(self.rank, point):
                 key = (image, point, s["dst"])
-                if key not in self.sent_standins:
-                    self.sent_standins.add(key)
-                    tensor = standin_payload(state, s)
-                    self.isend(tensor, s["dst"], transfer_tag("standin", point), image, True)
+                if key in self.sent_standins:
+                    continue
+                self.sent_standins.add(key)
+                tensor = standin_payload(state, s)
+                try:
+                    self.transport.send_tagged(self.rank, s["dst"], transfer_tag("standin", point),
+                                               tensor, image)  # fmt: skip
+                except Unavailable as gone:
+                    if not self.declare(s["dst"], image, None, "connection closed"):
+                        raise TransferFailed(self.rank, s["dst"], point, image, "send",
+                                             gone.reason) from None  # fmt: skip
 
     def catch_up(self) -> None:
         """Stand-ins owed for every image still kept (others may be waiting on them)."""
         for kept in list(self.states):
             self.standins(kept)
 
-    def substitute(self, r: Receive, image: int) -> Tensor:
+    def _standin(self, r: Receive, image: int) -> Route:
         """What replaces a missing payload or encoding of ``r.src`` (the plan's rule, (P2))."""
-        s = self.table(r.src).standin(r.point, self.rank)
+        s: Mapping[str, Any] | None = self.table(r.src).standin(r.point, self.rank)
         if s is None:  # a parity device in its own data device's slot
             spec = {"channels": r.channels[1], "dtype": r.wire_dtype}
             return standin_payload(self.states[image][r.point], spec)
         if s["by"] is None:
-            assert r.point is not None
+            if r.point is None:
+                raise PlanError(f"the rule imputes device {r.src}'s stem copy: nothing to impute")
             return imputed(self.impute, r.point, r.src, s["channels"], r.shape[1], r.wire_dtype)
-        waiter, buffer = self.irecv(s["by"], transfer_tag("standin", r.point), r.shape,
-                                    r.wire_dtype, image)  # fmt: skip
-        if not self.wait(waiter, s["by"], image, r.point):
-            raise TransferFailed(self.rank, s["by"], r.point, image, "recv", "a second failure")
-        result: Tensor = buffer
-        return result
-
-
-def _connect(args: Any) -> Any:
-    """Join as :func:`snnas.runtime._worker._connect` does (``--join-timeout``, a one-line
-    :class:`RuntimeFailure`), but with a process group that never times out: deadlines are
-    the device loop's own (module docstring)."""
-    from snnas.errors import RuntimeFailure
-
-    try:
-        host, _, port = str(args.address).rpartition(":")
-        master = args.rendezvous == "master" and args.rank == 0
-        join = datetime.timedelta(seconds=args.join_s)
-        store = dist.TCPStore(host, int(port), args.world if master else None,
-                              is_master=master, timeout=join,
-                              wait_for_workers=False)  # fmt: skip
-        dist.init_process_group("gloo", store=dist.PrefixStore("pg", store), rank=args.rank,
-                                world_size=args.world, timeout=_NEVER)  # fmt: skip
-        dist.barrier()
-    except (RuntimeError, ValueError, OSError) as exc:  # torch's DistNetworkError, DistError
-        raise RuntimeFailure(
-            f"device {args.rank}: could not join the other {args.world - 1} device(s) at "
-            f"{args.address} within {args.join_s:g} s ({clean_message(exc, 160)})"
-        ) from None
-    return store
-
-
-def run_failover_worker(args: Any, plan: LoadedPlan) -> dict[str, Any] | None:
-    """Run one device of a plan with parity devices (module docstring); the reporter
-    returns the report."""
-    from snnas.runtime._worker import _inputs
-
-    if args.rendezvous == "env":
-        raise PlanError(f"{args.plan}: a plan with parity devices needs the store rendezvous "
-                        "(snnas run --local, or --rank/--master)")  # fmt: skip
-    if args.world != plan.world:
-        raise PlanError(f"{args.plan}: the plan has {plan.world} devices, not {args.world}")
-    g, rank = plan.groups, args.rank
-    entry = plan.device(rank)
-    net = plan.net(rank)
-    parity = rank >= g
-    weights = plan.weights(rank) if parity else {}
-    receives = [Receive.from_json(r) for r in entry["receives"]]
-    points = plan.data["schedule"]["points"]
-    available = int(plan.data["reference"]["splits"].get(args.split, 0))
-    count = available if args.images is None else min(args.images, available)
-    if count < 1:
-        raise PlanError(f"{args.plan}: no {args.split} images to answer")
-    images = labels = None
-    if entry["input"]:
-        images, labels, _ = _inputs(plan, args, count)
-    store = _connect(args)
-    sys.stderr.write(f"device {rank}: joined {args.world} devices, {count} images\n")
-    dev = _Device(plan, args, store)
-    global HARD_EXIT
-    HARD_EXIT = True
-    compute_s = wait_s = 0.0
-    answers = rank in (0, g)
-    started = time.perf_counter()
-    try:
-        for i in range(count):
-            if args.fail_device == rank and i == args.fail_at + (0 if parity else 1):
-                _die(dev, i)  # a parity device, or nothing to send from --fail-point on
-            tic, taken = time.perf_counter(), time.time()
-            if rank == 0:
-                dev.armed.add(i)  # the source: the image starts here
-            lost = dev.missing(i) if dev.down is not None and i > dev.down[1] else None
-            posted = {}
-            for r in receives:
-                if r.src != lost:
-                    posted[(r.src, r.tag)] = dev.irecv(r.src, r.tag, r.shape, r.wire_dtype, i)
-            image = images[i : i + 1] if images is not None else None
-            if parity:
-                assert image is not None
-                program = run_parity_device(net, entry, points, weights, g, image)
-            else:
-                program = run_device(net, plan.ops[rank], image)
-            dev.states[i] = {}
-            dev.states.pop(i - 2, None)
-            value: Tensor | None = None
-            first = True
-            while True:
-                try:
-                    request = next(program) if first else program.send(value)
-                except StopIteration as stop:
-                    logits = stop.value
-                    break
-                first, value = False, None
-                kind, op, tensor = request
-                if kind == "state":
-                    dev.states[i][op] = tensor
-                    dev.standins(i)
-                elif kind == "send":
-                    send: Send = op
-                    at = 0 if send.point is None else send.point
-                    if args.fail_device == rank and i == args.fail_at and at >= args.fail_point:
-                        dev.finish_sends(i)  # what it sent before the point arrives ...
-                        _die(dev, i)  # ... then it dies
-                    late = dev.late.get(i)
-                    if late is not None and late[0] == rank and late[1] <= at:
-                        continue  # replaced already (this device was late): not wanted
-                    if dev.down is None or send.to != dev.missing(i):
-                        if args.slow_device == rank and args.delay_ms > 0:
-                            time.sleep(args.delay_ms / 1e3)
-                        dev.isend(tensor, send.to, send.tag, i)
-                else:
-                    recv: Receive = op
-                    w0 = time.perf_counter()
-                    pending = posted.pop((recv.src, recv.tag), None)
-                    if pending is not None and dev.wait(pending[0], recv.src, i, recv.point):
-                        value = pending[1]
-                    else:
-                        dev.catch_up()  # a parity device that just learned: stand-ins first
-                        value = dev.substitute(recv, i)
-                    wait_s += time.perf_counter() - w0
-            dev.catch_up()
-            wait_s += dev.finish_sends(i)
-            if answers and logits is not None:
-                latency = time.perf_counter() - tic
-                answer = {"logits": logits[0].tolist(), "latency_s": latency,
-                          "taken": taken, "answered": time.time()}  # fmt: skip
-                store.set(f"answer/{rank}/{i}", json.dumps(answer))
-                if i % 10 == 9 or i + 1 == count:
-                    store.set("progress", str(i + 1))
-        compute_s = time.perf_counter() - started - wait_s
-    except TransferFailed as failure:
-        store.set(f"failure/{rank}", json.dumps(failure.to_json()))
-        raise
-    finished = time.perf_counter()
-    stats = {"device": rank, "images": count, "compute_s": compute_s, "send_s": 0.0,
-             "wait_s": wait_s, "started": started, "finished": finished, "timeline": [],
-             "bytes_sent": {str(k): v for k, v in sorted(dev.bytes_sent.items())}}  # fmt: skip
-    time.sleep(0.1)  # stand-ins still in flight
-    unclaimed = sum(1 for w in dev.loose if not w.done.is_set())
-    stats["standin_bytes"], stats["unclaimed_standins"] = dev.standin_bytes, unclaimed
-    store.set(f"stats/{rank}", json.dumps(stats))
-    store.set(f"finished/{rank}", "1")
-    reporter = _reporter(dev, args)
-    if reporter != rank:
-        _linger(dev, args)
-        dev.close()
-        return None
-    from snnas.runtime._failover_report import build_failover_report
-
-    assert labels is not None
-    report = build_failover_report(plan, args, dev, labels, count)
-    if args.out is not None:
-        from snnas._io import atomic_write_json
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out / "runtime.json", report)
-    store.set("reported", "1")
-    dev.close()
-    return report
-
-
-def _die(dev: _Device, image: int) -> None:
-    """Fault injection: a real crash (SIGKILL), no goodbye to anyone."""
-    dev.store.set("killed", json.dumps({"device": dev.rank, "image": image, "time": time.time()}))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _reporter(dev: _Device, args: Any) -> int:
-    """Device 0 when it survived, else parity device G: wait until one of them is known."""
-    deadline = time.perf_counter() + args.timeout_s + 10.0
-    while time.perf_counter() < deadline:
-        if dev.down is not None and dev.down[0] == 0:
-            return dev.plan.groups
-        if dev.store.check(["finished/0"]):
-            return 0
-        time.sleep(0.01)
-    raise TransferFailed(args.rank, 0, None, args.images or 0, "recv",
-                         "device 0 neither finished nor was declared down")  # fmt: skip
-
-
-def _linger(dev: _Device, args: Any) -> None:
-    """Stay (and keep the gloo pairs open) until the reporter has written the report."""
-    deadline = time.perf_counter() + args.timeout_s + 30.0
-    while time.perf_counter() < deadline and not dev.store.check(["reported"]):
-        time.sleep(0.02)
+        return (int(s["by"]), transfer_tag("standin", r.point))

@@ -1,16 +1,21 @@
 """One device's process: load its own weights from the plan, join the process group, answer
 images one at a time, and report.
 
-The device runs its program (``snnas.plan.run_device``) image after image; this module is
-the driver that moves payloads with :class:`~snnas.runtime._transport.GlooTransport` and times
-what the device does: computing, starting sends, waiting for payloads (and for its sends to
-be taken). Device 0 takes the images, answers them and, at the end, gathers every device's
-figures and writes the report (``runtime.json``, ``timeline.png``).
+The device runs its program (``snnas.engine.run_device``, or ``run_parity_device`` on a
+parity device) image after image through the engine (``snnas.engine.run``), with
+:class:`~snnas.runtime._transport.GlooTransport` moving the payloads and a fault policy
+(``snnas/runtime/_failover.py``: fail-stop without parity devices, failover with them)
+deciding what a late or lost peer means; the engine's trace times what the device does:
+computing, starting sends, waiting for payloads. Every device leaves its figures in the
+shared store (an idle device, with nothing to compute or send, finishes at once: nothing
+waits on it); device 0 (with parity devices: parity device G when device 0 is lost)
+answers the images and writes the report (``runtime.json``, ``timeline.png``).
 
 Rendezvous, three ways: ``store`` (``snnas run --local``: the launcher hosts a TCPStore that
 also receives failure reports and progress), ``master`` (``snnas run PLAN --rank R --master
-HOST:PORT``: device 0 hosts the store) and ``env`` (``torchrun ... -m snnas.runtime PLAN``:
-``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``).
+HOST:PORT``: the highest-ranked device hosts the store, so device 0 can be lost) and
+``env`` (``torchrun ... -m snnas.runtime PLAN``: ``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
+``WORLD_SIZE``; the store there is torchrun's).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,11 +33,18 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from snnas.engine import ParityNet, Receive, run, run_device, run_parity_device
 from snnas.errors import PlanError, RuntimeFailure, UsageError
-from snnas.plan import LoadedPlan, Receive, load_plan, run_device
-from snnas.runtime._transport import STATS_TAG, GlooTransport, TransferFailed, clean_message
+from snnas.plan import LoadedPlan, load_plan
+from snnas.runtime._failover import NEVER, FailStop, StoreFailover, die
+from snnas.runtime._transport import (
+    GlooTransport,
+    TransferFailed,
+    clean_message,
+    pending_transfers,
+)
 
-__all__ = ["WorkerArgs", "run_worker"]
+__all__ = ["WorkerArgs", "run_worker", "store_host"]
 
 
 @dataclass
@@ -96,9 +107,10 @@ JOIN_S = 120.0
 
 def _connect(args: WorkerArgs) -> Any:
     """Join the process group and wait for every device (a barrier), so images start when
-    all are up; returns the store shared with the launcher, when there is one. A rendezvous
-    that cannot be reached or hosted, or devices that do not all come within ``join_s``
-    seconds, is a :class:`RuntimeFailure`."""
+    all are up; returns the store every device shares (the launcher's, the one of
+    ``--master``, or torchrun's at ``MASTER_ADDR:MASTER_PORT``). A rendezvous that cannot be
+    reached or hosted, or devices that do not all come within ``join_s`` seconds, is a
+    :class:`RuntimeFailure`."""
     try:
         return _join(args)
     except (RuntimeError, ValueError, OSError) as exc:  # torch's DistNetworkError, DistError
@@ -112,12 +124,16 @@ def _connect(args: WorkerArgs) -> Any:
 def _join(args: WorkerArgs) -> Any:
     timeout = datetime.timedelta(seconds=args.join_s)
     if args.rendezvous == "env":
-        dist.init_process_group("gloo", init_method="env://", timeout=timeout)
+        dist.init_process_group("gloo", init_method="env://", timeout=NEVER)
         dist.barrier()
-        return None
-    assert args.address is not None
+        master_addr, master_port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        return dist.TCPStore(master_addr, master_port, None, is_master=False, timeout=timeout)
+    if args.address is None:
+        raise RuntimeFailure(f"device {args.rank}: --rendezvous {args.rendezvous} needs --address")
     host, _, port = args.address.rpartition(":")
-    master = args.rendezvous == "master" and args.rank == 0
+    # --rank/--master: the highest-ranked device hosts the store, so that device 0 (and with
+    # parity devices, any data device) can be lost (docs/runtime.md).
+    master = args.rendezvous == "master" and args.rank == store_host(args.world)
     store = dist.TCPStore(
         host,
         int(port),
@@ -126,15 +142,21 @@ def _join(args: WorkerArgs) -> Any:
         timeout=timeout,
         wait_for_workers=False,
     )
+    # Deadlines are the fault policy's: a gloo wait that expires closes its pair.
     dist.init_process_group(
         "gloo",
         store=dist.PrefixStore("pg", store),
         rank=args.rank,
         world_size=args.world,
-        timeout=timeout,
+        timeout=NEVER,
     )
     dist.barrier()
-    return store if args.rendezvous == "store" else None
+    return store
+
+
+def store_host(world: int) -> int:
+    """The device that hosts the store with ``--rank/--master``: the highest-ranked one."""
+    return world - 1
 
 
 def _inputs(plan: LoadedPlan, args: WorkerArgs, count: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -155,153 +177,240 @@ def _inputs(plan: LoadedPlan, args: WorkerArgs, count: int) -> tuple[Tensor, Ten
     return images[:count], labels[:count], reference[f"{args.split}.logits"][:count]
 
 
-def _encode(data: dict[str, Any]) -> Tensor:
-    return torch.frombuffer(bytearray(json.dumps(data).encode()), dtype=torch.uint8)
-
-
-def _exchange_stats(stats: dict[str, Any], args: WorkerArgs) -> list[dict[str, Any]] | None:
-    """Every device's figures to device 0 (JSON in a byte tensor: nothing is unpickled)."""
-    deadline = datetime.timedelta(seconds=max(args.timeout_s, 10.0))
-
-    def wait(work: Any) -> None:
-        assert work is not None
-        work.wait(timeout=deadline)
-
-    if args.rank != 0:
-        blob = _encode(stats)
-        size = torch.tensor([blob.numel()], dtype=torch.int64)
-        wait(dist.isend(size, dst=0, tag=STATS_TAG))
-        wait(dist.isend(blob, dst=0, tag=STATS_TAG + 1))
-        return None
-    out = [stats]
-    for rank in range(1, args.world):
-        size = torch.empty(1, dtype=torch.int64)
-        wait(dist.irecv(size, src=rank, tag=STATS_TAG))
-        if not 0 < int(size) < 1 << 26:
-            raise RuntimeFailure(f"device {rank} sent a malformed report ({int(size)} bytes)")
-        blob = torch.empty(int(size), dtype=torch.uint8)
-        wait(dist.irecv(blob, src=rank, tag=STATS_TAG + 1))
-        out.append(json.loads(blob.numpy().tobytes().decode()))
+def _gather_stats(store: Any, args: WorkerArgs, world: int) -> list[dict[str, Any]]:
+    """Every device's figures, from the store (JSON: nothing is unpickled)."""
+    deadline = time.monotonic() + args.timeout_s + 30.0
+    out = []
+    for rank in range(world):
+        while not store.check([f"stats/{rank}"]):
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"device {rank} left no figures in the store")
+            time.sleep(0.01)
+        out.append(json.loads(store.get(f"stats/{rank}").decode()))
     return out
 
 
+class _Times:
+    """What the device spends its time on (the engine's trace), and one image's timeline."""
+
+    def __init__(self, timeline_image: int) -> None:
+        self.compute_s = self.send_s = self.wait_s = 0.0
+        self.image = -1
+        self.timeline_image = timeline_image
+        self.timeline: list[dict[str, Any]] = []
+
+    def __call__(self, device: int, kind: str, start: float, end: float, label: str) -> None:
+        spent = end - start
+        if kind == "compute":
+            self.compute_s += spent
+        elif kind == "send":
+            self.send_s += spent
+        else:
+            self.wait_s += spent
+        if self.image == self.timeline_image and end > start:
+            entry: dict[str, Any] = {"kind": kind, "start": start, "end": end}
+            if label:
+                entry["label"] = label
+            self.timeline.append(entry)
+
+
 def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
-    """Run one device until every image is answered; device 0 returns the report."""
+    """Run one device until every image is answered; the reporting device returns the report
+    (device 0; with parity devices, parity device G when device 0 is lost)."""
     torch.set_num_threads(args.threads)  # one core's worth per device by default
     plan = load_plan(args.plan)
-    if plan.parity is not None:
-        from snnas.runtime._failover import run_failover_worker
-
-        return run_failover_worker(args, plan)
-    if args.world != plan.groups:
-        raise PlanError(f"{args.plan}: the plan has {plan.groups} devices, not {args.world}")
-    if not 0 <= args.rank < plan.groups:
-        raise PlanError(f"--rank {args.rank}: the plan's devices are 0..{plan.groups - 1}")
-    entry = plan.device(args.rank)
-    net = plan.net(args.rank)  # only this device's weights are read
-    ops = plan.ops[args.rank]
+    if plan.parity is not None and args.rendezvous == "env":
+        raise PlanError(f"{args.plan}: a plan with parity devices needs the store rendezvous "
+                        "(snnas run --local, or --rank/--master)")  # fmt: skip
+    if args.world != plan.world:
+        raise PlanError(f"{args.plan}: the plan has {plan.world} devices, not {args.world}")
+    if not 0 <= args.rank < plan.world:
+        raise PlanError(f"--rank {args.rank}: the plan's devices are 0..{plan.world - 1}")
+    g, rank = plan.groups, args.rank
+    parity = rank >= g
+    entry = plan.device(rank)
+    net = plan.net(rank)  # only this device's weights are read
+    parity_net = ParityNet(net, plan.weights(rank)) if parity else None
+    points = plan.data["schedule"]["points"]
     receives = [Receive.from_json(r) for r in entry["receives"]]
     available = int(plan.data["reference"]["splits"].get(args.split, 0))
     count = available if args.images is None else min(args.images, available)
     if count < 1:
         raise PlanError(f"{args.plan}: no {args.split} images to answer")
-    takes_input = entry["input"]
     images = labels = reference = None
-    if takes_input:
+    if entry["input"]:
         images, labels, reference = _inputs(plan, args, count)
-    timeline_image = count // 2 if args.timeline_image is None else args.timeline_image
     store = _connect(args)
-    sys.stderr.write(f"device {args.rank}: joined {args.world} devices, {count} images\n")
-
-    transport = GlooTransport(args.rank, args.timeout_s)
-    compute_s = send_s = wait_s = 0.0
+    sys.stderr.write(f"device {rank}: joined {args.world} devices, {count} images\n")
+    transport = GlooTransport(rank, receives)
+    transport.limit = count
+    # Fault injection: the device dies when it reaches image ``dies_at``, before it posts
+    # anything of that image (as a device that crashed between two images).
+    dies_at = None
+    if args.fail_device == rank:
+        dies_at = args.fail_at + (0 if plan.parity is None or parity else 1)
+        transport.limit = min(count, dies_at)
+    policy: FailStop | StoreFailover
+    policy = (
+        StoreFailover(plan, args, store, transport) if plan.parity else FailStop(args, transport)
+    )
+    answering = rank == 0 or (plan.parity is not None and rank == g)
+    times = _Times(count // 2 if args.timeline_image is None else args.timeline_image)
     latencies: list[float] = []
     answers: list[Tensor] = []
-    timeline: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        for i in range(count):
-            if args.fail_device == args.rank and i == args.fail_at:
-                os.kill(os.getpid(), signal.SIGKILL)  # a real crash: no goodbye to anyone
-            transport.post_receives(receives, i)
-            image_start = time.perf_counter()
-            image = images[i : i + 1] if images is not None else None
-            program = run_device(net, ops, image)
-            value: Tensor | None = None
-            first = True
-            while True:
-                tic = time.perf_counter()
-                try:
-                    request = next(program) if first else program.send(value)
-                except StopIteration as stop:
-                    toc = time.perf_counter()
-                    compute_s += toc - tic
-                    if i == timeline_image:
-                        timeline.append({"kind": "compute", "start": tic, "end": toc})
-                    if stop.value is not None:
-                        answers.append(stop.value)
-                    break
-                first = False
-                toc = time.perf_counter()
-                compute_s += toc - tic
-                kind, op, tensor = request
-                if kind == "send":
-                    if args.slow_device == args.rank and args.delay_ms > 0:
-                        time.sleep(args.delay_ms / 1e3)
-                    spent = transport.send(op, tensor, i)
-                    send_s += spent
-                    value = None
-                    label = f"send p{op.point} to {op.to}" if op.point is not None else "stem"
+        with torch.inference_mode():
+            for i in range(count):
+                if i == dies_at:  # a data device with parity devices dies at a send, or here
+                    die(store, rank, i)
+                times.image = i
+                policy.begin_image(i)
+                tic, taken = time.perf_counter(), time.monotonic()
+                image = images[i : i + 1] if images is not None else None
+                if parity_net is not None:
+                    if image is None:
+                        raise PlanError(f"{args.plan}: parity device {rank} takes no input")
+                    program = run_parity_device(parity_net, entry, points, g, image)
                 else:
-                    value, spent = transport.receive(op, i)
-                    wait_s += spent
-                    label = f"recv p{op.point} from {op.src}" if op.point is not None else "stem"
-                if i == timeline_image:
-                    timeline.append({"kind": "compute", "start": tic, "end": toc})
-                    timeline.append(
-                        {"kind": kind, "start": toc, "end": toc + spent, "label": label}
-                    )
-            spent = transport.finish_sends()
-            wait_s += spent
-            if i == timeline_image and spent > 0:
-                now = time.perf_counter()
-                timeline.append({"kind": "recv", "start": now - spent, "end": now,
-                                 "label": "sends taken"})  # fmt: skip
-            if takes_input:
-                latencies.append(time.perf_counter() - image_start)
-                if store is not None and (i % 10 == 9 or i + 1 == count):
-                    store.set("progress", str(i + 1))
+                    program = run_device(net, plan.ops[rank], image)
+                got = run({rank: program}, transport, i, fault=policy, trace=times)
+                policy.end_image(i)
+                logits = got.get(rank)
+                if answering and logits is not None:
+                    latency = time.perf_counter() - tic
+                    if plan.parity is not None:
+                        answer = {"logits": logits[0].tolist(), "latency_s": latency,
+                                  "taken": taken, "answered": time.monotonic()}  # fmt: skip
+                        store.set(f"answer/{rank}/{i}", json.dumps(answer))
+                    else:
+                        answers.append(logits.clone())
+                        latencies.append(latency)
+                    if i % 10 == 9 or i + 1 == count:
+                        store.set("progress", str(i + 1))
+            transport.flush()
     except TransferFailed as failure:
-        if store is not None:
-            store.set(f"failure/{args.rank}", json.dumps(failure.to_json()))
+        store.set(f"failure/{rank}", json.dumps(failure.to_json()))
         raise
     finished = time.perf_counter()
-    stats = {
-        "device": args.rank,
+    stats: dict[str, Any] = {
+        "device": rank,
         "images": count,
-        "compute_s": compute_s,
-        "send_s": send_s,
-        "wait_s": wait_s,
+        "compute_s": times.compute_s,
+        "send_s": times.send_s,
+        "wait_s": times.wait_s,
         "bytes_sent": {str(k): v for k, v in sorted(transport.bytes_sent.items())},
-        "timeline": [e for e in timeline if e["end"] > e["start"]],
+        "timeline": times.timeline,
         "started": started,
         "finished": finished,
     }
-    gathered = _exchange_stats(stats, args)
-    dist.destroy_process_group()
-    if gathered is None:
+    if isinstance(policy, StoreFailover):
+        return _finish_failover(plan, args, store, policy, transport, stats, labels, count)
+    store.set(f"stats/{rank}", json.dumps(stats))
+    if rank != 0:
+        _leave(transport, False, store, args, None)
         return None
-    from snnas.runtime._report import build_report
+    gathered = _gather_stats(store, args, plan.world)
+    _leave(transport, False, store, args, None)
+    from snnas.runtime._report import build_report, write_report
 
-    assert labels is not None and reference is not None
+    if labels is None or reference is None:
+        raise PlanError(f"{args.plan}: device 0 takes no input")
     report = build_report(
         plan, args, gathered, torch.cat(answers), labels, reference, latencies, started, finished
     )
     if args.out is not None:
-        from snnas.runtime._report import write_report
-
-        write_report(report, gathered, args.out, timeline_image)
+        write_report(report, gathered, args.out, times.timeline_image)
     return report
+
+
+def _finish_failover(
+    plan: LoadedPlan,
+    args: WorkerArgs,
+    store: Any,
+    policy: StoreFailover,
+    transport: GlooTransport,
+    stats: dict[str, Any],
+    labels: Tensor | None,
+    count: int,
+) -> dict[str, Any] | None:
+    """Leave this device's figures in the store; the reporter (device 0 when it survived,
+    else parity device G) writes the report, the others stay until it has."""
+    time.sleep(0.1)  # stand-ins still in flight
+    stats["standin_bytes"] = transport.standin_bytes
+    stats["unclaimed_standins"] = transport.unclaimed()
+    store.set(f"stats/{args.rank}", json.dumps(stats))
+    store.set(f"finished/{args.rank}", "1")
+    if _reporter(policy, args) != args.rank:
+        _linger(store, args)
+        policy.close()
+        _leave(transport, True, store, args, policy.down)
+        return None
+    from snnas.runtime._failover_report import build_failover_report
+
+    if labels is None:
+        raise PlanError(f"{args.plan}: the reporting device takes no input")
+    report = build_failover_report(plan, args, policy, labels, count)
+    if args.out is not None:
+        from snnas._io import atomic_write_json
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out / "runtime.json", report)
+    store.set("reported", "1")
+    policy.close()
+    _leave(transport, True, store, args, policy.down)
+    return report
+
+
+#: Set once a device of a plan with parity devices is done: the process ends with
+#: ``os._exit`` (:func:`_exit`).
+_HARD_EXIT: list[bool] = []
+
+
+def _leave(
+    transport: GlooTransport,
+    parity: bool,
+    store: Any,
+    args: WorkerArgs,
+    down: tuple[int, int] | None,
+) -> None:
+    """Say this device is done (``left/{rank}``); the store's host (``--rank/--master``)
+    stays until every other surviving device has said so. Stop the waiter threads and leave
+    the process group: without parity devices the group is destroyed (its threads joined);
+    with them, after a peer died, ending the interpreter under gloo's threads aborts
+    (SIGABRT, seen in about one run of ``tests/runtime`` in two): such a process ends with
+    ``os._exit`` once its work is written (:func:`_exit`)."""
+    store.set(f"left/{args.rank}", "1")
+    if args.rendezvous == "master" and args.rank == store_host(args.world):
+        others = [r for r in range(args.world) if r != args.rank and (down is None or r != down[0])]
+        deadline = time.monotonic() + args.timeout_s + 30.0
+        while time.monotonic() < deadline and not store.check([f"left/{r}" for r in others]):
+            time.sleep(0.02)
+    transport.close()
+    if parity:
+        _HARD_EXIT.append(True)
+    elif pending_transfers() == 0:
+        dist.destroy_process_group()
+
+
+def _reporter(policy: StoreFailover, args: WorkerArgs) -> int:
+    """Device 0 when it survived, else parity device G: wait until one of them is known."""
+    deadline = time.monotonic() + args.timeout_s + 10.0
+    while time.monotonic() < deadline:
+        if policy.down is not None and policy.down[0] == 0:
+            return policy.g
+        if policy.store.check(["finished/0"]):
+            return 0
+        time.sleep(0.01)
+    raise TransferFailed(args.rank, 0, None, args.images or 0, "recv",
+                         "device 0 neither finished nor was declared down")  # fmt: skip
+
+
+def _linger(store: Any, args: WorkerArgs) -> None:
+    """Stay (and keep the gloo pairs open) until the reporter has written the report."""
+    deadline = time.monotonic() + args.timeout_s + 30.0
+    while time.monotonic() < deadline and not store.check(["reported"]):
+        time.sleep(0.02)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,15 +488,15 @@ def main(argv: list[str] | None = None) -> None:
         report = run_worker(args)
     except TransferFailed as failure:
         sys.stderr.write(f"error: {failure}\n")
-        sys.exit(3)
+        _exit(3)
     except UsageError as exc:  # --name: a usage error, as in the snnas command
         sys.stderr.write(f"error: python -m snnas.runtime: {exc}\n")
-        sys.exit(2)
+        _exit(2)
     except Exception as exc:  # every other failure: one line, and the process ends
         if os.environ.get("SNNAS_DEBUG") == "1":
             raise
         sys.stderr.write(f"error: device {rank}: {clean_message(exc)}\n")
-        sys.exit(1)
+        _exit(1)
     if report is not None:
         lat = report["latency_ms"]
         sys.stdout.write(
@@ -395,14 +504,19 @@ def main(argv: list[str] | None = None) -> None:
             f"accuracy {report['accuracy']:.4f}, bytes equal to the plan's: "
             f"{report['bytes_equal']}, latency p50 {lat['p50']:.2f} ms; wrote {args.out}\n"
         )
-    from snnas.runtime import _failover
+    if pending_transfers() or _HARD_EXIT:  # docs/runtime.md, "gloo after a peer dies"
+        _exit(0)
 
-    if _failover.HARD_EXIT:
-        # Receives abandoned for a stand-in stay posted in gloo, each waited for by a helper
-        # thread; ending the interpreter under them aborts (SIGABRT). The work is done.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+
+def _exit(code: int) -> NoReturn:
+    """End the process with ``code``. A failed run may leave transfers posted with peers that
+    are about to be stopped, each waited for by a helper thread inside gloo: ending the
+    interpreter under them aborts (SIGABRT), so the process ends without unwinding."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if pending_transfers() == 0 and not _HARD_EXIT:
+        sys.exit(code)
+    os._exit(code)
 
 
 def _space_name(plan: Path) -> str:

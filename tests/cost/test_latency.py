@@ -110,3 +110,63 @@ def test_profile_file(tmp_path):
         get_profile(str(path))
     with pytest.raises(ConfigError, match="--profile"):
         get_profile("nonexistent-board")
+
+
+def _quickstart_parity(encode):
+    s = load_space(SPACES / "quickstart_parity.toml")
+    policy = {"encoder": "concat"}
+    for label in s.labels:
+        kind = label.rsplit(".", 1)[-1]
+        value = {"perm": (1, 2, 3, 0), "sparsity": 100.0, "dtype": "float32", "encode": encode}
+        if kind in value:
+            policy[label] = value[kind]
+    return s, s.validate(policy)
+
+
+def test_parity_encodings_are_predicted():
+    """The prediction runs the parity devices' programs: the encodings (229,376 bytes per
+    image on the data devices' links) and the blocks computed only for them take time. The
+    simulation before the engine gave 8.755 ms for both."""
+    s, none = _quickstart_parity(0.0)
+    _, every = _quickstart_parity(100.0)
+    rpi = PROFILES["rpi3b+"]
+    assert latency(s, none, rpi).latency_s == pytest.approx(8.755121568627452e-3, rel=1e-12)
+    assert latency(s, every, rpi).latency_s == pytest.approx(11.313750588235298e-3, rel=1e-12)
+
+
+def test_shared_cores_slow_compute_evenly():
+    """G = 4 device processes on one core: every compute op takes 4 times as long; with
+    free links the whole prediction scales by 4 (docs/cost-model.md)."""
+    _, policy = _quickstart_parity(0.0)
+    data = load_space(SPACES / "quickstart.toml")
+    policy = {k: v for k, v in policy.items() if not k.endswith("encode") and k != "encoder"}
+    free = dataclasses.replace(PROFILES["rpi3b+"], bandwidth_bps=1e30, link_latency_s=0.0)
+    alone = latency(data, policy, free)
+    shared = latency(data, policy, dataclasses.replace(free, cores=1))
+    assert shared.latency_s == pytest.approx(4 * alone.latency_s, rel=1e-12)
+    assert shared.single_device_s == pytest.approx(alone.single_device_s, rel=1e-12)
+    assert latency(data, policy, dataclasses.replace(free, cores=4)).latency_s == (
+        pytest.approx(alone.latency_s, rel=1e-12)
+    )
+
+
+def test_software_costs_of_transfers_are_paid_by_both_ends():
+    """Free compute and links, 1 ms per send and 0.5 ms per receive: device 0 sends the stem
+    to 3 devices (3 ms) and sends and receives once per point."""
+    s = space_from_text(SMALL_TOML)
+    ring = {
+        label: (1, 2, 3, 0)
+        if label.endswith("perm")
+        else 100.0
+        if label.endswith("sparsity")
+        else "float32"
+        for label in s.labels
+    }
+    cheap = dataclasses.replace(
+        PROFILES["rpi3b+"], flops=1e30, bandwidth_bps=1e30, link_latency_s=0.0
+    )
+    assert latency(s, ring, cheap).latency_s == pytest.approx(0.0, abs=1e-12)
+    costly = dataclasses.replace(cheap, send_s=1e-3, recv_s=0.5e-3)
+    report = latency(s, ring, costly)
+    assert report.compute_only_s == pytest.approx(0.0, abs=1e-12)
+    assert report.latency_s > 3e-3 + s.num_points * 1.5e-3

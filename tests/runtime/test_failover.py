@@ -136,3 +136,35 @@ def test_a_parity_plan_that_cannot_join_fails_in_one_line_within_the_join_timeou
     assert result.exit_code == 1, result.output
     assert "could not join" in result.output and "within 1 s" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_rank_master_survives_losing_device_0(parity_plan, tmp_path):
+    """With --rank/--master the store lives on the highest-ranked device (the parity device
+    here), not on device 0: device 0 killed at image 4 is survived, parity device 4 answers
+    and reports."""
+    import socket
+    import subprocess
+    import sys
+
+    folder, _ = parity_plan
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = ["--world", "5", "--rendezvous", "master", "--address", f"127.0.0.1:{port}",
+              "--images", "12", "--timeout", "5", "--fail-device", "0", "--fail-at", "4",
+              "--runs-dir", str(tmp_path), "--name", "lost0"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "snnas.runtime", str(folder), "--rank", str(r), *common],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in (4, 0, 1, 2, 3)  # the host first
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    codes = [p.returncode for p in procs]
+    assert codes == [0, -9, 0, 0, 0], outputs
+    report = json.loads((tmp_path / "lost0" / "runtime.json").read_text())
+    fail = report["failover"]
+    assert (fail["device"], fail["answer_by"], fail["reporter"]) == (0, 4, 4)
+    assert report["answered"] == 12 and report["top1_agreement"] == 1.0

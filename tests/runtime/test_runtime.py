@@ -125,3 +125,27 @@ def test_percentiles():
     assert percentile(values, 50) == 50.5
     assert percentile(values, 99) == pytest.approx(99.01)
     assert percentile([3.0], 95) == 3.0
+
+
+def test_idle_devices_finish_through_the_store(tmp_path, plan_space, digits):
+    """Permutations all [2, 1, 0, 3]: devices 1 and 3 never send or receive (no live block).
+    They finish at once and leave their figures in the store, and the run outlives them.
+    Before the engine an idle device's figures went by a gloo send that waited 10 s at most
+    for device 0, which took them only at the end: a longer run died ("Connection closed")."""
+    policy = dict(talking_policy(plan_space))
+    for label in plan_space.labels:
+        if label.endswith("perm"):
+            policy[label] = (2, 1, 0, 3)
+    policy = plan_space.validate(policy)
+    folder = tmp_path / "idle" / "plan"
+    plan = export_plan(plan_space, random_frozen(plan_space, policy), digits,
+                       PROFILES["rpi3b+"], ACCURACY, folder)  # fmt: skip
+    assert [bool(e["blocks"]) for e in plan["devices"]] == [True, False, True, False]
+    sends = sum(1 for s in plan["devices"][0]["sends"])
+    images = 30
+    assert images * sends * 0.15 > 10.0  # device 0's delays alone outlast the old 10 s
+    report = launch_local(folder, tmp_path / "idle-run", images=images, warmup=2,
+                          slow_device=0, delay_ms=150, timeout_s=5.0)  # fmt: skip
+    assert report["images"] == images and report["top1_agreement"] == 1.0
+    assert report["bytes_equal"]
+    assert [d["bytes_sent"] for d in report["per_device"]][1::2] == [0, 0]
