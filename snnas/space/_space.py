@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from snnas._numbers import type_name
-from snnas.arch import Architecture
 from snnas.errors import ConfigError, PolicyError, shorten
+from snnas.space._arch import Architecture
 from snnas.space._config import (
     DTYPES,
     DecisionSpec,
