@@ -37,7 +37,10 @@ def _address(value: str | None) -> str | None:
 @click.argument("plan_folder", metavar="PLAN", type=click.Path(path_type=Path))
 @click.option("--local", is_flag=True, help="Start one process per device on this machine.")
 @click.option("--rank", type=DEVICE, help="This machine's device (with --master).")
-@click.option("--master", help="HOST:PORT of device 0's rendezvous (with --rank).")
+@click.option(
+    "--master",
+    help="HOST:PORT of the rendezvous (with --rank): the store the highest-ranked device hosts.",
+)
 @click.option("--images", type=IMAGES, help="Images to answer (default: all).")
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
 @click.option(
@@ -269,9 +272,12 @@ def _check_parity_options(
     if fail_point and fail_device is not None and fail_device >= plan.groups:
         expected = "0 for a parity device (it dies as an image starts)"
         raise UsageError("--fail-point", expected, fail_point)
-    if rank is not None and fail_device == 0:
-        expected = "not device 0 with --rank/--master (it hosts the store; --local survives it)"
-        raise UsageError("--fail-device", expected, 0)
+    if rank is not None and fail_device == plan.world - 1:
+        expected = (
+            f"not device {plan.world - 1} with --rank/--master (the highest-ranked device hosts "
+            "the store; --local survives it)"
+        )
+        raise UsageError("--fail-device", expected, fail_device)
     available = int(plan.data["reference"]["splits"].get(split, 0))
     count = available if images is None else min(images, available)
     if fail_device is not None and fail_device < plan.groups and fail_at + 1 >= count:

@@ -116,6 +116,8 @@ def build_failover_report(
         "answered": len(latencies),
         "top1_agreement": answers["top1_agreement"],
         "max_abs_diff": answers["max_abs_diff"],
+        "tolerance": answers["tolerance"],
+        "disagreements_beyond_tolerance": answers["disagreements_beyond_tolerance"],
         "accuracy": answers["accuracy"],
         "reference_accuracy": answers["reference_accuracy"],
         "compared_with": "the coded network: normal operation before the failure, the "

@@ -61,6 +61,8 @@ def build_report(
         "images": images,
         "top1_agreement": answers["top1_agreement"],
         "max_abs_diff": answers["max_abs_diff"],
+        "tolerance": answers["tolerance"],
+        "disagreements_beyond_tolerance": answers["disagreements_beyond_tolerance"],
         "accuracy": answers["accuracy"],
         "reference_accuracy": answers["reference_accuracy"],
         "bytes_measured": {

@@ -520,8 +520,6 @@ def _exit(code: int) -> NoReturn:
 
 
 def _space_name(plan: Path) -> str:
-    try:
-        name = json.loads((plan / "plan.json").read_text())["space"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "plan"
-    return str(name)
+    """The plan's space name, as the loader checked it (letters, digits and ``_ . + -``): the
+    default report folder is named after it, never after raw JSON."""
+    return load_plan(plan).model.space.name

@@ -104,7 +104,7 @@ def test_a_killed_parity_device_changes_no_answer(parity_plan):
         (["--local", "--fail-device", "4", "--fail-point", "1"], "--fail-point: expected 0"),
         (["--local", "--fail-device", "1", "--fail-point", "99"], "--fail-point: expected a"),
         (["--local", "--fail-device", "1", "--fail-at", "23"], "--fail-at: expected an image"),
-        (["--rank", "1", "--master", "127.0.0.1:1", "--fail-device", "0"], "--fail-device"),
+        (["--rank", "1", "--master", "127.0.0.1:1", "--fail-device", "4"], "highest-ranked"),
         (["--rank", "1", "--master", "127.0.0.1:1", "--fail-point", "1"], "--fail-point"),
     ],
 )
