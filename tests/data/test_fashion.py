@@ -105,3 +105,12 @@ def test_snnas_train_reads_the_files_from_data_dir(tmp_path, write_space):
     assert 0.0 <= final["test_acc"] <= 1.0
     config = json.loads((tmp_path / "runs" / "f" / "config.json").read_text())
     assert config["config"]["dataset"] == "fashion-mnist", config
+
+
+def test_fashion_training_defaults():
+    from snnas.train import default_config
+
+    config = default_config("plain", "fashion-mnist", epochs=2)
+    assert (config.batch_size, config.lr, config.milestones) == (128, 0.1, (0.5, 0.75))
+    assert config.augment is False and config.epochs == 2
+    assert default_config("supernet", "fashion-mnist").epochs == 10
