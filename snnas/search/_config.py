@@ -122,6 +122,7 @@ FASHION = SearchConfig(
     topk=10,
     batch_size=64,
     eval_batch_size=1000,
+    augment=False,  # random shifts slowed short training down (snnas.train.default_config)
 )
 #: CIFAR: the paper's procedure (60 iterations of one pass, 500 controller steps, 100 samples).
 CIFAR = SearchConfig(

@@ -84,3 +84,33 @@ def test_the_shipped_fashion_space_and_search_config():
     assert replace(spelled, strategy={}) == defaults
     assert (defaults.iterations, defaults.train_steps, defaults.eval_batch_size) == (10, 200, 1000)
     assert defaults.budget is None and defaults.scoring == "batch"
+
+
+def test_snnas_train_reads_the_files_from_data_dir(tmp_path, write_space):
+    import json
+
+    from click.testing import CliRunner
+
+    from snnas.cli import cli
+    from tests.conftest import SMALL_TOML
+
+    write_fashion(tmp_path / "data", raw_layout=True, gz=False, train=48)
+    space = write_space(SMALL_TOML, "s.toml")
+    args = ["train", str(space), "--plain", "--dataset", "fashion-mnist", "--data-dir"]
+    args += [str(tmp_path / "data"), "--epochs", "1", "--batch-size", "16", "--json"]
+    args += ["--runs-dir", str(tmp_path / "runs"), "--name", "f"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    final = json.loads(result.stdout)
+    assert 0.0 <= final["test_acc"] <= 1.0
+    config = json.loads((tmp_path / "runs" / "f" / "config.json").read_text())
+    assert config["config"]["dataset"] == "fashion-mnist", config
+
+
+def test_fashion_training_defaults():
+    from snnas.train import default_config
+
+    config = default_config("plain", "fashion-mnist", epochs=2)
+    assert (config.batch_size, config.lr, config.milestones) == (128, 0.1, (0.5, 0.75))
+    assert config.augment is False and config.epochs == 2
+    assert default_config("supernet", "fashion-mnist").epochs == 10
