@@ -289,11 +289,13 @@ def _check_kind(out: Any, method: str) -> None:
             )
         return
     data = out.read_json("config.json")
-    found = data.get("method", "parity") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{shorten(str(path))}: expected a JSON object")
+    found = data.get("method", "parity")
     if found != method:
         raise CheckpointError(
-            f"{shorten(str(out.path))}: holds a {found} run, not a {method} run; choose "
-            "another --name"
+            f"{shorten(str(out.path))}: holds a {shorten(found, 40)} run, not a {method} run; "
+            "choose another --name"
         )
 
 
