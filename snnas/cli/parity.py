@@ -16,7 +16,7 @@ __all__ = ["parity"]
 #: Everything a parity run folder holds (train, then eval).
 PARITY_FILES = (
     "config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json", "eval.json",
-    "by_device.png", "overall.png",
+    "by_device.png", "overall.png", "backup.pt",
 )  # fmt: skip
 EPOCHS = Number(Range(1, 10_000, integer=True))
 JOINT_EPOCHS = Number(Range(0, 10_000, integer=True))
