@@ -16,7 +16,7 @@ __all__ = ["parity"]
 #: Everything a parity run folder holds (train, then eval).
 PARITY_FILES = (
     "config.json", "metrics.jsonl", "last.pt", "best.pt", "final.json", "eval.json",
-    "by_device.png", "overall.png",
+    "by_device.png", "overall.png", "backup.pt",
 )  # fmt: skip
 EPOCHS = Number(Range(1, 10_000, integer=True))
 JOINT_EPOCHS = Number(Range(0, 10_000, integer=True))
@@ -67,11 +67,11 @@ def _dataset(run_dir: Path, dataset: str) -> str:
     return dataset
 
 
-def _folder(run_dir: Path, name: str) -> Path:
+def _folder(run_dir: Path, name: str, option: str = "--name") -> Path:
     """``RUN/NAME``, where ``NAME`` is one folder name (never ``..``, a path or a link out)."""
     from snnas._run import resolve_run
 
-    return resolve_run(run_dir, name, "--name")
+    return resolve_run(run_dir, name, option)
 
 
 @click.group()
@@ -128,7 +128,7 @@ def parity() -> None:
 )
 @click.option("--batch-size", type=BATCH)
 @click.option(
-    "--lr", type=LR, help="Adam learning rate of the frozen phase (failout: 1e-4 by default)."
+    "--lr", type=LR, help="Adam learning rate of the frozen phase (failout: 1e-3 by default)."
 )
 @click.option(
     "--label-weight",
@@ -211,6 +211,7 @@ def train(
             standin, seed, name, resume, device, as_json, dataset, data_dir, download,
         )  # fmt: skip
         return
+    base_folder = None if base_name is None else RunDir(_folder(run_dir, base_name, "--base"))
     default = "parity-supernet" if supernet else f"parity-{base_name}" if base_name else "parity"
     out = RunDir(_folder(run_dir, name or default))
     out.check_own(PARITY_FILES, "parity run")
@@ -224,10 +225,10 @@ def train(
         base: Any = load_supernet(run_dir, space_file)
     else:
         base = load_finetuned(run_dir, space_file, choices)
-    if base_name is not None:
+    if base_folder is not None:
         from snnas.train._failout import load_failout
 
-        failout = load_failout(RunDir(_folder(run_dir, base_name)), base)
+        failout = load_failout(base_folder, base)
         base, imputation = failout.base, failout.impute
     if base.space.parity.r < 1:
         from snnas.errors import ConfigError
@@ -274,18 +275,28 @@ def _print_final(terminal: Terminal, final: dict[str, Any], as_json: bool) -> No
 
 
 def _check_kind(out: Any, method: str) -> None:
-    """Refuse a folder that holds a run of the other method (its ``config.json`` says)."""
+    """Refuse a folder that holds a run of the other method (its ``config.json`` says), or
+    checkpoints without the ``config.json`` that both methods write before any of them."""
     from snnas.errors import CheckpointError, shorten
 
+    if not out.exists():
+        return
     path = out / "config.json"
-    if not out.exists() or not path.is_file() or path.is_symlink():
+    if not path.is_file() or path.is_symlink():
+        if out.has_checkpoint("last.pt") or out.has_checkpoint("best.pt"):
+            raise CheckpointError(
+                f"{shorten(str(out.path))}: not a {method} run folder (checkpoints without "
+                "its config.json); choose another --name"
+            )
         return
     data = out.read_json("config.json")
-    found = data.get("method", "parity") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{shorten(str(path))}: expected a JSON object")
+    found = data.get("method", "parity")
     if found != method:
         raise CheckpointError(
-            f"{shorten(str(out.path))}: holds a {found} run, not a {method} run; choose "
-            "another --name"
+            f"{shorten(str(out.path))}: holds a {shorten(found, 40)} run, not a {method} run; "
+            "choose another --name"
         )
 
 
@@ -404,7 +415,7 @@ def evaluate(
         ("--failout", failout_name, "failout"),
         ("--failout-parity", failout_parity_name, "parity-failout"),
     ):
-        other = RunDir(_folder(run_dir, given or default))
+        other = RunDir(_folder(run_dir, given or default, option))
         if given is None and (not other.exists() or other.path == folder.path):
             extra[option] = None
             continue

@@ -86,7 +86,7 @@ class FailoutConfig:
 
     epochs: int = 4  # the parity training's budget (ParityTrainConfig.epochs)
     batch_size: int = 32
-    lr: float = 1e-4  # Adam, cosine decay to 0 (the parity joint phase's rate for the base)
+    lr: float = 1e-3  # Adam, cosine decay to 0 (the parity devices' rate)
     rate: float = 0.5  # probability that an image has one device dropped
     standin: str = "mean"  # "mean": the imputation constants; "zeros": ResiliNet's zeros
     augment: bool = True
@@ -418,6 +418,8 @@ def read_failout_identity(run: RunDir) -> dict[str, Any]:
             f"{shorten(str(run.path))}: no failout run (no such folder; train it with "
             "snnas parity train RUN --method failout)"
         )
+    if not path.is_file():
+        raise CheckpointError(f"{shorten(str(run.path))}: not a failout run (no config.json)")
     config = run.read_json("config.json")
     if not isinstance(config, dict) or config.get("method") != METHOD:
         raise CheckpointError(f"{shorten(str(path))}: not a failout run")

@@ -176,6 +176,11 @@ def test_failout_and_failout_parity_through_the_cli(tmp_path, digits):
     ):
         refused = CliRunner().invoke(cli, ["parity", "train", str(run), *args, "--name", "x"])
         assert refused.exit_code == 2 and option in refused.output, (args, refused.output)
+    # A scored parity folder (eval.json, plots, backup.pt) still resumes.
+    more = CliRunner().invoke(
+        cli, ["parity", "train", str(run), "--resume", *fast[2:], "--epochs", "2"]
+    )
+    assert more.exit_code == 0, more.output
     # A folder of the other method is refused by name.
     wrong = CliRunner().invoke(cli, ["parity", "train", str(run), "--name", "failout", "--resume"])
     assert wrong.exit_code == 1 and "holds a failout run" in wrong.output
