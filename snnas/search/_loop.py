@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ from snnas.search._plots import plot_pareto, plot_search_curve
 from snnas.search._record import StudyRecorder
 from snnas.search._reward import (
     DEPLOY_CALIB_IMAGES,
+    Constraints,
+    Objective,
     PolicyScorer,
     calibration_images,
     make_reward,
@@ -36,6 +38,7 @@ from snnas.search._reward import (
     split_tensors,
 )
 from snnas.search.strategies import Strategy, make_strategy
+from snnas.search.strategies._base import strategy_base
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator
 from snnas.train._trainer import StepSchedule
@@ -76,11 +79,51 @@ def _batches_from(
         epoch, skip = epoch + 1, 0
 
 
+def build_strategy(
+    space: SearchSpace,
+    config: SearchConfig,
+    strategy: str | Strategy | object,
+    seed: int = 0,
+    objective: Objective | None = None,
+) -> Strategy:
+    """The search's strategy: a registered name (its ``[strategy.<name>]`` options from
+    ``config``), an object a registered strategy wraps (any Optuna sampler instance), or a
+    ready :class:`Strategy`; with ``config``'s constraints set on it. In ``pareto`` mode an
+    Optuna study gets 2 objectives, 3 with a user ``objective``."""
+    multi = config.reward == "pareto"
+    base = strategy_base(strategy)
+    options = dict(config.strategy.get(base, {})) if isinstance(strategy, str) and base else {}
+    if multi and base == "optuna":
+        options.setdefault("objectives", 3 if objective is not None else 2)
+    built = make_strategy(strategy, space, seed, **options)
+    if multi and not built.multi_objective:
+        raise ConfigError(
+            None,
+            "reward.mode",
+            "a single-objective mode for strategy "
+            f"{built.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
+            "pareto",
+        )
+    constraints = Constraints.from_config(space, config)
+    if constraints is not None:
+        no_comm = space.no_communication_policy()
+        if constraints.violation(no_comm) > 0:
+            ratio, ms = constraints.measures(no_comm)
+            raise ConfigError(
+                None,
+                "constraints",
+                "budgets that at least the no-communication policy meets",
+                f"<its ratio {ratio:g}, latency {ms if ms is None else round(ms, 4)} ms>",
+            )
+        built.set_constraint(constraints.violation)
+    return built
+
+
 def run_search(
     space: SearchSpace,
     data: DataSplits,
     config: SearchConfig,
-    strategy_name: str,
+    strategy_name: str | Strategy | object,
     run: RunDir,
     *,
     seed: int = 0,
@@ -89,24 +132,24 @@ def run_search(
     storage: str | None = None,
     study: str | None = None,
     progress: Progress | None = None,
+    objective: Objective | Callable[[Policy], float] | None = None,
 ) -> SearchResult:
-    """Run (or resume) a search; write the run folder; return the summary."""
+    """Run (or resume) a search; write the run folder; return the summary.
+
+    ``strategy_name`` is a registered name (``"optuna:tpe"``), any Optuna sampler instance,
+    or a ready :class:`Strategy` of ``space``. ``objective`` is a user objective
+    (:class:`Objective`, or a bare callable: minimised with weight 1), for the
+    ``penalized`` and ``pareto`` modes. ``config``'s constraints make policies over a
+    budget infeasible: never selected.
+    """
     accel = accel or Accelerator.pick()
     data.check_space(space)
     check_no_degraded(space, config)
     multi = config.reward == "pareto"
-    options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
-    if multi and strategy_name.startswith("optuna"):
-        options.setdefault("objectives", 2)
-    strategy = make_strategy(strategy_name, space, seed, **options)
-    if multi and not strategy.multi_objective:
-        raise ConfigError(
-            None,
-            "reward.mode",
-            "a single-objective mode for strategy "
-            f"{strategy.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
-            "pareto",
-        )
+    if objective is not None and not isinstance(objective, Objective):
+        objective = Objective(objective)
+    strategy = build_strategy(space, config, strategy_name, seed, objective)
+    constraints = Constraints.from_config(space, config)
     if config.strategy_steps % strategy.batch_size:
         raise ConfigError(
             None,
@@ -115,7 +158,17 @@ def run_search(
             "policies are scored on one minibatch",
             config.strategy_steps,
         )
-    reward_of = make_reward(config)
+    reward_of = make_reward(config, objective)
+    user_values: dict[tuple[int, ...], float] = {}
+
+    def user_value(policy: Policy) -> float | None:
+        """The user objective's value of ``policy`` (called once per distinct policy)."""
+        if objective is None:
+            return None
+        key = space.encode(policy)
+        if key not in user_values:
+            user_values[key] = objective(policy)
+        return user_values[key]
 
     torch.manual_seed(seed)
     model = accel.prepare(SepResNeXt(space))
@@ -135,6 +188,8 @@ def run_search(
         "dataset": data.name,
         "config": config.to_json(),
     }
+    if objective is not None:  # only then: older checkpoints keep their identity
+        identity["objective"] = objective.to_json()
     state: dict[str, Any] = {
         "iteration": 0,
         "events": [],
@@ -163,6 +218,9 @@ def run_search(
             schedule = StepSchedule.from_fractions(
                 config.lr, config.milestones, train_steps * started
             )
+    for event in state["events"]:  # values measured before the interruption
+        if "objective" in event:
+            user_values[space.encode(event["policy"])] = event["objective"]
     run.write_json(
         "config.json",
         {
@@ -203,23 +261,27 @@ def run_search(
             tic = time.perf_counter()
             acc = scorer.accuracy(policy, batch=minibatch)
             ratio = scorer.ratio(policy)
-            reward = reward_of(acc, ratio)
+            user = user_value(policy)
+            reward = reward_of(acc, ratio, user=user)
             (strategy.tell if phase == "strategy" else strategy.observe)(policy, reward)
             scalar = acc if isinstance(reward, tuple) else reward
-            events.append(
-                {
-                    "index": len(events),
-                    "iteration": iteration,
-                    "phase": phase,
-                    "strategy": strategy.label,
-                    "policy": policy_json(policy),
-                    "reward": scalar,
-                    "accuracy": acc,
-                    "comm_ratio": ratio,
-                    "minibatch": minibatch % len(scorer.batches),
-                    "time_s": time.perf_counter() - tic,
-                }
-            )
+            event = {
+                "index": len(events),
+                "iteration": iteration,
+                "phase": phase,
+                "strategy": strategy.label,
+                "policy": policy_json(policy),
+                "reward": scalar,
+                "accuracy": acc,
+                "comm_ratio": ratio,
+                "minibatch": minibatch % len(scorer.batches),
+                "time_s": time.perf_counter() - tic,
+            }
+            if user is not None:
+                event["objective"] = user
+            if constraints is not None:
+                event["violation"] = constraints.violation(policy)
+            events.append(event)
             out.append(scalar)
         stats = strategy.stats()
         if stats and stats.get("update") != logged["update"]:
@@ -300,8 +362,9 @@ def run_search(
             progress("iteration", iteration + 1, config.iterations, {"best": best})
 
     return _finish(
-        space, data, config, strategy, model, scorer, run, accel, state, recorder, progress
-    )
+        space, data, config, strategy, model, scorer, run, accel, state, recorder, progress,
+        reward_of, user_value, constraints,
+    )  # fmt: skip
 
 
 def check_no_degraded(space: SearchSpace, config: SearchConfig) -> None:
@@ -356,16 +419,28 @@ def _finish(
     state: dict[str, Any],
     recorder: StudyRecorder,
     progress: Progress | None,
+    reward_of: Callable[..., Any],
+    user_value: Callable[[Policy], float | None],
+    constraints: Constraints | None,
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
     # Candidates: the ``rescore`` distinct policies with the best search rewards. Each is
     # re-scored with the final shared weights and the deployable score (batch norm
     # recalibrated for the policy, eval mode) on the whole validation split; the top-k and
-    # the selected policy come from those scores, not from single-minibatch maxima.
+    # the selected policy come from those scores, not from single-minibatch maxima. Within
+    # constraints, only feasible policies are candidates.
+    feasible = [e for e in events if e.get("violation", 0.0) <= 0]
+    if constraints is not None and not feasible:
+        no_comm = space.no_communication_policy()
+        raise TrainingError(
+            f"no evaluated policy met the constraints {constraints.to_json()}; the "
+            f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
+            "budget of evaluations or loosen the constraints"
+        )
     seen: set[tuple[int, ...]] = set()
     candidates: list[dict[str, Any]] = []
-    for event in sorted(events, key=lambda e: (-e["reward"], e["index"])):
+    for event in sorted(feasible, key=lambda e: (-e["reward"], e["index"])):
         code = space.encode(event["policy"])
         if code not in seen:
             seen.add(code)
@@ -377,23 +452,24 @@ def _finish(
         space, model, *split_tensors(data, "val"), accel,
         batch_size=config.eval_batch_size, calibration=calibration,
     )  # fmt: skip
-    reward_of = make_reward(config)
     rescored = []
     for i, event in enumerate(candidates):
         policy = space.validate(event["policy"])
         acc = deployable.accuracy(policy)
         ratio = deployable.ratio(policy)
-        reward = reward_of(acc, ratio)
-        rescored.append(
-            {
-                "policy": event["policy"],
-                "val_acc": acc,
-                "comm_ratio": ratio,
-                "reward": acc if isinstance(reward, tuple) else reward,
-                "search_reward": event["reward"],
-                "event": event["index"],
-            }
-        )
+        user = user_value(policy)
+        reward = reward_of(acc, ratio, user=user)
+        record = {
+            "policy": event["policy"],
+            "val_acc": acc,
+            "comm_ratio": ratio,
+            "reward": acc if isinstance(reward, tuple) else reward,
+            "search_reward": event["reward"],
+            "event": event["index"],
+        }
+        if user is not None:
+            record["objective"] = user
+        rescored.append(record)
         if progress:
             progress("rescore", i + 1, len(candidates), {})
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
@@ -418,7 +494,7 @@ def _finish(
     test_acc = test.accuracy(best_policy)
     no_comm = space.no_communication_policy()
     # The front of the last iteration: its policies were all scored with the same weights.
-    last = [e for e in events if e["iteration"] == state["iteration"]]
+    last = [e for e in feasible if e["iteration"] == state["iteration"]]
     front = pareto_front([(e["accuracy"], e["comm_ratio"], e["index"]) for e in last])
     summary = {
         "space": space.name,
@@ -446,6 +522,11 @@ def _finish(
         "evaluation_time_s": sum(e["time_s"] for e in events),
         "storage": recorder.url,
     }
+    if constraints is not None:
+        summary["constraints"] = constraints.to_json()
+        summary["infeasible_evaluations"] = len(events) - len(feasible)
+    if "objective" in best:
+        summary["best_objective"] = best["objective"]
     run.write_json("summary.json", summary)
     plot_search_curve(events, run / "search_curve.png", f"{space.name}: {strategy.label}")
     plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}")
