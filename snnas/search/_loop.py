@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from snnas import __version__
 from snnas._run import Progress, RunDir
@@ -41,6 +40,7 @@ from snnas.search.strategies import Strategy, make_strategy
 from snnas.search.strategies._base import strategy_base
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator
+from snnas.train._dist import global_batch_norm, setup
 from snnas.train._trainer import StepSchedule
 
 __all__ = ["SearchResult", "check_no_degraded", "run_search"]
@@ -141,8 +141,16 @@ def run_search(
     (:class:`Objective`, or a bare callable: minimised with weight 1), for the
     ``penalized`` and ``pareto`` modes. ``config``'s constraints make policies over a
     budget infeasible: never selected.
+
+    Under torchrun (several processes, ``snnas.train._dist``) the shared-weight phase is
+    data-parallel: each rank trains on its shard of every global batch, under the policy
+    rank 0's strategy draws for that step (broadcast). Rank 0 alone runs the strategy,
+    scores policies, writes the run and the study; every rank returns rank 0's result.
     """
     accel = accel or Accelerator.pick()
+    ctx = setup(accel.device)
+    ctx.check_batch(config.batch_size, "search.batch_size")
+    seed = ctx.broadcast(seed)
     data.check_space(space)
     check_no_degraded(space, config)
     multi = config.reward == "pareto"
@@ -198,7 +206,8 @@ def run_search(
         "elapsed_s": 0.0,
         "minibatches": 0,  # validation minibatches used: one per update or phase-3 draw
     }
-    run.create()
+    if ctx.main:
+        run.create()
     if run.has_checkpoint(CHECKPOINT):
         if not resume:
             raise CheckpointError(
@@ -221,20 +230,28 @@ def run_search(
     for event in state["events"]:  # values measured before the interruption
         if "objective" in event:
             user_values[space.encode(event["policy"])] = event["objective"]
-    run.write_json(
-        "config.json",
-        {
-            **identity,
-            "versions": {"snnas": __version__, "torch": torch.__version__},
-            "space": space.to_json(),
-            # The space file itself, so fine-tuning and export rebuild the same space.
-            "space_toml": space.config.source,
-        },
-    )
+    if ctx.main:
+        run.write_json(
+            "config.json",
+            {
+                **identity,
+                "world_size": ctx.world_size,
+                "versions": {"snnas": __version__, "torch": torch.__version__},
+                "space": space.to_json(),
+                # The space file itself, so fine-tuning and export rebuild the same space.
+                "space_toml": space.config.source,
+            },
+        )
+    trained = ctx.wrap(model, accel.device)  # rank 0's weights on every rank
 
     worker = f"{run.path.name}/s{seed}"
-    recorder = StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
-    recorder.sync(state["events"])
+    recorder = (
+        StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
+        if ctx.main
+        else None
+    )
+    if recorder is not None:
+        recorder.sync(state["events"])
     val_x, val_y = split_tensors(data, "val")
     scorer = PolicyScorer(
         space,
@@ -299,15 +316,21 @@ def run_search(
         for step in range(train_steps):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(first + step)
-            x, y = accel.batch(*next(batches))
-            with accel.autocast():
-                loss = F.cross_entropy(model(x, strategy.sample_for_training()), y)
+            x, y = next(batches)
+            count = len(y)  # the global batch; this rank trains on its shard
+            x, y = accel.batch(*ctx.shard(x, y))
+            # Every rank trains the policy rank 0's strategy draws: one supernet.
+            policy = ctx.broadcast(strategy.sample_for_training() if ctx.main else None)
+            with global_batch_norm(model, ctx), accel.autocast():
+                loss = ctx.loss(trained(x, policy), y, count)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with global_batch_norm(model, ctx):
+                loss.backward()
             optimizer.step()
-            loss_sum += loss.detach()
-            if progress and (step % 20 == 19 or step + 1 == train_steps):
+            loss_sum += loss.detach() / ctx.world_size  # summed over the ranks: the mean
+            if progress and ctx.main and (step % 20 == 19 or step + 1 == train_steps):
                 progress("train", step + 1, train_steps, {"iteration": iteration + 1})
+        (loss_sum,) = ctx.sum(loss_sum)
         if not math.isfinite(float(loss_sum)):
             # One sync per iteration; the checkpoint of the iteration before stays as it was.
             raise TrainingError(
@@ -322,6 +345,8 @@ def run_search(
                 "lr": schedule(first + max(train_steps - 1, 0)),  # at the iteration's last step
             }
         )
+        if not ctx.main:  # rank 0 alone: the strategy, the scores and the run's files
+            continue
         # Phase 2: the strategy learns; each update's policies share one minibatch.
         chunk = strategy.batch_size
         for step in range(0, config.strategy_steps, chunk):
@@ -352,7 +377,8 @@ def run_search(
             },
         )
         _write_logs(run, state)
-        recorder.sync(events)
+        if recorder is not None:
+            recorder.sync(events)
         best = max(e["reward"] for e in events)
         run.write_json(
             "progress.json",
@@ -361,9 +387,14 @@ def run_search(
         if progress:
             progress("iteration", iteration + 1, config.iterations, {"best": best})
 
-    return _finish(
-        space, data, config, strategy, model, scorer, run, accel, state, recorder, progress,
-        reward_of, user_value, constraints,
+    if recorder is None:  # not rank 0: its result, once it has finished
+        result: SearchResult = ctx.broadcast(None)
+        return result
+    return ctx.broadcast(
+        _finish(
+            space, data, config, strategy, model, scorer, run, accel, state, recorder,
+            progress, reward_of, user_value, constraints,
+        )
     )  # fmt: skip
 
 

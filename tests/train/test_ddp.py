@@ -111,3 +111,75 @@ def test_a_process_group_of_one_changes_nothing(tmp_path, space, digits, monkeyp
     config = default_config("supernet", "digits", epochs=1, batch_size=128, eval_policies=2, lr=LR)
     result = train(space, digits, config, RunDir(tmp_path / "r"), accel=CPU)
     assert result.metrics["world_size"] == 1 and not torch.distributed.is_initialized()
+
+
+SEARCH_SETS = [
+    "search.iterations=2", "search.train_steps=3", "search.strategy_steps=2",
+    "search.samples=2", "search.topk=2", "search.rescore=3", "search.batch_size=64",
+    "search.lr=0.01",
+]  # fmt: skip
+
+
+def test_the_search_shared_weight_phase_runs_on_two_processes(tmp_path, space, digits):
+    """``torchrun --nproc-per-node 2 -m snnas search``: one run, the same policies (random
+    search draws them from its seed alone) and the same shared weights as one process."""
+    from snnas.search import load_search_config, run_search
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    sets = [a for s in SEARCH_SETS for a in ("--set", s)]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "-m", "snnas", "search", str(TINY_SPACE), "--strategy", "random", *sets,
+        "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--name", "two",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["two"]
+    assert done.stdout.count("best policy:") == 1
+    two = RunDir(tmp_path / "runs" / "two")
+    assert two.read_json("config.json")["world_size"] == 2
+    config = load_search_config("digits", None, SEARCH_SETS)
+    run_search(space, digits, config, "random", RunDir(tmp_path / "one"), accel=CPU)
+    one = RunDir(tmp_path / "one")
+    a, b = two.read_jsonl("events.jsonl"), one.read_jsonl("events.jsonl")
+    assert [e["policy"] for e in a] == [e["policy"] for e in b]
+    wa, wb = two.load_checkpoint("last.pt")["model"], one.load_checkpoint("last.pt")["model"]
+    worst = max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wb)
+    assert worst < TOLERANCE, worst
+    la, lb = two.read_jsonl("iterations.jsonl"), one.read_jsonl("iterations.jsonl")
+    assert [r["train_loss"] for r in la] == pytest.approx([r["train_loss"] for r in lb], abs=1e-6)
+
+
+def test_fine_tuning_runs_on_two_processes(tmp_path, space, digits):
+    """``torchrun --nproc-per-node 2 -m snnas finetune RUN``: one fine-tuning written, whose
+    weights match the 1-process fine-tuning of the same search."""
+    import shutil
+
+    from snnas.search import load_search_config, run_search
+    from snnas.search._artifacts import load_search_run
+    from snnas.train._finetune import FinetuneConfig, finetune
+
+    config = load_search_config("digits", None, SEARCH_SETS[:1] + SEARCH_SETS[2:])
+    run_search(space, digits, config, "random", RunDir(tmp_path / "runs" / "s"), accel=CPU)
+    shutil.copytree(tmp_path / "runs" / "s", tmp_path / "one")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "-m", "snnas", "finetune", "s", "--epochs", "1", "--lr", "0.01", "--batch-size",
+        "128", "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("validation accuracy") == 1
+    two = RunDir(tmp_path / "runs" / "s" / "finetune")
+    assert two.read_json("final.json")["world_size"] == 2
+    search = load_search_run(RunDir(tmp_path / "one"))
+    ft = FinetuneConfig(epochs=1, lr=0.01, batch_size=128)
+    one = RunDir(tmp_path / "one" / "finetune")
+    finetune(search.space, digits, search.policy, search.weights, ft, one, accel=CPU)
+    wa, wb = two.load_checkpoint("last.pt")["model"], one.load_checkpoint("last.pt")["model"]
+    worst = max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wb)
+    assert worst < TOLERANCE, worst
+    assert two.read_json("final.json")["val_acc"] == one.read_json("final.json")["val_acc"]
