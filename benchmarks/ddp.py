@@ -12,7 +12,9 @@ Figures (see benchmarks/README.md):
 
 Each run is ``python -m snnas train SPACE --epochs 1`` (through ``torchrun
 --nproc-per-node N`` for the parallel one) into a temporary runs folder. On a GPU machine:
-``python benchmarks/ddp.py --device cuda --nproc 2 --json``.
+``python benchmarks/ddp.py --device cuda --nproc 2 --json``. ``--lr 0.01`` shows the two
+supernets agreeing; at the default lr 0.1 the first steps amplify the last-bit differences
+of the global batch-norm sums (docs/supernet.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def _train(nproc: int, args: argparse.Namespace, runs: Path) -> dict[str, Any]:
              "--json"]  # fmt: skip
     if args.batch_size:
         snnas += ["--batch-size", str(args.batch_size)]
+    if args.lr:
+        snnas += ["--lr", str(args.lr)]
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
@@ -65,6 +69,7 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="default: the space's recipe")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -79,6 +84,7 @@ def main() -> None:
     out = {
         "nproc": n,
         "device": args.device,
+        "lr": args.lr,
         "torch": torch.__version__,
         "time_s_1": one["metrics"]["time_s"],
         f"time_s_{n}": many["metrics"]["time_s"],
