@@ -125,7 +125,7 @@ class SearchJob:
         name: str | None = None,
         runs_dir: str | Path = "runs",
         overrides: Mapping[str, Any] | Sequence[str] | None = None,
-        strategy: str | None = None,
+        strategy: str | object | None = None,
         resume: bool = False,
         dataset: str = "digits",
         data_dir: str | Path | None = None,
@@ -135,21 +135,21 @@ class SearchJob:
         device: str | None = None,
         storage: str | None = None,
         study: str | None = None,
+        objective: Any = None,
     ) -> None:
         from snnas.data import load_for_space
-        from snnas.search import load_search_config, make_strategy
-        from snnas.search._loop import CHECKPOINT, check_no_degraded
+        from snnas.search import load_search_config
+        from snnas.search._loop import CHECKPOINT, build_strategy, check_no_degraded
+        from snnas.search._protective import searched_space
         from snnas.search._record import check_study
+        from snnas.search._reward import Objective
         from snnas.search.strategies._base import check_name
         from snnas.train import Accelerator
 
         strategy = strategy if strategy is not None else "reinforce"
-        if not isinstance(strategy, str):
-            raise UsageError(
-                "strategy", "a registered strategy name (see snnas list)", type(strategy).__name__
-            )
         # Option values first (usage errors), then files, then data.
-        check_name(strategy)
+        if isinstance(strategy, str):
+            check_name(strategy)
         if name is not None:
             resolve_run(runs_dir, name)
         if study is not None:
@@ -157,20 +157,12 @@ class SearchJob:
         if not isinstance(space, SearchSpace):
             space = load_space(space)
         config = load_search_config(dataset, config_file, override_items(overrides))
-        # A bad strategy option, or a space with nothing to search, before loading data;
-        # and the refusals run_search makes once it starts, before anything is said.
-        options = dict(config.strategy.get(strategy.split(":")[0], {}))
-        if config.reward == "pareto" and strategy.startswith("optuna"):
-            options.setdefault("objectives", 2)
-        built = make_strategy(strategy, space, seed, **options)
-        if config.reward == "pareto" and not built.multi_objective:
-            raise ConfigError(
-                None,
-                "reward.mode",
-                "a single-objective mode for strategy "
-                f"{built.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
-                "pareto",
-            )
+        if objective is not None and not isinstance(objective, Objective):
+            objective = Objective(objective)
+        # A bad strategy (or option), or a space with nothing to search, before loading data;
+        # and the refusals run_search makes once it starts, before anything is said. A
+        # strategy instance (a Strategy, or any Optuna sampler) goes through the same checks.
+        built = build_strategy(searched_space(space), config, strategy, seed, objective)
         if config.strategy_steps % built.batch_size:
             raise ConfigError(
                 None,
@@ -180,17 +172,18 @@ class SearchJob:
                 config.strategy_steps,
             )
         check_no_degraded(space, config)  # a parity space's third objective: compare only
-        label = strategy.replace(":", "-")
+        label = (strategy if isinstance(strategy, str) else built.label).replace(":", "-")
         self.run_dir = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
         self.run_dir.check_resume(CHECKPOINT, resume, "search")
-        if resume:  # a checkpoint that cannot be resumed is refused before data is loaded
-            from snnas.search._resume import preflight
+        if resume and isinstance(strategy, str):  # refused before data is loaded (an
+            from snnas.search._resume import preflight  # instance: when run_search resumes)
 
             preflight(self.run_dir, CHECKPOINT, space, config, strategy, seed)
         self.accel = Accelerator.pick(device)
         self.data = load_for_space(dataset, space, data_dir, download)
         self.space, self.config, self.strategy = space, config, strategy
         self.seed, self.resume, self.storage, self.study = seed, resume, storage, study
+        self.objective = objective
 
     @property
     def path(self) -> Path:
@@ -218,6 +211,7 @@ class SearchJob:
             storage=self.storage,
             study=self.study,
             progress=progress,
+            objective=self.objective,
         )
         return SearchRun(self.run_dir.path, self.space, result.best_policy, result.summary)
 
@@ -228,7 +222,7 @@ def search(
     name: str,
     runs_dir: str | Path = "runs",
     overrides: Mapping[str, Any] | Sequence[str] | None = None,
-    strategy: str | None = None,
+    strategy: str | object | None = None,
     resume: bool = False,
     dataset: str = "digits",
     data_dir: str | Path | None = None,
@@ -238,6 +232,7 @@ def search(
     device: str | None = None,
     storage: str | None = None,
     study: str | None = None,
+    objective: Any = None,
     progress: Progress | None = None,
     verbose: bool = False,
 ) -> SearchRun:
@@ -250,7 +245,9 @@ def search(
         overrides: Settings as ``snnas search --set`` takes them, e.g.
             ``{"search.iterations": 1}`` (or a list of ``"KEY=VALUE"`` strings).
         strategy: A registered strategy name (``reinforce`` when ``None``, ``random``,
-            ``evolution``, ``optuna:tpe``, ...; see ``snnas list``).
+            ``evolution``, ``optuna:tpe``, ...; see ``snnas list``), any Optuna sampler
+            instance (e.g. ``optuna.samplers.TPESampler(seed=1)``), or a ready
+            :class:`~snnas.search.strategies.Strategy` of the space.
         resume: Continue the run from its last checkpoint (a run is never started over
             silently: without ``resume`` an existing run is refused).
         dataset: ``digits`` (bundled), ``fashion-mnist``, ``cifar10`` or ``cifar100``.
@@ -261,6 +258,9 @@ def search(
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default: a GPU when present).
         storage: An Optuna storage URL shared by workers (default: a journal file in the run).
         study: The Optuna study's name (default: the run name).
+        objective: A user objective scored per policy (a callable ``policy -> float``,
+            minimised, or a :class:`snnas.search._reward.Objective`), combined with the
+            built-in objectives in the ``penalized`` and ``pareto`` modes (docs/search.md).
         progress: Called as ``progress(phase, done, total, info)`` while it works.
         verbose: Draw rich progress bars on stderr (when no ``progress`` is given).
 
@@ -286,6 +286,7 @@ def search(
         device=device,
         storage=storage,
         study=study,
+        objective=objective,
     )
     with reporting(progress, verbose, "search") as report:
         return job.run(report)

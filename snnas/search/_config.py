@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from snnas._numbers import Range
-from snnas.errors import UsageError
+from snnas.errors import SnnasError, UsageError
 from snnas.space._toml import TomlSource
 
 __all__ = [
@@ -65,6 +65,12 @@ class SearchConfig:
     calib_images: int = 256
     rescore: int = 30  # candidates (best search rewards) re-scored at the end; topk of them kept
     strategy: dict[str, Any] = field(default_factory=dict)  # {strategy name: {option: value}}
+    # Constraints ([constraints], docs/search.md): budgets a selected policy must meet,
+    # from the cost model. None: no budget. A policy over a budget is infeasible: never
+    # selected, and steered away from by every strategy (not a penalty on the reward).
+    max_comm_ratio: float | None = None  # live communication ratio (of the all-reduce's)
+    max_latency_ms: float | None = None  # simulated latency of one image on latency_profile
+    latency_profile: str | None = None  # a shipped device profile's name or a .toml file
 
     @property
     def budget_or_default(self) -> float:
@@ -97,7 +103,7 @@ def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Keys added after the first released configuration, with the default older runs had.
-_ADDED = ("degraded", "unavailability")
+_ADDED = ("degraded", "unavailability", "max_comm_ratio", "max_latency_ms", "latency_profile")
 
 #: Digits quickstart: 1,200 training steps (30 epochs) and 600 evaluations in all. A reward
 #: is the accuracy on the whole validation split (180 images): smaller minibatches made the
@@ -160,6 +166,12 @@ _SECTIONS = {
         "rescore",
     ),
     "reward": ("mode", "lambda", "budget", "penalty", "degraded", "unavailability"),
+    "constraints": ("comm_ratio", "latency_ms", "profile"),
+}
+_CONSTRAINT_FIELDS = {
+    "comm_ratio": "max_comm_ratio",
+    "latency_ms": "max_latency_ms",
+    "profile": "latency_profile",
 }
 _STRATEGY_TABLES = ("reinforce", "random", "evolution", "optuna")
 _REWARD_FIELDS = {
@@ -190,9 +202,13 @@ RANGES: dict[str, Range] = {
     "unavailability": Range(0, 1),
     "calib_images": Range(1, 1_000_000, integer=True),
     "rescore": Range(1, 10_000, integer=True),
+    "max_comm_ratio": Range(0, 100),
+    "max_latency_ms": Range(0, 1e9, low_open=True),
 }
 _MILESTONE = Range(0, 1)
 _MAX_MILESTONES = 16
+#: Numeric settings whose default is None (unset): a number given is a float.
+_OPTIONAL = ("budget", "max_comm_ratio", "max_latency_ms")
 #: One part of a --set key: a TOML bare key.
 _KEY_PART = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -209,7 +225,11 @@ def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> An
         if problem is not None:
             found = value if type(value) in (int, float) else src.found(value)
             raise src.error(key, problem, found)
-        return float(value) if isinstance(current, float) or name == "budget" else value
+        return float(value) if isinstance(current, float) or name in _OPTIONAL else value
+    if name == "latency_profile":
+        if not isinstance(value, str) or not value or len(value) > 4096:
+            raise src.error(key, "a device profile's name or a .toml file", src.found(value))
+        return value
     if isinstance(current, tuple):  # milestones
         if (
             not isinstance(value, list)
@@ -234,13 +254,14 @@ def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> An
 def _apply(src: TomlSource, config: SearchConfig, data: dict[str, Any]) -> SearchConfig:
     from snnas.search.strategies._base import option_problem
 
-    src.check_keys(data, "", ("search", "reward", "strategy"))
+    src.check_keys(data, "", ("search", "reward", "constraints", "strategy"))
     changes: dict[str, Any] = {}
     for section, allowed in _SECTIONS.items():
         table = src.table(data, section)
         src.check_keys(table, section, allowed)
         for key, value in table.items():
-            name = _REWARD_FIELDS.get(key, key) if section == "reward" else key
+            fields_of = {"reward": _REWARD_FIELDS, "constraints": _CONSTRAINT_FIELDS}
+            name = fields_of.get(section, {}).get(key, key)
             changes[name] = _typed(src, f"{section}.{key}", name, value, getattr(config, name))
     strategy = {name: dict(options) for name, options in config.strategy.items()}
     table = src.table(data, "strategy")
@@ -263,6 +284,23 @@ def _validate(src: TomlSource, config: SearchConfig) -> None:
         raise src.error("search.scoring", f"one of {', '.join(SCORING)}", config.scoring)
     if config.reward not in REWARD_MODES:
         raise src.error("reward.mode", f"one of {', '.join(REWARD_MODES)}", config.reward)
+    if config.max_latency_ms is not None and config.latency_profile is None:
+        raise src.error(
+            "constraints.profile",
+            "a device profile with constraints.latency_ms (the latency is simulated on it)",
+            "<unset>",
+        )
+    if config.latency_profile is not None:
+        from snnas.cost import PROFILES, get_profile  # networkx: only when a profile is set
+
+        try:
+            get_profile(config.latency_profile, option="constraints.profile")
+        except SnnasError as exc:
+            raise src.error(
+                "constraints.profile",
+                f"one of {', '.join(PROFILES)} or a readable .toml profile ({exc})",
+                config.latency_profile,
+            ) from None
     evolution = config.strategy.get("evolution", {})
     population, tournament = evolution.get("population", 20), evolution.get("tournament", 5)
     if tournament > population:

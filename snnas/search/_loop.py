@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from snnas import __version__
 from snnas._run import Progress, RunDir
@@ -30,6 +29,8 @@ from snnas.search._protective import searched_space
 from snnas.search._record import StudyRecorder
 from snnas.search._reward import (
     DEPLOY_CALIB_IMAGES,
+    Constraints,
+    Objective,
     PolicyScorer,
     calibration_images,
     make_reward,
@@ -38,8 +39,10 @@ from snnas.search._reward import (
 )
 from snnas.search._selection import candidates_to_rescore, select_on_pareto_front
 from snnas.search.strategies import Strategy, make_strategy
+from snnas.search.strategies._base import strategy_base
 from snnas.space import Policy, SearchSpace, policy_json
 from snnas.train import Accelerator
+from snnas.train._dist import global_batch_norm, setup
 from snnas.train._trainer import StepSchedule
 
 __all__ = ["SearchResult", "check_no_degraded", "run_search"]
@@ -78,11 +81,51 @@ def _batches_from(
         epoch, skip = epoch + 1, 0
 
 
+def build_strategy(
+    space: SearchSpace,
+    config: SearchConfig,
+    strategy: str | Strategy | object,
+    seed: int = 0,
+    objective: Objective | None = None,
+) -> Strategy:
+    """The search's strategy: a registered name (its ``[strategy.<name>]`` options from
+    ``config``), an object a registered strategy wraps (any Optuna sampler instance), or a
+    ready :class:`Strategy`; with ``config``'s constraints set on it. In ``pareto`` mode an
+    Optuna study gets 2 objectives, 3 with a user ``objective``."""
+    multi = config.reward == "pareto"
+    base = strategy_base(strategy)
+    options = dict(config.strategy.get(base, {})) if isinstance(strategy, str) and base else {}
+    if multi and base == "optuna":
+        options.setdefault("objectives", 3 if objective is not None else 2)
+    built = make_strategy(strategy, space, seed, **options)
+    if multi and not built.multi_objective:
+        raise ConfigError(
+            None,
+            "reward.mode",
+            "a single-objective mode for strategy "
+            f"{built.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
+            "pareto",
+        )
+    constraints = Constraints.from_config(space, config)
+    if constraints is not None:
+        no_comm = space.no_communication_policy()
+        if constraints.violation(no_comm) > 0:
+            ratio, ms = constraints.measures(no_comm)
+            raise ConfigError(
+                None,
+                "constraints",
+                "budgets that at least the no-communication policy meets",
+                f"<its ratio {ratio:g}, latency {ms if ms is None else round(ms, 4)} ms>",
+            )
+        built.set_constraint(constraints.violation)
+    return built
+
+
 def run_search(
     space: SearchSpace,
     data: DataSplits,
     config: SearchConfig,
-    strategy_name: str,
+    strategy_name: str | Strategy | object,
     run: RunDir,
     *,
     seed: int = 0,
@@ -91,26 +134,34 @@ def run_search(
     storage: str | None = None,
     study: str | None = None,
     progress: Progress | None = None,
+    objective: Objective | Callable[[Policy], float] | None = None,
 ) -> SearchResult:
-    """Run (or resume) a search; write the run folder; return the summary."""
+    """Run (or resume) a search; write the run folder; return the summary.
+
+    ``strategy_name`` is a registered name (``"optuna:tpe"``), any Optuna sampler instance,
+    or a ready :class:`Strategy` of ``space``. ``objective`` is a user objective
+    (:class:`Objective`, or a bare callable: minimised with weight 1), for the
+    ``penalized`` and ``pareto`` modes. ``config``'s constraints make policies over a
+    budget infeasible: never selected.
+
+    Under torchrun (several processes, ``snnas.train._dist``) the shared-weight phase is
+    data-parallel: each rank trains on its shard of every global batch, under the policy
+    rank 0's strategy draws for that step (broadcast). Rank 0 alone runs the strategy,
+    scores policies, writes the run and the study; every rank returns rank 0's result.
+    """
     accel = accel or Accelerator.pick()
+    ctx = setup(accel.device)
+    ctx.check_batch(config.batch_size, "search.batch_size")
+    seed = ctx.broadcast(seed)
     data.check_space(space)
     check_no_degraded(space, config)
     multi = config.reward == "pareto"
-    options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
-    if multi and strategy_name.startswith("optuna"):
-        options.setdefault("objectives", 2)
+    if objective is not None and not isinstance(objective, Objective):
+        objective = Objective(objective)
     # The reward never scores parity decisions here (check_no_degraded): they are fixed to
     # the most protective choice rather than sampled without signal.
-    strategy = make_strategy(strategy_name, searched_space(space), seed, **options)
-    if multi and not strategy.multi_objective:
-        raise ConfigError(
-            None,
-            "reward.mode",
-            "a single-objective mode for strategy "
-            f"{strategy.label!r} (pareto needs reinforce, optuna:nsga2, optuna:tpe or random)",
-            "pareto",
-        )
+    strategy = build_strategy(searched_space(space), config, strategy_name, seed, objective)
+    constraints = Constraints.from_config(space, config)
     if config.strategy_steps % strategy.batch_size:
         raise ConfigError(
             None,
@@ -119,7 +170,17 @@ def run_search(
             "policies are scored on one minibatch",
             config.strategy_steps,
         )
-    reward_of = make_reward(config)
+    reward_of = make_reward(config, objective)
+    user_values: dict[tuple[int, ...], float] = {}
+
+    def user_value(policy: Policy) -> float | None:
+        """The user objective's value of ``policy`` (called once per distinct policy)."""
+        if objective is None:
+            return None
+        key = space.encode(policy)
+        if key not in user_values:
+            user_values[key] = objective(policy)
+        return user_values[key]
 
     torch.manual_seed(seed)
     model = accel.prepare(SepResNeXt(space))
@@ -139,6 +200,8 @@ def run_search(
         "dataset": data.name,
         "config": config.to_json(),
     }
+    if objective is not None:  # only then: older checkpoints keep their identity
+        identity["objective"] = objective.to_json()
     state: dict[str, Any] = {
         "iteration": 0,
         "events": [],
@@ -147,7 +210,8 @@ def run_search(
         "elapsed_s": 0.0,
         "minibatches": 0,  # validation minibatches used: one per update or phase-3 draw
     }
-    run.create()
+    if ctx.main:
+        run.create()
     if run.has_checkpoint(CHECKPOINT):
         if not resume:
             raise CheckpointError(
@@ -167,20 +231,31 @@ def run_search(
             schedule = StepSchedule.from_fractions(
                 config.lr, config.milestones, train_steps * started
             )
-    run.write_json(
-        "config.json",
-        {
-            **identity,
-            "versions": {"snnas": __version__, "torch": torch.__version__},
-            "space": space.to_json(),
-            # The space file itself, so fine-tuning and export rebuild the same space.
-            "space_toml": space.config.source,
-        },
-    )
+    for event in state["events"]:  # values measured before the interruption
+        if "objective" in event:
+            user_values[space.encode(event["policy"])] = event["objective"]
+    if ctx.main:
+        run.write_json(
+            "config.json",
+            {
+                **identity,
+                "world_size": ctx.world_size,
+                "versions": {"snnas": __version__, "torch": torch.__version__},
+                "space": space.to_json(),
+                # The space file itself, so fine-tuning and export rebuild the same space.
+                "space_toml": space.config.source,
+            },
+        )
+    trained = ctx.wrap(model, accel.device)  # rank 0's weights on every rank
 
     worker = f"{run.path.name}/s{seed}"
-    recorder = StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
-    recorder.sync(state["events"])
+    recorder = (
+        StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
+        if ctx.main
+        else None
+    )
+    if recorder is not None:
+        recorder.sync(state["events"])
     val_x, val_y = split_tensors(data, "val")
     scorer = PolicyScorer(
         space,
@@ -207,23 +282,27 @@ def run_search(
             tic = time.perf_counter()
             acc = scorer.accuracy(policy, batch=minibatch)
             ratio = scorer.ratio(policy)
-            reward = reward_of(acc, ratio)
+            user = user_value(policy)
+            reward = reward_of(acc, ratio, user=user)
             (strategy.tell if phase == "strategy" else strategy.observe)(policy, reward)
             scalar = acc if isinstance(reward, tuple) else reward
-            events.append(
-                {
-                    "index": len(events),
-                    "iteration": iteration,
-                    "phase": phase,
-                    "strategy": strategy.label,
-                    "policy": policy_json(policy),
-                    "reward": scalar,
-                    "accuracy": acc,
-                    "comm_ratio": ratio,
-                    "minibatch": minibatch % len(scorer.batches),
-                    "time_s": time.perf_counter() - tic,
-                }
-            )
+            event = {
+                "index": len(events),
+                "iteration": iteration,
+                "phase": phase,
+                "strategy": strategy.label,
+                "policy": policy_json(policy),
+                "reward": scalar,
+                "accuracy": acc,
+                "comm_ratio": ratio,
+                "minibatch": minibatch % len(scorer.batches),
+                "time_s": time.perf_counter() - tic,
+            }
+            if user is not None:
+                event["objective"] = user
+            if constraints is not None:
+                event["violation"] = constraints.violation(policy)
+            events.append(event)
             out.append(scalar)
         stats = strategy.stats()
         if stats and stats.get("update") != logged["update"]:
@@ -241,15 +320,21 @@ def run_search(
         for step in range(train_steps):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(first + step)
-            x, y = accel.batch(*next(batches))
-            with accel.autocast():
-                loss = F.cross_entropy(model(x, strategy.sample_for_training()), y)
+            x, y = next(batches)
+            count = len(y)  # the global batch; this rank trains on its shard
+            x, y = accel.batch(*ctx.shard(x, y))
+            # Every rank trains the policy rank 0's strategy draws: one supernet.
+            policy = ctx.broadcast(strategy.sample_for_training() if ctx.main else None)
+            with global_batch_norm(model, ctx), accel.autocast():
+                loss = ctx.loss(trained(x, policy), y, count)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with global_batch_norm(model, ctx):
+                loss.backward()
             optimizer.step()
-            loss_sum += loss.detach()
-            if progress and (step % 20 == 19 or step + 1 == train_steps):
+            loss_sum += loss.detach() / ctx.world_size  # summed over the ranks: the mean
+            if progress and ctx.main and (step % 20 == 19 or step + 1 == train_steps):
                 progress("train", step + 1, train_steps, {"iteration": iteration + 1})
+        (loss_sum,) = ctx.sum(loss_sum)
         if not math.isfinite(float(loss_sum)):
             # One sync per iteration; the checkpoint of the iteration before stays as it was.
             raise TrainingError(
@@ -264,6 +349,8 @@ def run_search(
                 "lr": schedule(first + max(train_steps - 1, 0)),  # at the iteration's last step
             }
         )
+        if not ctx.main:  # rank 0 alone: the strategy, the scores and the run's files
+            continue
         # Phase 2: the strategy learns; each update's policies share one minibatch.
         chunk = strategy.batch_size
         for step in range(0, config.strategy_steps, chunk):
@@ -294,7 +381,8 @@ def run_search(
             },
         )
         _write_logs(run, state)
-        recorder.sync(events)
+        if recorder is not None:
+            recorder.sync(events)
         best = max(e["reward"] for e in events)
         run.write_json(
             "progress.json",
@@ -303,9 +391,15 @@ def run_search(
         if progress:
             progress("iteration", iteration + 1, config.iterations, {"best": best})
 
-    return _finish(
-        space, data, config, strategy, model, scorer, run, accel, state, recorder, progress
-    )
+    if recorder is None:  # not rank 0: its result, once it has finished
+        result: SearchResult = ctx.broadcast(None)
+        return result
+    return ctx.broadcast(
+        _finish(
+            space, data, config, strategy, model, scorer, run, accel, state, recorder,
+            progress, reward_of, user_value, constraints,
+        )
+    )  # fmt: skip
 
 
 def check_no_degraded(space: SearchSpace, config: SearchConfig) -> None:
@@ -360,37 +454,50 @@ def _finish(
     state: dict[str, Any],
     recorder: StudyRecorder,
     progress: Progress | None,
+    reward_of: Callable[..., Any],
+    user_value: Callable[[Policy], float | None],
+    constraints: Constraints | None,
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
     # Candidates: the ``rescore`` distinct policies with the best search rewards. Each is
     # re-scored with the final shared weights and the deployable score (batch norm
     # recalibrated for the policy, eval mode) on the whole validation split; the top-k and
-    # the selected policy come from those scores, not from single-minibatch maxima.
+    # the selected policy come from those scores, not from single-minibatch maxima. Within
+    # constraints, only feasible policies are candidates.
     multi = config.reward == "pareto"
-    candidates = candidates_to_rescore(space, events, config.rescore, multi)
+    feasible = [e for e in events if e.get("violation", 0.0) <= 0]
+    if constraints is not None and not feasible:
+        no_comm = space.no_communication_policy()
+        raise TrainingError(
+            f"no evaluated policy met the constraints {constraints.to_json()}; the "
+            f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
+            "budget of evaluations or loosen the constraints"
+        )
+    candidates = candidates_to_rescore(space, feasible, config.rescore, multi)
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
         batch_size=config.eval_batch_size, calibration=calibration,
     )  # fmt: skip
-    reward_of = make_reward(config)
     rescored = []
     for i, event in enumerate(candidates):
         policy = space.validate(event["policy"])
         acc = deployable.accuracy(policy)
         ratio = deployable.ratio(policy)
-        reward = reward_of(acc, ratio)
-        rescored.append(
-            {
-                "policy": event["policy"],
-                "val_acc": acc,
-                "comm_ratio": ratio,
-                "reward": acc if isinstance(reward, tuple) else reward,
-                "search_reward": event["reward"],
-                "event": event["index"],
-            }
-        )
+        user = user_value(policy)
+        reward = reward_of(acc, ratio, user=user)
+        record = {
+            "policy": event["policy"],
+            "val_acc": acc,
+            "comm_ratio": ratio,
+            "reward": acc if isinstance(reward, tuple) else reward,
+            "search_reward": event["reward"],
+            "event": event["index"],
+        }
+        if user is not None:
+            record["objective"] = user
+        rescored.append(record)
         if progress:
             progress("rescore", i + 1, len(candidates), {})
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
@@ -420,7 +527,7 @@ def _finish(
     test_acc = test.accuracy(best_policy)
     no_comm = space.no_communication_policy()
     # The front of the last iteration: its policies were all scored with the same weights.
-    last = [e for e in events if e["iteration"] == state["iteration"]]
+    last = [e for e in feasible if e["iteration"] == state["iteration"]]
     front = pareto_front([(e["accuracy"], e["comm_ratio"], e["index"]) for e in last])
     summary = {
         "space": space.name,
@@ -449,6 +556,11 @@ def _finish(
         "evaluation_time_s": sum(e["time_s"] for e in events),
         "storage": recorder.url,
     }
+    if constraints is not None:
+        summary["constraints"] = constraints.to_json()
+        summary["infeasible_evaluations"] = len(events) - len(feasible)
+    if "objective" in best:
+        summary["best_objective"] = best["objective"]
     run.write_json("summary.json", summary)
     plot_search_curve(events, run / "search_curve.png", f"{space.name}: {strategy.label}")
     plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}")

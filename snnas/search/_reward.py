@@ -4,23 +4,27 @@ the two-objective helpers (Pareto fronts, hypervolume, the additive epsilon indi
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from snnas.cost import communication, parity_cost
+from snnas.cost import communication, get_profile, latency, parity_cost
 from snnas.data import DataSplits
-from snnas.errors import ConfigError
+from snnas.errors import ConfigError, SnnasError, shorten
 from snnas.search._config import REWARD_MODES, SCORING, SearchConfig
 from snnas.search._pareto import epsilon_gap, hypervolume, pareto_front
 from snnas.search.strategies import Reward
-from snnas.space import SearchSpace
+from snnas.space import Policy, SearchSpace
 from snnas.train import Accelerator, evaluate
 
 __all__ = [
     "DEPLOY_CALIB_IMAGES",
+    "Constraints",
+    "Objective",
     "PolicyScorer",
     "calibration_images",
     "epsilon_gap",
@@ -39,29 +43,162 @@ _CHUNK = 256  # images per forward pass when recalibrating or scoring in eval mo
 
 RewardFn = Callable[..., Reward]
 
+#: Directions of a user objective.
+DIRECTIONS = ("minimize", "maximize")
 
-def make_reward(config: SearchConfig) -> RewardFn:
-    """The reward of ``config.reward`` as a function ``reward(acc, ratio, degraded=None)``.
+
+@dataclass(frozen=True)
+class Objective:
+    """A user objective: ``fn(policy)`` scores a policy (a measured on-device latency, an
+    energy estimate), combined with the built-in objectives (docs/search.md):
+
+    * ``penalized``: the reward is ``acc - lambda x ratio - weight x fn(policy)`` when
+      minimised (``+ weight x fn(policy)`` when maximised);
+    * ``pareto``: a third objective, ``(acc, ratio, gain)`` with ``gain = -fn(policy)`` when
+      minimised (every third coordinate is maximised), so the front is three-dimensional.
+
+    ``fn`` is called once per distinct policy (cached by the search) and must return a
+    finite number. ``name``, ``direction`` and ``weight`` are recorded with the run, and a
+    run resumes only with the same ones.
+    """
+
+    fn: Callable[[Policy], float] = field(compare=False)
+    name: str = "objective"
+    direction: str = "minimize"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ConfigError(None, "objective", "a callable fn(policy) -> float", self.fn)
+        if not isinstance(self.name, str) or not self.name.isprintable() or not self.name:
+            raise ConfigError(None, "objective.name", "a printable name", self.name)
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(None, "objective.direction", " or ".join(DIRECTIONS), self.direction)
+        if (
+            isinstance(self.weight, bool)
+            or not isinstance(self.weight, int | float)
+            or not math.isfinite(self.weight)
+            or self.weight < 0
+        ):
+            raise ConfigError(None, "objective.weight", "a finite number >= 0", self.weight)
+
+    def __call__(self, policy: Policy) -> float:
+        """``fn(policy)``, refused unless a finite number."""
+        value = self.fn(policy)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise SnnasError(
+                f"objective {self.name!r}: expected a finite number for policy "
+                f"{shorten(dict(policy), 200)}, found {shorten(value)}"
+            )
+        return float(value)
+
+    def gain(self, value: float) -> float:
+        """``value`` as a quantity to maximise."""
+        return -value if self.direction == "minimize" else value
+
+    def to_json(self) -> dict[str, Any]:
+        """What a run records of it (the function itself is not recorded)."""
+        return {"name": self.name, "direction": self.direction, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Budgets from ``[constraints]`` (``SearchConfig.max_comm_ratio``, ``max_latency_ms``
+    on ``latency_profile``), checked with the cost model. :meth:`violation` is 0 for a
+    feasible policy and otherwise the sum of each budget's relative excess (``(value -
+    budget) / budget``; a ratio budget of 0 counts the excess itself)."""
+
+    space: SearchSpace
+    max_comm_ratio: float | None = None
+    max_latency_ms: float | None = None
+    latency_profile: str | None = None
+    _cache: dict[tuple[int, ...], tuple[float, float | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def from_config(cls, space: SearchSpace, config: SearchConfig) -> Constraints | None:
+        """The constraints ``config`` sets, or ``None`` when it sets none."""
+        if config.max_comm_ratio is None and config.max_latency_ms is None:
+            return None
+        return cls(space, config.max_comm_ratio, config.max_latency_ms, config.latency_profile)
+
+    def measures(self, policy: Policy) -> tuple[float, float | None]:
+        """The policy's live communication ratio and, with a latency budget, its simulated
+        latency in milliseconds (cached per policy)."""
+        key = self.space.encode(policy)
+        if key not in self._cache:
+            ratio = communication(self.space, policy).live_ratio
+            ms = None
+            if self.max_latency_ms is not None:
+                profile = get_profile(self.latency_profile or "", option="constraints.profile")
+                ms = 1e3 * latency(self.space, policy, profile).latency_s
+            self._cache[key] = (ratio, ms)
+        return self._cache[key]
+
+    def violation(self, policy: Policy) -> float:
+        """0 within every budget; otherwise the summed relative excess (> 0)."""
+        ratio, ms = self.measures(policy)
+        out = 0.0
+        if self.max_comm_ratio is not None and ratio > self.max_comm_ratio:
+            out += (ratio - self.max_comm_ratio) / (self.max_comm_ratio or 1.0)
+        if self.max_latency_ms is not None and ms is not None and ms > self.max_latency_ms:
+            out += (ms - self.max_latency_ms) / self.max_latency_ms
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The budgets (``summary.json``)."""
+        return {
+            "max_comm_ratio": self.max_comm_ratio,
+            "max_latency_ms": self.max_latency_ms,
+            "latency_profile": self.latency_profile,
+        }
+
+
+def make_reward(config: SearchConfig, objective: Objective | None = None) -> RewardFn:
+    """The reward of ``config.reward`` as a function
+    ``reward(acc, ratio, degraded=None, user=None)``.
 
     Without a degraded accuracy: ``acc``, ``acc - lambda * ratio``, the budget's rule, or
     the pair ``(acc, ratio)`` (``pareto``). With one (a parity space scored for it), the
     single-objective modes replace ``acc`` by ParM's A_overall(f) = ``(1 - f) acc + f
     degraded`` with ``f = reward.unavailability``, and ``pareto`` returns the triple
-    ``(acc, ratio, degraded)``. An unknown mode is a :class:`ConfigError`.
+    ``(acc, ratio, degraded)``. With a user ``objective`` (``penalized`` and ``pareto``
+    only), ``user`` is its value: subtracted (or added) with its weight, or the third
+    objective's gain. An unknown mode is a :class:`ConfigError`.
     """
     mode, f = config.reward, config.unavailability
     if mode not in REWARD_MODES:
         raise ConfigError(None, "reward.mode", f"one of {', '.join(REWARD_MODES)}", mode)
+    if objective is not None and mode not in ("penalized", "pareto"):
+        raise ConfigError(None, "reward.mode", "penalized or pareto with a user objective", mode)
 
-    def reward(acc: float, ratio: float, degraded: float | None = None) -> Reward:
+    def reward(
+        acc: float, ratio: float, degraded: float | None = None, user: float | None = None
+    ) -> Reward:
+        if objective is not None and user is None:
+            raise ConfigError(None, "objective", f"a value of {objective.name!r}", None)
         if mode == "pareto":
+            if objective is not None and user is not None:
+                if degraded is not None:
+                    raise ConfigError(
+                        None, "objective", "no degraded accuracy with a user objective", degraded
+                    )
+                return (acc, ratio, objective.gain(user))
             return (acc, ratio) if degraded is None else (acc, ratio, degraded)
         if degraded is not None:
             acc = (1.0 - f) * acc + f * degraded
         if mode == "accuracy":
             return acc
         if mode == "penalized":
-            return acc - config.reward_lambda * ratio
+            extra = 0.0
+            if objective is not None and user is not None:
+                extra = objective.weight * objective.gain(user)
+            return acc - config.reward_lambda * ratio + extra
         return acc if ratio <= config.budget_or_default else acc - config.budget_penalty
 
     return reward

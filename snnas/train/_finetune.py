@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from snnas._run import (
     Progress,
@@ -36,6 +35,7 @@ from snnas.data import DataSplits
 from snnas.errors import CheckpointError, ConfigError, PolicyError, shorten
 from snnas.models import FrozenSepResNeXt
 from snnas.space import Policy, SearchSpace, policy_json
+from snnas.train._dist import global_batch_norm, setup
 from snnas.train._trainer import Accelerator, _Cached, _first, evaluate, recalibrate_bn
 
 __all__ = [
@@ -131,8 +131,14 @@ def finetune(
 
     ``source`` (the search run it comes from) is recorded in ``config.json``;
     ``source_path`` names ``supernet_state`` in messages.
+
+    Under torchrun (several processes, ``snnas.train._dist``) the training is data-parallel:
+    each rank trains on its shard of every global batch; rank 0 alone recalibrates,
+    evaluates, selects and writes; every rank returns rank 0's result.
     """
     accel = accel or Accelerator.pick()
+    ctx = setup(accel.device)
+    ctx.check_batch(config.batch_size, "--batch-size")
     data.check_space(space)
     policy = space.validate(policy)
     identity = {
@@ -172,7 +178,8 @@ def finetune(
     best: dict[str, Any] | None = None
     start = 0
     run.check_resume(LAST, resume, "fine-tuning")
-    run.create()
+    if ctx.main:
+        run.create()
     if resume:
         state = run.load_checkpoint(LAST)
         path = run / LAST
@@ -187,9 +194,13 @@ def finetune(
         load_module_state(model, state["model"], path)
         load_optimizer_state(optimizer, state["optimizer"], path)
         start, metrics, best = state["epoch"], list(state["metrics"]), dict(state["best"])
-    run.write_json("config.json", {**identity, "source": dict(source or {})})
+    if ctx.main:
+        run.write_json(
+            "config.json",
+            {**identity, "source": dict(source or {}), "world_size": ctx.world_size},
+        )
 
-    if start == 0:
+    if start == 0 and ctx.main:
         # Batch norm of this policy before anything else: the supernet's running statistics
         # average over every policy it was trained with.
         recalibrate_bn(model, calib, accel)
@@ -197,6 +208,8 @@ def finetune(
         metrics = [{"epoch": 0, "lr": 0.0, "val_acc": before}]
         best = {"epoch": 0, "val_acc": before}
         run.save_checkpoint(BEST, _best_state(model, identity, best))
+    # Rank 0's weights, with this policy's batch-norm statistics, on every rank.
+    trained = ctx.wrap(model, accel.device)
 
     for epoch in range(start, config.epochs):
         tic = time.perf_counter()
@@ -207,16 +220,21 @@ def finetune(
         for step, (x, y) in enumerate(train_loader):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
-            x, y = accel.batch(x, y)
-            with accel.autocast():
-                loss = F.cross_entropy(model(x), y)
+            count = len(y)  # the global batch; this rank trains on its shard
+            x, y = accel.batch(*ctx.shard(x, y))
+            with global_batch_norm(model, ctx), accel.autocast():
+                loss = ctx.loss(trained(x), y, count)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with global_batch_norm(model, ctx):
+                loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * y.numel()
-            seen += y.numel()
-            if progress and (step % 20 == 19 or step + 1 == steps_per_epoch):
+            loss_sum += loss.detach() * (count / ctx.world_size)  # this shard's summed loss
+            seen += count
+            if progress and ctx.main and (step % 20 == 19 or step + 1 == steps_per_epoch):
                 progress("train", step + 1, steps_per_epoch, {"epoch": epoch + 1})
+        (loss_sum,) = ctx.sum(loss_sum)
+        if not ctx.main:  # rank 0 recalibrates, evaluates and writes
+            continue
         recalibrate_bn(model, calib, accel)
         val_acc = evaluate(model, val, accel)
         record = {
@@ -225,6 +243,7 @@ def finetune(
             "train_loss": float(loss_sum) / max(seen, 1),
             "val_acc": val_acc,
             "time_s": time.perf_counter() - tic,
+            "world_size": ctx.world_size,
         }
         metrics.append(record)
         assert best is not None
@@ -246,10 +265,33 @@ def finetune(
         if progress:
             progress("epoch", epoch + 1, config.epochs, {"val_acc": val_acc})
 
+    final: dict[str, Any] | None = None
+    if ctx.main:
+        final = _final(space, data, policy, config, run, accel, metrics, best, ctx.world_size)
+    final = ctx.broadcast(final)  # once rank 0 has written best.pt
+    selected = load_finetuned(run, space)
+    accel.prepare(selected)  # moves the module in place
+    return FinetuneResult(final, selected)
+
+
+def _final(
+    space: SearchSpace,
+    data: DataSplits,
+    policy: Policy,
+    config: FinetuneConfig,
+    run: RunDir,
+    accel: Accelerator,
+    metrics: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    world_size: int,
+) -> dict[str, Any]:
+    """Rank 0's closing work: the selected checkpoint's test accuracy, ``final.json`` and
+    ``curves.png``."""
     selected = load_finetuned(run, space)
     accel.prepare(selected)
     test = _Cached(data, "test", 256, accel)
-    assert best is not None
+    if best is None:
+        raise CheckpointError(f"{run.path}: no checkpoint was selected")
     final = {
         "space": space.name,
         "space_hash": space.hash,
@@ -262,10 +304,11 @@ def finetune(
         # Reported once, for the checkpoint selected on validation.
         "test_acc": evaluate(selected, test, accel),
         "train_time_s": sum(m.get("time_s", 0.0) for m in metrics),
+        "world_size": world_size,
     }
     run.write_json("final.json", final)
     _plot(metrics, run, f"{space.name}: fine-tuning")
-    return FinetuneResult(final, selected)
+    return final
 
 
 def _best_state(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snnas._run import (
@@ -33,6 +32,7 @@ from snnas.errors import CheckpointError, ConfigError, SnnasError, TrainingError
 from snnas.models import ResNeXt, SepResNeXt
 from snnas.space import Policy, SearchSpace
 from snnas.train._config import TrainConfig, check_config
+from snnas.train._dist import global_batch_norm, setup
 
 __all__ = [
     "Accelerator",
@@ -282,14 +282,24 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train per ``config``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
-    ``final.json`` into ``run``. ``progress(phase, done, total, info)`` reports steps."""
+    ``final.json`` into ``run``. ``progress(phase, done, total, info)`` reports steps.
+
+    Under torchrun (several processes, ``snnas.train._dist``) the run is data-parallel:
+    every rank trains on its shard of each global batch of ``config.batch_size`` images,
+    rank 0 alone evaluates, writes the run and reports progress, and every rank returns
+    rank 0's result. ``config.json`` and each epoch's metrics record the world size.
+    """
     accel = accel or Accelerator.pick()
+    ctx = setup(accel.device)
     data.check_space(space)
+    ctx.check_batch(config.batch_size, "--batch-size")
     policy = space.validate(config.policy) if config.mode == "policy" and config.policy else None
     if config.mode == "policy" and policy is None:
         raise CheckpointError("mode 'policy' needs a policy")
+    # Every rank draws the same policies: the seed is rank 0's (the supernet stays one).
+    seed = ctx.broadcast(config.seed)
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     model = accel.prepare(_build(space, config))
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -303,7 +313,8 @@ def train(
     identity = {"config": config.to_json(), "space_hash": space.hash}
     schedule = learning_schedule(config)
 
-    run.create()
+    if ctx.main:
+        run.create()
     if run.has_checkpoint(CHECKPOINT):
         if not resume:
             raise CheckpointError(
@@ -326,9 +337,18 @@ def train(
                 f"{run / CHECKPOINT}: corrupt checkpoint (its 'schedule' is not one)"
             ) from None
     # The space file's text too, so later commands (snnas parity) rebuild the same space.
-    run.write_json(
-        "config.json", {**identity, "space": space.to_json(), "space_toml": space.config.source}
-    )
+    if ctx.main:
+        run.write_json(
+            "config.json",
+            {
+                **identity,
+                "world_size": ctx.world_size,
+                "space": space.to_json(),
+                "space_toml": space.config.source,
+            },
+        )
+    # Rank 0's parameters and buffers on every rank (the checkpoint's, or the same seed's).
+    trained = ctx.wrap(model, accel.device)
 
     train_loader = data.loader(
         "train",
@@ -347,7 +367,7 @@ def train(
     for epoch in range(start_epoch, config.epochs):
         tic = time.perf_counter()
         train_loader.set_epoch(epoch)
-        policy_rng = random.Random(config.seed * _POLICY_SEED + epoch)
+        policy_rng = random.Random(seed * _POLICY_SEED + epoch)
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch)
         model.train()
@@ -357,22 +377,26 @@ def train(
         seen = 0
         total_steps = len(train_loader)
         for step, (x, y) in enumerate(train_loader):
-            x, y = accel.batch(x, y)
+            count = len(y)  # the global batch; this rank trains on its shard
+            x, y = accel.batch(*ctx.shard(x, y))
             step_policy: Policy | None = policy
             if config.mode == "supernet":
                 step_policy = space.sample(policy_rng)  # eq. (9): Monte Carlo over policies
-            with accel.autocast():
-                logits = _forward(model, x, step_policy)
-                loss = F.cross_entropy(logits, y)
+            with global_batch_norm(model, ctx), accel.autocast():
+                logits = _forward(trained, x, step_policy)
+                loss = ctx.loss(logits, y, count)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with global_batch_norm(model, ctx):
+                loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * y.numel()
+            loss_sum += loss.detach() * (count / ctx.world_size)  # this shard's summed loss
             correct += (logits.argmax(1) == y).sum()
-            seen += y.numel()
-            if progress and (step % 20 == 19 or step + 1 == total_steps):
-                info = {"epoch": epoch + 1, "loss": float(loss_sum) / seen}
+            seen += count
+            if progress and ctx.main and (step % 20 == 19 or step + 1 == total_steps):
+                # Rank 0's shard only: no synchronisation inside the epoch.
+                info = {"epoch": epoch + 1, "loss": float(loss_sum) * ctx.world_size / seen}
                 progress("train", step + 1, total_steps, info)
+        loss_sum, correct = ctx.sum(loss_sum, correct)  # one synchronisation per epoch
         elapsed = time.perf_counter() - tic
         if not math.isfinite(float(loss_sum)):
             raise TrainingError(
@@ -387,14 +411,17 @@ def train(
             "train_acc": int(correct) / seen,
             "time_s": elapsed,
             "images_per_s": seen / elapsed,
+            "world_size": ctx.world_size,
         }
+        metrics.append(record)
+        if not ctx.main:
+            continue  # rank 0 evaluates and writes; the others wait at the next collective
         if config.mode == "supernet":
             accs = [evaluate(model, val, accel, p, bn="batch") for p in epoch_policies]
             record["val_acc_mean"] = statistics.fmean(accs)
             record["val_acc_nocomm"] = evaluate(model, val, accel, no_comm, bn="batch")
         else:
             record["val_acc"] = evaluate(model, val, accel, policy)
-        metrics.append(record)
         run.write_jsonl("metrics.jsonl", metrics)
         run.save_checkpoint(
             CHECKPOINT,
@@ -410,11 +437,14 @@ def train(
         if progress:
             progress("epoch", epoch + 1, config.epochs, record)
 
-    final = _final_metrics(space, data, config, model, accel, policy, run, progress)
-    final["train_time_s"] = sum(m["time_s"] for m in metrics)
-    final["epochs"] = config.epochs
-    run.write_json("final.json", final)
-    return TrainResult(final, model)
+    final: dict[str, Any] | None = None
+    if ctx.main:
+        final = _final_metrics(space, data, config, model, accel, policy, run, progress)
+        final["train_time_s"] = sum(m["time_s"] for m in metrics)
+        final["epochs"] = config.epochs
+        final["world_size"] = ctx.world_size
+        run.write_json("final.json", final)
+    return TrainResult(ctx.broadcast(final), model)
 
 
 def _check_same_run(

@@ -292,3 +292,22 @@ def test_search_and_cost_are_the_packages_too():
     assert callable(snnas.search) and snnas.search is search_package
     assert callable(snnas.cost) and snnas.cost is cost_package
     assert hasattr(snnas.search, "run_search") and hasattr(snnas.cost, "communication")
+
+
+def test_search_takes_an_optuna_sampler_instance_and_a_user_objective(pipeline):
+    import optuna
+
+    root, space, _, _, _ = pipeline
+    seen = []
+
+    def objective(policy):
+        seen.append(policy)
+        return 0.0
+
+    run = snnas.search(
+        space, name="sampler", runs_dir=root / "runs", overrides=TINY,
+        strategy=optuna.samplers.RandomSampler(seed=3), device="cpu", objective=objective,
+    )  # fmt: skip
+    assert space.validate(run.best_policy) == run.best_policy
+    assert run.path.name == "sampler"
+    assert seen  # the user objective scored the sampled policies

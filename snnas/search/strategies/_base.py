@@ -3,6 +3,12 @@
 A strategy proposes policies (``ask``), learns from their rewards (``tell``), and keeps its
 whole state in ``state_dict()`` so a run can resume. Randomness is derived from the seed and
 a counter, never from global state, so a resumed strategy continues exactly.
+
+The registry knows nothing of any one strategy: a class says what it is through class
+attributes (``option_ranges``, ``variants`` and ``variant_option`` for names such as
+``optuna:tpe``) and :meth:`Strategy.wraps` (objects it turns into a strategy, such as an
+Optuna sampler instance). Importing this module imports the package first (Python imports a
+module's parents), and the package registers every built-in strategy.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from snnas.errors import ConfigError, UsageError, shorten
 from snnas.space import Policy, SearchSpace
 
 __all__ = [
-    "OPTION_RANGES",
+    "FEASIBLE_TRIES",
     "STRATEGIES",
     "Reward",
     "Strategy",
@@ -28,32 +34,9 @@ __all__ = [
     "option_problem",
     "parse_names",
     "register_strategy",
+    "strategy_base",
     "strategy_names",
 ]
-
-#: The documented range of every numeric strategy option (docs/search.md). Options are
-#: checked here for every strategy a configuration names, in use or not, so a bad value
-#: never waits for the run that would use it. A registered strategy's option without an
-#: entry must have the type of its default.
-OPTION_RANGES: dict[str, dict[str, Range]] = {
-    "reinforce": {
-        "hidden": Range(1, 1024, integer=True),
-        "temperature": Range(0, 1000, low_open=True),
-        "tanh_constant": Range(0, 1000),
-        "entropy_weight": Range(0, 1000),
-        "baseline_decay": Range(0, 1, high_open=True),
-        "lr": Range(0, 10, low_open=True),
-        "batch": Range(1, 100_000, integer=True),
-        "grad_clip": Range(0, 1e6),
-        "ppo_epochs": Range(1, 1000, integer=True),
-        "ppo_clip": Range(0, 10, low_open=True),
-    },
-    "evolution": {
-        "population": Range(2, 100_000, integer=True),
-        "tournament": Range(1, 100_000, integer=True),
-    },
-    "optuna": {"objectives": Range(1, 3, integer=True)},
-}
 
 #: A reward: one number, or for multi-objective strategies (accuracy, communication ratio)
 #: or, on a parity space scored for degraded accuracy, (accuracy, ratio, degraded accuracy).
@@ -73,10 +56,22 @@ def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
     return wrap
 
 
+#: Tries a strategy makes to propose a policy within the constraints before it proposes
+#: an infeasible one anyway (which the search scores but never selects).
+FEASIBLE_TRIES = 100
+
+
 class Strategy(ABC):
     """Base class of search strategies."""
 
     name: ClassVar[str] = "strategy"
+    #: The documented range of each numeric option (docs/search.md); an option without an
+    #: entry must have the type of its default.
+    option_ranges: ClassVar[dict[str, Range]] = {}
+    #: Names after the colon (``optuna:tpe``); empty: the strategy has no variants.
+    variants: ClassVar[tuple[str, ...]] = ()
+    #: The constructor argument a variant is passed as (``sampler`` for ``optuna:tpe``).
+    variant_option: ClassVar[str | None] = None
     #: Whether ``tell`` accepts (accuracy, communication ratio) pairs.
     multi_objective: bool = False
     #: Policies asked, scored on one minibatch and told together (one controller update).
@@ -88,6 +83,31 @@ class Strategy(ABC):
         self.seed = seed
         self.asked = 0  # counter behind every random draw
         self.told = 0
+        #: ``violation(policy)``: 0 for a policy within the search's constraints, > 0 by
+        #: how much it exceeds them (None: no constraints). See :meth:`set_constraint`.
+        self.constraint: Callable[[Policy], float] | None = None
+
+    @classmethod
+    def wraps(cls, obj: object) -> bool:
+        """Whether :meth:`from_object` turns ``obj`` into this strategy (an Optuna sampler
+        instance for the Optuna strategy); no strategy wraps anything by default."""
+        return False
+
+    @classmethod
+    def from_object(cls, obj: object, space: SearchSpace, seed: int, **options: Any) -> Strategy:
+        """The strategy around ``obj`` (one :meth:`wraps` accepts)."""
+        raise TypeError(f"{cls.name} wraps no objects")
+
+    def set_constraint(self, violation: Callable[[Policy], float] | None) -> None:
+        """Search within constraints: ``violation(policy)`` is 0 for a feasible policy and
+        the amount by which it exceeds a budget otherwise. The search never selects an
+        infeasible policy; each strategy also steers away from them (docs/search.md). Set
+        before the first ask."""
+        self.constraint = violation
+
+    def violation(self, policy: Policy) -> float:
+        """How far ``policy`` exceeds the constraints (0: feasible, or no constraints)."""
+        return 0.0 if self.constraint is None else self.constraint(policy)
 
     def _rng(self, stream: int = 0) -> random.Random:
         """A fresh generator for the next draw, from the seed and the ask counter."""
@@ -152,25 +172,21 @@ class Strategy(ABC):
 
 
 def strategy_names() -> list[str]:
-    """Registered strategy names, with the Optuna samplers spelled out."""
-    from snnas.search.strategies.optuna import SAMPLERS
-
+    """Registered strategy names, with every variant spelled out (``optuna:tpe``)."""
     first = ["reinforce", "random", "evolution"]
-    names = first + sorted(n for n in STRATEGIES if n not in first and n != "optuna")
-    return names + [f"optuna:{s}" for s in SAMPLERS]
+    order = [n for n in first if n in STRATEGIES] + sorted(n for n in STRATEGIES if n not in first)
+    names: list[str] = []
+    for base in order:
+        cls = STRATEGIES[base]
+        names += [f"{base}:{v}" for v in cls.variants] if cls.variants else [base]
+    return names
 
 
 def check_name(name: str, option: str = "--strategy") -> None:
     """Refuse a strategy name that is not registered (a :class:`UsageError`, exit code 2)."""
-    from snnas.search import strategies  # noqa: F401  (registers the built-in strategies)
-    from snnas.search.strategies.optuna import SAMPLERS
-
-    base, sep, arg = name.partition(":")
-    if (
-        base not in STRATEGIES
-        or (sep and base != "optuna")
-        or (base == "optuna" and sep and arg not in SAMPLERS)
-    ):
+    base, sep, arg = name.partition(":") if isinstance(name, str) else ("", "", "")
+    cls = STRATEGIES.get(base)
+    if cls is None or (sep and arg not in cls.variants):
         raise UsageError(option, f"one of {', '.join(strategy_names())}", name)
 
 
@@ -178,10 +194,9 @@ def option_names(base: str) -> list[str]:
     """The options strategy ``base`` takes (its constructor's keyword arguments)."""
     import inspect
 
-    from snnas.search import strategies  # noqa: F401
-
-    parameters = inspect.signature(STRATEGIES[base].__init__).parameters
-    return [p for p in parameters if p not in ("self", "space", "seed", "sampler")]
+    cls = STRATEGIES[base]
+    parameters = inspect.signature(cls.__init__).parameters
+    return [p for p in parameters if p not in ("self", "space", "seed", cls.variant_option)]
 
 
 def option_problem(base: str, option: str, value: Any) -> tuple[str, str] | None:
@@ -195,7 +210,7 @@ def option_problem(base: str, option: str, value: Any) -> tuple[str, str] | None
             f"an option of {base!r}: {', '.join(accepted) or 'none'}",
             f"<unknown option {shorten(option, 100, quote=True)}>",
         )
-    valid = OPTION_RANGES.get(base, {}).get(option)
+    valid = STRATEGIES[base].option_ranges.get(option)
     found = (
         value
         if type(value) in (int, float)
@@ -211,13 +226,36 @@ def option_problem(base: str, option: str, value: Any) -> tuple[str, str] | None
     return None
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
-    """Build a strategy by name: ``reinforce``, ``random``, ``evolution``, ``optuna:<sampler>``.
+def strategy_base(strategy: str | Strategy | object) -> str | None:
+    """The registered name whose ``[strategy.<name>]`` options apply to ``strategy`` (a name,
+    or an object a registered strategy wraps); ``None`` for a ready :class:`Strategy`."""
+    if isinstance(strategy, str):
+        return strategy.partition(":")[0]
+    if isinstance(strategy, Strategy):
+        return None
+    return next((name for name, cls in STRATEGIES.items() if cls.wraps(strategy)), None)
+
+
+def make_strategy(
+    name: str | Strategy | object, space: SearchSpace, seed: int = 0, **options: Any
+) -> Strategy:
+    """Build a strategy: by name (``reinforce``, ``random``, ``evolution``,
+    ``optuna:<sampler>``), around an object a registered strategy wraps (any
+    ``optuna.samplers.BaseSampler`` instance), or take a ready :class:`Strategy` of this
+    space as it is (``options`` must then be empty).
 
     A space whose decisions are all fixed has nothing to search and is refused.
     """
-    check_name(name)
-    base, _, arg = name.partition(":")
+    base = strategy_base(name)
+    if not isinstance(name, Strategy) and base is None:
+        raise UsageError(
+            "strategy",
+            f"a strategy name ({', '.join(strategy_names())}), a Strategy or an object a "
+            "strategy wraps (an optuna.samplers.BaseSampler instance)",
+            f"<{type(name).__name__}>",
+        )
+    if isinstance(name, str):
+        check_name(name)
     if not space.decisions:
         raise ConfigError(
             space.config.path,
@@ -226,14 +264,29 @@ def make_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) 
             "one policy: use snnas train --policy or snnas cost)",
             "<every decision is fixed>",
         )
+    if isinstance(name, Strategy):
+        if name.space.hash != space.hash:
+            raise ConfigError(
+                None, "strategy", f"a strategy of space {space.name!r}", name.space.name
+            )
+        if options:
+            raise ConfigError(
+                None, "strategy", "no options with a ready strategy", ", ".join(options)
+            )
+        return name
+    if base is None:  # a Strategy was returned above; this keeps mypy's narrowing
+        raise TypeError(f"no registered strategy wraps {type(name).__name__}")
     for option, value in options.items():
         problem = option_problem(base, option, value)
         if problem is not None:
             raise ConfigError(None, f"strategy.{base}.{option}", *problem)
     cls = STRATEGIES[base]
-    if base == "optuna":
-        options = {"sampler": arg or "tpe", **options}
     try:
+        if not isinstance(name, str):
+            return cls.from_object(name, space, seed, **options)
+        arg = name.partition(":")[2]
+        if arg and cls.variant_option:
+            options = {cls.variant_option: arg, **options}
         return cls(space, seed, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(None, f"strategy.{base}", "valid options", f"<{exc}>") from None

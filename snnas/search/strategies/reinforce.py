@@ -14,11 +14,12 @@ sources are in docs/search.md.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from snnas._numbers import Range
 from snnas.errors import CheckpointError, shorten
 from snnas.search._pareto import epsilon_gap, pareto_front
 from snnas.search.strategies._base import Reward, Strategy, register_strategy
@@ -110,9 +111,25 @@ class Reinforce(Strategy):
     plain REINFORCE. Two objectives (``pareto``): a policy's reward is minus its additive
     epsilon gap to the front of every policy told before its batch (positive when it
     extends the front).
+
+    Within constraints, an infeasible policy's reward is replaced by the lowest reward of
+    its batch minus its violation, so it ranks below every feasible policy of the batch
+    (and infeasible ones by violation), and it never joins the front.
     """
 
     multi_objective = True
+    option_ranges: ClassVar[dict[str, Range]] = {
+        "hidden": Range(1, 1024, integer=True),
+        "temperature": Range(0, 1000, low_open=True),
+        "tanh_constant": Range(0, 1000),
+        "entropy_weight": Range(0, 1000),
+        "baseline_decay": Range(0, 1, high_open=True),
+        "lr": Range(0, 10, low_open=True),
+        "batch": Range(1, 100_000, integer=True),
+        "grad_clip": Range(0, 1e6),
+        "ppo_epochs": Range(1, 1000, integer=True),
+        "ppo_clip": Range(0, 10, low_open=True),
+    }
 
     def __init__(
         self,
@@ -206,18 +223,25 @@ class Reinforce(Strategy):
         """Phase 3 samples from the frozen controller (the paper): nothing is learned."""
         self.told += 1
 
-    def _scalars(self, rewards: list[Reward]) -> list[float]:
+    def _scalars(self, rewards: list[Reward], codes: list[list[int]] | None = None) -> list[float]:
         """Rewards as numbers; (accuracy, ratio) pairs against the front before the batch,
-        which then takes them in."""
+        which then takes in the feasible ones. Infeasible policies score below the batch."""
+        violations = [
+            self.violation(self.space.decode(code)) if codes else 0.0
+            for code in (codes or [[]] * len(rewards))
+        ]
         pairs = [r for r in rewards if isinstance(r, tuple)]
         if not pairs:
-            return [float(r) for r in rewards]  # type: ignore[arg-type]
-        if len(pairs) != len(rewards) or len({len(p) for p in pairs + self.front}) != 1:
-            raise ValueError("a batch mixes rewards of different numbers of objectives")
-        out = [-epsilon_gap(p, self.front) for p in pairs]
-        points = [(*p, None) for p in self.front + pairs]
-        self.front = [tuple(p[:-1]) for p in pareto_front(points)]
-        return out
+            out = [float(r) for r in rewards]  # type: ignore[arg-type]
+        else:
+            if len(pairs) != len(rewards) or len({len(p) for p in pairs + self.front}) != 1:
+                raise ValueError("a batch mixes rewards of different numbers of objectives")
+            out = [-epsilon_gap(p, self.front) for p in pairs]
+            feasible = [p for p, v in zip(pairs, violations, strict=True) if v <= 0]
+            points = [(*p, None) for p in self.front + feasible]
+            self.front = [tuple(p[:-1]) for p in pareto_front(points)]
+        lowest = min(out)
+        return [r if v <= 0 else lowest - v for r, v in zip(out, violations, strict=True)]
 
     def _advantages(self, rewards: Tensor) -> Tensor:
         mean = float(rewards.mean())
@@ -241,7 +265,8 @@ class Reinforce(Strategy):
 
     def _update(self) -> None:
         indices = torch.tensor([code for code, _ in self.buffer])
-        rewards = torch.tensor(self._scalars([r for _, r in self.buffer]), dtype=torch.float64)
+        scalars = self._scalars([r for _, r in self.buffer], [c for c, _ in self.buffer])
+        rewards = torch.tensor(scalars, dtype=torch.float64)
         self.buffer = []
         advantage = self._advantages(rewards).float()
         old_log_prob: Tensor | None = None
