@@ -159,6 +159,10 @@ class SearchJob:
         config = load_search_config(dataset, config_file, override_items(overrides))
         if objective is not None and not isinstance(objective, Objective):
             objective = Objective(objective)
+        if objective is not None and config.reward not in ("penalized", "pareto"):
+            raise ConfigError(
+                None, "reward.mode", "penalized or pareto with a user objective", config.reward
+            )
         # A bad strategy (or option), or a space with nothing to search, before loading data;
         # and the refusals run_search makes once it starts, before anything is said. A
         # strategy instance (a Strategy, or any Optuna sampler) goes through the same checks.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import snnas
-from snnas.errors import CheckpointError, PlanError, PolicyError, UsageError
+from snnas.errors import CheckpointError, ConfigError, PlanError, PolicyError, UsageError
 from tests.conftest import SMALL_TOML
 
 TINY = {
@@ -304,8 +304,12 @@ def test_search_takes_an_optuna_sampler_instance_and_a_user_objective(pipeline):
         seen.append(policy)
         return 0.0
 
+    with pytest.raises(ConfigError, match="penalized or pareto with a user objective"):
+        snnas.search(space, name="x", runs_dir=root / "runs", overrides=TINY, objective=objective)
+    assert not (root / "runs" / "x").exists()  # refused before any work
+    penalized = {**TINY, "reward.mode": "penalized"}
     run = snnas.search(
-        space, name="sampler", runs_dir=root / "runs", overrides=TINY,
+        space, name="sampler", runs_dir=root / "runs", overrides=penalized,
         strategy=optuna.samplers.RandomSampler(seed=3), device="cpu", objective=objective,
     )  # fmt: skip
     assert space.validate(run.best_policy) == run.best_policy
