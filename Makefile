@@ -44,8 +44,8 @@ parity: $(STAMP)
 	$(SNNAS) parity eval runs/quickstart_parity
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check snnas tests benchmarks
-	$(VENV)/bin/ruff format --check snnas tests benchmarks
+	$(VENV)/bin/ruff check snnas tests benchmarks examples
+	$(VENV)/bin/ruff format --check snnas tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
