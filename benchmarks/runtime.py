@@ -23,6 +23,15 @@ space for a 2-core machine is ``search_spaces/sep_resnext56_4x16d_g2.toml``.
 
     .venv/bin/python benchmarks/runtime.py [--plan FOLDER | --space FILE [--policy FILE]]
         [--profile FILE] [--images 200] [--data-dir DIR] [--json]
+
+The paper's Fig. 5 as a measurement (``--link-rates``, root on Linux): for every alpha of
+``--alphas`` (a copy of ``--space`` with that staleness) and every rate (``snnas run --local
+--link-rate RATE``: one network namespace per device, tbf-limited veth links), a dense plan
+with fresh weights is run and its measured p50 printed beside the prediction (the profile
+with the link's rate as its bandwidth); ``links.png`` beside ``--out`` plots both.
+
+    .venv/bin/python benchmarks/runtime.py --space FILE --link-rates 20mbit,100mbit,300mbit
+        --alphas 1,2,3 [--profile FILE] [--images 40] [--out links.json]
 """
 
 from __future__ import annotations
@@ -150,7 +159,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--link-rates", help="sweep these rates (e.g. 20mbit,100mbit,300mbit)")
+    parser.add_argument("--alphas", default="1,2,3", help="with --link-rates: the alphas")
+    parser.add_argument("--out", type=Path, default=Path("links.json"), help="sweep's JSON")
     args = parser.parse_args()
+    if args.link_rates:
+        if args.plan is not None or args.policy is not None:
+            parser.error("--link-rates builds dense plans of --space: no --plan or --policy")
+        sweep(args)
+        return
     if args.plan is not None and (args.space or args.policy):
         parser.error("--plan runs a plan as it is: no --space or --policy with it")
     if args.policy is not None and args.space is None:
@@ -233,6 +250,115 @@ def main() -> None:
         return
     for key, value in result.items():
         print(f"{key:>34}: {value}")
+
+
+def alpha_text(text: str, alpha: int) -> str:
+    """A space file's text with ``[split] alpha`` set (and its overlap left to the default)."""
+    import re
+
+    head, sep, rest = text.partition("[split]")
+    if not sep:
+        raise SystemExit("the space has no [split] table")
+    table, nxt, tail = rest.partition("\n[")
+    table = re.sub(r"(?m)^\s*(alpha|overlap)\s*=.*\n", "", table)
+    table = f"\nalpha = {alpha}" + table
+    return head + sep + table + nxt + tail
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Measured and predicted latency for every (alpha, link rate) (module docstring)."""
+    from dataclasses import replace
+
+    from snnas._plot import pyplot, save_png
+    from snnas.cost import PROFILES, get_profile, latency
+    from snnas.data import load_for_space
+    from snnas.models import SepResNeXt
+    from snnas.plan import export_plan
+    from snnas.runtime import launch_local
+    from snnas.runtime._netns import parse_rate
+    from snnas.runtime._profiler import measure_profile
+    from snnas.space import space_from_text
+
+    torch.set_num_threads(1)
+    space_file = args.space or ROOT / "search_spaces" / "quickstart.toml"
+    text = Path(space_file).read_text("utf-8")
+    rates = [r.strip() for r in args.link_rates.split(",") if r.strip()]
+    alphas = [int(a) for a in args.alphas.split(",")]
+    rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = None
+        for alpha in alphas:
+            space = space_from_text(alpha_text(text, alpha), f"{space_file} (alpha {alpha})")
+            if base is None:
+                base = (
+                    get_profile(str(args.profile), "--profile")
+                    if args.profile
+                    else measure_profile([space], name="here", repeats=30)[0]
+                )
+            policy = dense_policy(space)
+            net = space.network
+            data_dir = args.data_dir
+            if net.input_channels == 3 and net.input_size == 32:
+                dataset = "cifar100" if net.num_classes == 100 else "cifar10"
+                if data_dir is None:
+                    data_dir = random_cifar(Path(tmp) / "data", dataset, 100, args.images + 10)
+            else:
+                dataset = "digits"
+            data = load_for_space(dataset, space, data_dir)
+            torch.manual_seed(0)
+            model = SepResNeXt(space).freeze(policy).eval()
+            folder = Path(tmp) / f"alpha{alpha}" / "plan"
+            accuracy = {"val_acc": 0.0, "test_acc": 0.0, "selected_epoch": 0}
+            export_plan(space, model, data, PROFILES["rpi3b+"], accuracy, folder)
+            for rate in rates:
+                report = launch_local(
+                    folder, Path(tmp) / f"alpha{alpha}" / rate, images=args.images, warmup=5,
+                    data_dir=data_dir, link_rate=rate,
+                )  # fmt: skip
+                profile = replace(base, bandwidth_bps=float(parse_rate(rate)))
+                predicted = 1e3 * latency(space, policy, profile).latency_s
+                measured = report["latency_ms"]["p50"]
+                rows.append({
+                    "alpha": alpha, "points": space.num_points, "link_rate": rate,
+                    "measured_p50_ms": measured, "predicted_ms": predicted,
+                    "measured_over_predicted": measured / predicted,
+                    "top1_agreement": report["top1_agreement"],
+                })  # fmt: skip
+                print(
+                    f"alpha {alpha} ({space.num_points} points), {rate:>8}: measured p50 "
+                    f"{measured:8.2f} ms, predicted {predicted:8.2f} ms, ratio "
+                    f"{measured / predicted:.2f}",
+                    file=sys.stderr,
+                )
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "torch": torch.__version__,
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+        "space": str(space_file),
+        "images": args.images,
+        "rows": rows,
+    }
+    from snnas._io import atomic_write_json
+
+    atomic_write_json(args.out, result)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, alpha in enumerate(alphas):
+        mine = [r for r in rows if r["alpha"] == alpha]
+        x = [parse_rate(r["link_rate"]) / 1e6 for r in mine]
+        ax.plot(x, [r["measured_p50_ms"] for r in mine], "o-", color=f"C{i}",
+                label=f"alpha {alpha}: measured p50")  # fmt: skip
+        ax.plot(x, [r["predicted_ms"] for r in mine], "x--", color=f"C{i}",
+                label=f"alpha {alpha}: predicted")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("link rate (Mbit/s, tbf on veth)")
+    ax.set_ylabel("latency per image (ms)")
+    ax.set_title(f"{Path(space_file).name}: measured and predicted latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_png(fig, args.out.with_suffix(".png"))
+    print(json.dumps(result, indent=2) if args.json else f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def export(
         onnx: Also write one ONNX graph per device segment (checked with onnxruntime).
         profile: The device profile of the latency prediction (``rpi3b+``, ``a57x4``, a
             TOML file, or a :class:`~snnas.cost.DeviceProfile`).
-        data_dir: Folder of the CIFAR python batches (CIFAR runs).
+        data_dir: Folder of the Fashion-MNIST IDX files or the CIFAR python batches.
         parity: The parity run folder under the run whose parity devices join the plan
             (default: ``parity`` when the space has parity devices).
         progress: Called as ``progress(phase, done, total, info)`` while it works.

@@ -192,7 +192,7 @@ def finetune(
         seed: Seeds the data order and augmentation.
         resume: Continue an interrupted fine-tuning (or re-report a finished one); without
             it an existing fine-tuning is refused.
-        data_dir: Folder of the CIFAR python batches.
+        data_dir: Folder of the Fashion-MNIST IDX files or the CIFAR python batches.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default: a GPU when present).
         progress: Called as ``progress(phase, done, total, info)`` while it works.
         verbose: Draw rich progress bars on stderr (when no ``progress`` is given).

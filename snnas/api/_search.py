@@ -182,7 +182,7 @@ class SearchJob:
         if resume and isinstance(strategy, str):  # refused before data is loaded (an
             from snnas.search._resume import preflight  # instance: when run_search resumes)
 
-            preflight(self.run_dir, CHECKPOINT, space, config, strategy, seed)
+            preflight(self.run_dir, CHECKPOINT, space, config, strategy, seed, objective)
         self.accel = Accelerator.pick(device)
         self.data = load_for_space(dataset, space, data_dir, download)
         self.space, self.config, self.strategy = space, config, strategy

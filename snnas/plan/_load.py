@@ -93,7 +93,9 @@ class LoadedPlan:
         """The tensors device ``d``'s weights file must hold, and their shapes."""
         e = self.model.devices[d]
         if e.role == "parity":
-            assert self.model.parity is not None and e.encoders is not None
+            if self.model.parity is None or e.encoders is None:
+                raise PlanError(f"{self.folder}: device {d} is a parity device of a plan "
+                                "without a parity section (or without encoders)")  # fmt: skip
             encoders = [x.to_json() for x in e.encoders]
             return parity_shapes(self.arch, e.blocks, e.head, encoders,
                                  self.model.parity.bottleneck_scale)  # fmt: skip

@@ -338,7 +338,12 @@ class StoreFailover(_Injected):
         if waited_s > limit:
             if self.declare(src, image, at, f"nothing within {self.args.timeout_s:g} s"):
                 return True
-            self._patience[key] = self._patience.get(key, 0.0) + self.args.timeout_s
+            # Another device is the lost one: this one gets one more timeout (it may be busy
+            # replacing), then its silence is a second failure, which r = 1 cannot survive.
+            if key in self._patience:
+                raise TransferFailed(self.rank, src, receive.point, image, "recv",
+                                     "a second failure")  # fmt: skip
+            self._patience[key] = self.args.timeout_s
         return False
 
     def substitute(self, device: int, receive: Receive, image: int, reason: Unavailable) -> Route:
@@ -374,9 +379,10 @@ class StoreFailover(_Injected):
         if waited > self.args.timeout_s + self._patience.get((image, peer, -1), 0.0):
             if self.declare(peer, image, None, f"nothing within {self.args.timeout_s:g} s"):
                 return True
-            self._patience[(image, peer, -1)] = (
-                self._patience.get((image, peer, -1), 0.0) + self.args.timeout_s
-            )
+            if (image, peer, -1) in self._patience:  # a second silent device: not survivable
+                point = None if send is None else send.point
+                raise TransferFailed(self.rank, peer, point, image, "send", "a second failure")
+            self._patience[(image, peer, -1)] = self.args.timeout_s
         return False
 
     # -- stand-ins ----------------------------------------------------------------------

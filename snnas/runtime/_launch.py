@@ -31,7 +31,7 @@ from typing import Any
 
 from snnas._io import atomic_write_json
 from snnas._run import Progress, RunDir
-from snnas.errors import CheckpointError, PlanError, RuntimeFailure, UsageError, shorten
+from snnas.errors import CheckpointError, RuntimeFailure, UsageError, shorten
 from snnas.plan import LoadedPlan, load_plan
 from snnas.runtime._children import (
     child_setup,
@@ -41,7 +41,7 @@ from snnas.runtime._children import (
     stop_signals_interrupt,
 )
 from snnas.runtime._netns import Links
-from snnas.runtime._verdict import check_report
+from snnas.runtime._verdict import check_counts, check_report
 from snnas.runtime._worker import WorkerArgs
 
 __all__ = ["check_counts", "launch_local"]
@@ -57,22 +57,6 @@ class _Device:
     log: Path
     killed_by_us: bool = False
     failed_at: float | None = None  # monotonic time its non-zero exit was first seen
-
-
-def check_counts(plan: LoadedPlan, split: str, images: int | None, warmup: int) -> int:
-    """The number of images a run answers; ``--images`` above the split's size and
-    ``--warmup`` that leaves no image to time are usage errors, never clamped."""
-    available = int(plan.data["reference"]["splits"].get(split, 0))
-    if available < 1:
-        raise PlanError(f"{shorten(str(plan.folder))}: the plan has no {split} images to answer")
-    if images is not None and images > available:
-        expected = f"at most {available} (the {split} split's size in plan.json reference.splits)"
-        raise UsageError("--images", expected, images)
-    count = available if images is None else images
-    if warmup >= count:
-        expected = f"fewer than the {count} images answered (lower it or raise --images)"
-        raise UsageError("--warmup", expected, warmup)
-    return count
 
 
 def _last_error(log: Path, rank: int) -> str | None:

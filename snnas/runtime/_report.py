@@ -111,7 +111,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     report = {**report, "timeline_image": image}
     atomic_write_json(out / "runtime.json", report)
-    plot_timeline(devices, out / "timeline.png", f"{report['plan']}: image {image}")
+    plan = Path(report["plan"])  # the folder's own name, not the absolute path
+    plot_timeline(devices, out / "timeline.png", f"{plan.parent.name}/{plan.name}: image {image}")
 
 
 def plot_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -139,7 +140,14 @@ def plot_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
             if spans:
                 ax.broken_barh(spans, (row - 0.35, 0.7), color=colours[kind])
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
-    ax.legend(handles, ["compute", "send (start)", "wait"], loc="upper right")
+    labels = ["compute", "send (start)", "wait"]
+    answered = [e["end"] for e in devices[0]["timeline"] if e["kind"] == "compute"]
+    if answered:  # work drawn after this line is not on the image's critical path
+        line = ax.axvline(1e3 * (max(answered) - origin), color="k", ls="--", lw=1)
+        handles.append(line)
+        labels.append("device 0 answers (later bars: sends\nand waits of other devices)")
+    # Outside the axes, so that it never covers device 0's bars.
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_yticks([d["device"] for d in devices])
     ax.set_yticklabels([f"device {d['device']}" for d in devices])
     ax.invert_yaxis()

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from snnas.errors import PlanError, UsageError, shorten
 from snnas.plan import LoadedPlan
 from snnas.plan._verify import RTOL
 
-__all__ = ["check_report", "verdict_message"]
+__all__ = ["check_counts", "check_report", "verdict_message"]
 
 
 def _tolerance(plan: LoadedPlan, split: str, images: int) -> float:
@@ -65,13 +66,15 @@ def verdict_message(checks: dict[str, Any], where: str) -> str | None:
     problems = []
     answers = checks["answers"]
     if not answers["passed"]:
-        extra = ""
+        diff, tolerance = answers["max_abs_diff"], answers["tolerance"]
+        parts = []
+        if not diff <= tolerance:  # NaN included
+            parts.append(f"max abs logit difference {diff:.3g} > {tolerance:.3g}")
         if answers["disagreements_beyond_tolerance"]:
-            extra = f", {answers['disagreements_beyond_tolerance']} answer(s) differ"
+            parts.append(f"{answers['disagreements_beyond_tolerance']} answer(s) differ")
         problems.append(
             "the answers differ from the plan's reference beyond plan verify's tolerance "
-            f"(max abs logit difference {answers['max_abs_diff']:.3g} > "
-            f"{answers['tolerance']:.3g}{extra})"
+            f"({', '.join(parts)})"
         )
     sent = checks["bytes"]
     if sent["passed"] is False:
@@ -80,3 +83,19 @@ def verdict_message(checks: dict[str, Any], where: str) -> str | None:
             f"{sent['planned']:,} planned)"
         )
     return f"{'; '.join(problems)}; see {where}"
+
+
+def check_counts(plan: LoadedPlan, split: str, images: int | None, warmup: int) -> int:
+    """The number of images a run answers; ``--images`` above the split's size and
+    ``--warmup`` that leaves no image to time are usage errors, never clamped."""
+    available = int(plan.data["reference"]["splits"].get(split, 0))
+    if available < 1:
+        raise PlanError(f"{shorten(str(plan.folder))}: the plan has no {split} images to answer")
+    if images is not None and images > available:
+        expected = f"at most {available} (the {split} split's size in plan.json reference.splits)"
+        raise UsageError("--images", expected, images)
+    count = available if images is None else images
+    if warmup >= count:
+        expected = f"fewer than the {count} images answered (lower it or raise --images)"
+        raise UsageError("--warmup", expected, warmup)
+    return count

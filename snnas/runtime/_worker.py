@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from snnas._io import atomic_write_json
 from snnas.engine import ParityNet, Receive, run, run_device, run_parity_device
 from snnas.errors import PlanError, RuntimeFailure, UsageError
 from snnas.plan import LoadedPlan, load_plan
@@ -43,6 +44,7 @@ from snnas.runtime._transport import (
     clean_message,
     pending_transfers,
 )
+from snnas.runtime._verdict import check_counts, check_report, verdict_message
 
 __all__ = ["WorkerArgs", "run_worker", "store_host"]
 
@@ -233,8 +235,7 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     parity_net = ParityNet(net, plan.weights(rank)) if parity else None
     points = plan.data["schedule"]["points"]
     receives = [Receive.from_json(r) for r in entry["receives"]]
-    available = int(plan.data["reference"]["splits"].get(args.split, 0))
-    count = available if args.images is None else min(args.images, available)
+    count = check_counts(plan, args.split, args.images, args.warmup)  # never clamped
     if count < 1:
         raise PlanError(f"{args.plan}: no {args.split} images to answer")
     images = labels = reference = None
@@ -504,6 +505,15 @@ def main(argv: list[str] | None = None) -> None:
             f"accuracy {report['accuracy']:.4f}, bytes equal to the plan's: "
             f"{report['bytes_equal']}, latency p50 {lat['p50']:.2f} ms; wrote {args.out}\n"
         )
+        # The same verdict as snnas run: answers within verify's tolerance, the plan's bytes.
+        report["checks"] = check_report(load_plan(ns.plan), report, ns.split)
+        if args.out is not None and (args.out / "runtime.json").is_file():
+            atomic_write_json(args.out / "runtime.json", report)
+        problem = verdict_message(report["checks"], f"{args.out}/runtime.json")
+        if problem is not None:
+            sys.stderr.write(f"error: {problem}\n")
+            sys.stdout.flush()
+            _exit(1)
     if pending_transfers() or _HARD_EXIT:  # docs/runtime.md, "gloo after a peer dies"
         _exit(0)
 

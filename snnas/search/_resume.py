@@ -131,7 +131,13 @@ def load_search_state(
 
 
 def preflight(
-    run: RunDir, checkpoint: str, space: Any, config: Any, strategy_name: str, seed: int
+    run: RunDir,
+    checkpoint: str,
+    space: Any,
+    config: Any,
+    strategy_name: str,
+    seed: int,
+    objective: Any = None,
 ) -> None:
     """Everything a resumed search will read from its checkpoint, checked now: its
     structure, and the supernet, optimizer and strategy states loaded into fresh objects
@@ -139,8 +145,8 @@ def preflight(
     import torch
 
     from snnas.models import SepResNeXt
+    from snnas.search._loop import build_strategy
     from snnas.search._protective import searched_space
-    from snnas.search.strategies import make_strategy
 
     path = run / checkpoint
     state = run.load_checkpoint(checkpoint)
@@ -149,10 +155,8 @@ def preflight(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    options = dict(config.strategy.get(strategy_name.split(":")[0], {}))
-    if config.reward == "pareto" and strategy_name.startswith("optuna"):
-        options.setdefault("objectives", 2)
-    strategy = make_strategy(strategy_name, searched_space(space), seed, **options)
+    # The strategy exactly as the search builds it (options, objectives, constraints).
+    strategy = build_strategy(searched_space(space), config, strategy_name, seed, objective)
     if state["identity"]["strategy"] != strategy.label:
         raise CheckpointError(
             f"{shorten(str(run.path))}: cannot resume a different search (strategy: "

@@ -307,7 +307,7 @@ def _final(
         "world_size": world_size,
     }
     run.write_json("final.json", final)
-    _plot(metrics, run, f"{space.name}: fine-tuning")
+    _plot(metrics, run, f"{space.name}: fine-tuning", best["epoch"])
     return final
 
 
@@ -361,8 +361,9 @@ def load_finetuned(run: RunDir, space: SearchSpace) -> FrozenSepResNeXt:
     return model.eval()
 
 
-def _plot(metrics: list[dict[str, Any]], run: RunDir, title: str) -> None:
-    """Training loss and validation accuracy per epoch (``curves.png``)."""
+def _plot(metrics: list[dict[str, Any]], run: RunDir, title: str, selected: int) -> None:
+    """Training loss and validation accuracy per epoch (``curves.png``), the epoch selected
+    on validation marked."""
     from snnas._plot import pyplot, save_png
 
     plt = pyplot()
@@ -373,6 +374,11 @@ def _plot(metrics: list[dict[str, Any]], run: RunDir, title: str) -> None:
     left.set_ylabel("training loss")
     left.grid(alpha=0.3)
     right.plot([m["epoch"] for m in metrics], [m["val_acc"] for m in metrics], marker=".")
+    chosen = [m for m in metrics if m["epoch"] == selected]
+    if chosen:
+        right.scatter([selected], [chosen[0]["val_acc"]], s=80, facecolors="none",
+                      edgecolors="C3", zorder=3, label=f"selected: epoch {selected}")  # fmt: skip
+        right.legend(loc="lower right")
     right.set_xlabel("epoch (0: supernet weights, batch norm recalibrated)")
     right.set_ylabel("validation accuracy (eval mode)")
     right.grid(alpha=0.3)

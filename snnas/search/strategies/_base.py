@@ -266,9 +266,20 @@ def make_strategy(
         )
     if isinstance(name, Strategy):
         if name.space.hash != space.hash:
-            raise ConfigError(
-                None, "strategy", f"a strategy of space {space.name!r}", name.space.name
+            same_name = name.space.name == space.name
+            hint = (
+                " (snnas search samples a parity space with its parity decisions fixed to the "
+                "most protective choice: build the strategy on "
+                "snnas.search._protective.searched_space(space))"
+                if same_name
+                else ""
             )
+            found = (
+                f"a strategy of another space named {name.space.name!r}"
+                if same_name
+                else (name.space.name)
+            )
+            raise ConfigError(None, "strategy", f"a strategy of space {space.name!r}{hint}", found)
         if options:
             raise ConfigError(
                 None, "strategy", "no options with a ready strategy", ", ".join(options)
