@@ -364,3 +364,18 @@ def test_threads_reach_the_device_process():
     args = WorkerArgs(Path("p"), 1, 4, "store", "127.0.0.1:1", threads=3)
     argv = args.to_argv()
     assert argv[argv.index("--threads") + 1] == "3"
+
+
+def test_the_verdict_names_only_the_check_that_failed():
+    from snnas.runtime._verdict import verdict_message
+
+    def checks(diff, tolerance, disagreements):
+        answers = {"passed": False, "max_abs_diff": diff, "tolerance": tolerance,
+                   "disagreements_beyond_tolerance": disagreements}  # fmt: skip
+        return {"passed": False, "answers": answers, "bytes": {"passed": True}}
+
+    only_answers = verdict_message(checks(1e-4, 2e-3, 2), "r/runtime.json")
+    assert only_answers is not None and "2 answer(s) differ" in only_answers
+    assert ">" not in only_answers  # the logits are within the tolerance: not claimed
+    both = verdict_message(checks(0.5, 2e-3, 0), "r/runtime.json")
+    assert both is not None and "max abs logit difference 0.5 > 0.002" in both
