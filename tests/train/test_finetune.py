@@ -111,7 +111,11 @@ def test_cli_finetune_export_verify(search_run):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["passed"] and report["top1_agreement"] == 1.0
-    assert report["compared_with"].endswith("finetune/best.pt")
+    assert report["compared_with"].endswith("plan/reference.safetensors")  # the plan alone
+    result = runner.invoke(cli, ["plan", "verify", summary["plan"], "--json",
+                                 "--reference-run", str(search_run / "s")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["compared_with"].endswith("finetune/best.pt")
     # A path given explicitly is honoured outside the runs folder too (issue 16).
     elsewhere = search_run.parent / "elsewhere" / "plan"
     result = runner.invoke(cli, ["export", "s", "--runs-dir", runs, "--out", str(elsewhere)])
