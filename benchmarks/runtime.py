@@ -301,8 +301,10 @@ def sweep(args: argparse.Namespace) -> None:
             data_dir = args.data_dir
             if net.input_channels == 3 and net.input_size == 32:
                 dataset = "cifar100" if net.num_classes == 100 else "cifar10"
-                if data_dir is None:
-                    data_dir = random_cifar(Path(tmp) / "data", dataset, 100, args.images + 10)
+                if data_dir is None:  # written once, read by every alpha
+                    data_dir = Path(tmp) / "data"
+                    if not data_dir.exists():
+                        random_cifar(data_dir, dataset, 100, args.images + 10)
             else:
                 dataset = "digits"
             data = load_for_space(dataset, space, data_dir)
