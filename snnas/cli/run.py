@@ -103,6 +103,12 @@ def _address(value: str | None) -> str | None:
     help="--local: put every device behind an emulated edge link of this rate (20mbit, "
     "300mbit, 1gbit; root on Linux, docs/runtime.md).",
 )
+@click.option(
+    "--profile",
+    "profile_name",
+    help="The latency profile of the machines this run uses (a file snnas profile wrote, or a "
+    "shipped name): runtime.json's prediction, beside the measured latency.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def run(
@@ -127,6 +133,7 @@ def run(
     data_dir: Path | None,
     threads: int,
     link_rate: str | None,
+    profile_name: str | None,
     as_json: bool,
 ) -> None:
     """Run PLAN: --local starts every device here; on real machines run
@@ -159,6 +166,11 @@ def run(
     from snnas.runtime._launch import check_counts
 
     check_counts(plan, split, images, warmup)
+    profile = None
+    if profile_name is not None:  # a bad profile is refused before any process starts
+        from snnas.cost import get_profile
+
+        profile = get_profile(profile_name, "--profile")
     _check_devices(plan, rank, fail_device, slow_device, fail_at, images, split)
     _check_parity_options(plan, rank, fail_device, fail_at, fail_point, deadline_ms, images, split)
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
@@ -207,8 +219,17 @@ def run(
         from snnas.runtime._verdict import check_report
 
         report["checks"] = check_report(plan, report, split)
+    if profile is not None:  # the prediction for the machine and links this run used
+        from snnas._io import atomic_write_json
+        from snnas.runtime._report import run_prediction
+
+        report["prediction"] = run_prediction(profile, plan, link_rate if local else None)
         if (out / "runtime.json").is_file():
             atomic_write_json(out / "runtime.json", report)
+    elif not local and (out / "runtime.json").is_file():
+        from snnas._io import atomic_write_json
+
+        atomic_write_json(out / "runtime.json", report)
     _show(terminal, report, out, as_json)
     from snnas.runtime._verdict import verdict_message
 
@@ -308,6 +329,12 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
         f"latency per image p50 {lat['p50']:.2f} ms, p95 {lat['p95']:.2f} ms, "
         f"p99 {lat['p99']:.2f} ms; {report['throughput_images_per_s']:.1f} images/s"
     )
+    predicted = report.get("prediction") or {}
+    if predicted.get("latency_ms") is not None:
+        terminal.info(
+            f"predicted {predicted['latency_ms']:.2f} ms with profile {predicted['profile']!r}"
+            f" (measured p50 / predicted {lat['p50'] / predicted['latency_ms']:.2f})"
+        )
     table = Table("device", "compute ms", "send ms", "wait ms", "bytes sent")
     for d in report["per_device"]:
         table.add_row(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from snnas.errors import RuntimeFailure
 from snnas.plan import LoadedPlan, compare_logits
-from snnas.runtime._report import percentile
+from snnas.runtime._report import percentile, run_prediction
 
 __all__ = ["build_failover_report"]
 
@@ -148,7 +148,10 @@ def build_failover_report(
         "wall_s": wall,
         "timeout_s": args.timeout_s,
         "live_ratio": plan.data["totals"]["live_ratio"],
-        "prediction": plan.data["prediction"],
+        # The export's prediction is for the profile named at export (rpi3b+ by default), not
+        # for this machine: kept apart; snnas run --profile FILE fills in "prediction".
+        "plan_prediction": plan.data["prediction"],
+        "prediction": run_prediction(None),
         "erasure_bytes": sum(d.get("standin_bytes", 0) for d in devices),
         "failover": None,
         "straggler": None,

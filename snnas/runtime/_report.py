@@ -3,6 +3,7 @@ compute, sends and waits per device, like the paper's Fig. 6)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 from torch import Tensor
 
 from snnas._io import atomic_write_json
+from snnas.cost import DeviceProfile, latency
 from snnas.plan import LoadedPlan, compare_logits
+from snnas.runtime._netns import parse_rate
+from snnas.space import space_from_text
+from snnas.space._toml import read_user_file
 
 __all__ = ["build_report", "percentile", "write_report"]
 
@@ -100,7 +105,10 @@ def build_report(
         ],
         "timeout_s": args.timeout_s,
         "live_ratio": plan.data["totals"]["live_ratio"],
-        "prediction": plan.data["prediction"],
+        # The export's prediction is for the profile named at export (rpi3b+ by default), not
+        # for this machine: kept apart; snnas run --profile FILE fills in "prediction".
+        "plan_prediction": plan.data["prediction"],
+        "prediction": run_prediction(None),
     }
 
 
@@ -155,3 +163,34 @@ def plot_timeline(devices: list[dict[str, Any]], path: Path, title: str) -> None
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="x")
     save_png(fig, path)
+
+
+def run_prediction(
+    profile: DeviceProfile | None,
+    plan: LoadedPlan | None = None,
+    link_rate: str | None = None,
+) -> dict[str, Any]:
+    """``runtime.json``'s ``prediction``: the cost model's latency for the machine and links
+    the run used, from ``profile`` (``snnas profile`` of this machine) with the emulated link's
+    rate as its bandwidth; without a profile, no figure and why."""
+    if profile is None or plan is None:
+        return {
+            "latency_ms": None,
+            "why": "no profile of the machine that ran: pass snnas run --profile FILE "
+            "(written by snnas profile) for a prediction beside the measured latency",
+        }
+    space_file = plan.folder / plan.model.space.file
+    space = space_from_text(read_user_file(space_file, "<space>", "space file"), str(space_file))
+    used = (
+        dataclasses.replace(profile, bandwidth_bps=float(parse_rate(link_rate)))
+        if link_rate
+        else profile
+    )
+    predicted = latency(space, plan.data["policy"], used)
+    return {
+        "profile": profile.name,
+        "link_rate": link_rate,
+        "latency_ms": 1e3 * predicted.latency_s,
+        "compute_only_ms": 1e3 * predicted.compute_only_s,
+        "exposed_transfer_ms": 1e3 * predicted.exposed_transfer_s,
+    }

@@ -379,3 +379,28 @@ def test_the_verdict_names_only_the_check_that_failed():
     assert ">" not in only_answers  # the logits are within the tolerance: not claimed
     both = verdict_message(checks(0.5, 2e-3, 0), "r/runtime.json")
     assert both is not None and "max abs logit difference 0.5 > 0.002" in both
+
+
+def test_the_prediction_is_for_the_profile_given_never_the_plans(plan, tmp_path):
+    """runtime.json: the export's prediction apart (plan_prediction), and the prediction of
+    the machine the run used only from --profile (a link rate as its bandwidth)."""
+    from snnas.cost import PROFILES, latency
+    from snnas.space import space_from_text
+
+    args = ["run", str(plan), "--local", "--images", str(IMAGES), "--warmup", "2",
+            "--runs-dir", str(tmp_path), "--name", "p", "--json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    bare = json.loads((tmp_path / "p" / "runtime.json").read_text())
+    plan_json = json.loads((plan / "plan.json").read_text())
+    assert bare["plan_prediction"] == plan_json["prediction"]
+    assert bare["prediction"]["latency_ms"] is None and "--profile" in bare["prediction"]["why"]
+    result = CliRunner().invoke(cli, [*args[:-3], "--name", "q", "--profile", "a57x4", "--json"])
+    assert result.exit_code == 0, result.output
+    given = json.loads((tmp_path / "q" / "runtime.json").read_text())["prediction"]
+    space = space_from_text((plan / "space.toml").read_text())
+    expected = 1e3 * latency(space, plan_json["policy"], PROFILES["a57x4"]).latency_s
+    assert given["profile"] == "a57x4" and given["latency_ms"] == pytest.approx(expected)
+    bad = CliRunner().invoke(cli, [*args[:-3], "--name", "r", "--profile", "nowhere"])
+    assert bad.exit_code == 2 and "--profile" in bad.stderr
+    assert not (tmp_path / "r").exists()  # refused before any process started
