@@ -114,13 +114,19 @@ def _connect(args: WorkerArgs) -> Any:
     reached or hosted, or devices that do not all come within ``join_s`` seconds, is a
     :class:`RuntimeFailure`."""
     try:
-        return _join(args)
+        store = _join(args)
     except (RuntimeError, ValueError, OSError) as exc:  # torch's DistNetworkError, DistError
         where = args.address or "the environment's MASTER_ADDR:MASTER_PORT"
         raise RuntimeFailure(
             f"device {args.rank}: could not join the other {args.world - 1} device(s) at "
             f"{where} within {args.join_s:g} s ({clean_message(exc, 160)})"
         ) from None
+    _JOINED.append(True)  # gloo's threads now live in this process: see _exit
+    return store
+
+
+#: Set once this process joined a process group (its end then never unwinds: :func:`_exit`).
+_JOINED: list[bool] = []
 
 
 def _join(args: WorkerArgs) -> Any:
@@ -518,16 +524,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _exit(code: int) -> NoReturn:
-    """End the device process with ``code`` without unwinding the interpreter. Its work is
-    done and written (atomically) by now. A failed run may leave transfers posted with peers
-    that are about to be stopped, each waited for by a helper thread inside gloo, and even a
-    clean run's gloo and store threads can still be joinable when the interpreter tears them
-    down: either way C++ ends the process with "terminate called without an active
-    exception" (SIGABRT; seen 3 times in this suite's runs here), which the launcher would
-    report as a crash. ``pending_transfers`` and ``_HARD_EXIT`` say which case it was (kept
-    for the logs' sake)."""
+    """End the device process with ``code``; once it joined a process group, without
+    unwinding the interpreter (its work is done and written, atomically, by now). A failed
+    run may leave transfers posted with peers that are about to be stopped, each waited for
+    by a helper thread inside gloo, and even a clean run's gloo and store threads can still
+    be joinable when the interpreter tears them down: either way C++ ends the process with
+    "terminate called without an active exception" (SIGABRT; seen 3 times in this suite's
+    runs here), which the launcher would report as a crash. A process that never joined
+    (a bad argument or plan) exits normally."""
     sys.stdout.flush()
     sys.stderr.flush()
+    if not _JOINED and pending_transfers() == 0 and not _HARD_EXIT:
+        sys.exit(code)  # nothing of gloo's started here (e.g. a bad argument or plan)
     os._exit(code)
 
 
