@@ -85,3 +85,30 @@ def test_hostile_runtime_threads(sandbox, capsys, bad):
         os.chdir(here)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit.value.code == 2 and len(err) == 1 and "--threads" in err[0], err
+
+
+# --profile: a latency profile for runtime.json's prediction. A bad name is a usage error
+# (exit 2), a bad file a failure naming it (exit 1); either is refused before any process
+# starts, and nothing is written.
+PROFILE_CASES = [
+    ("empty", "", 2, "--profile"),
+    ("unknown-name", "pi5", 2, "--profile"),
+    ("not-toml", "notes.txt", 2, "--profile"),
+    ("markup", MARKUP, 2, "--profile"),
+    ("huge", HUGE, 2, "--profile"),
+    ("missing-file", "nowhere.toml", 1, "nowhere.toml"),
+    ("broken-toml", "broken.toml", 1, "broken.toml"),
+    ("nan-flops", "nan.toml", 1, "flops"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "needle"), [c[1:] for c in PROFILE_CASES], ids=[c[0] for c in PROFILE_CASES]
+)
+def test_hostile_run_profile(sandbox, value, code, needle):
+    (sandbox / "broken.toml").write_text("flops = [\n")
+    (sandbox / "nan.toml").write_text("flops = nan\nbandwidth_bps = 1e9\n")
+    outcome = invoke(sandbox, ["run", PLAN, *LOCAL, "--profile", value, "--name", "r"])
+    assert outcome.code == code, outcome
+    assert needle in outcome.error, outcome.error
+    assert not (sandbox / "runs" / "r").exists()
