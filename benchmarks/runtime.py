@@ -164,8 +164,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("links.json"), help="sweep's JSON")
     args = parser.parse_args()
     if args.link_rates:
+        from snnas.errors import UsageError
+        from snnas.runtime._netns import parse_rate
+
         if args.plan is not None or args.policy is not None:
             parser.error("--link-rates builds dense plans of --space: no --plan or --policy")
+        try:
+            for rate in args.link_rates.split(","):
+                parse_rate(rate)
+        except UsageError as exc:
+            parser.error(f"--link-rates: {exc}")
+        alphas = args.alphas.split(",")
+        if not all(a.strip().isdigit() and 1 <= int(a) <= 64 for a in alphas):
+            parser.error(
+                f"--alphas: expected integers 1..64 joined by commas, found {args.alphas!r}"
+            )
         sweep(args)
         return
     if args.plan is not None and (args.space or args.policy):
@@ -282,7 +295,7 @@ def sweep(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     space_file = args.space or ROOT / "search_spaces" / "quickstart.toml"
     text = Path(space_file).read_text("utf-8")
-    rates = [r.strip() for r in args.link_rates.split(",") if r.strip()]
+    rates = [r.strip() for r in args.link_rates.split(",")]
     alphas = [int(a) for a in args.alphas.split(",")]
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
