@@ -15,7 +15,6 @@ from typing import Any
 
 from snnas.arch import Architecture
 from snnas.cost import DeviceProfile, communication, compute, latency, liveness, stem_bytes
-from snnas.plan._model import receive_json, send_json
 from snnas.plan._program import Receive, Send
 from snnas.plan._weights import expected_shapes
 from snnas.space import SearchSpace
@@ -135,8 +134,8 @@ def derive(
                 "head": head,
                 "blocks": blocks,
                 "skipped_blocks": list(flow.skipped_blocks(d)),
-                "sends": [send_json(s) for src, _, s, _ in (*pairs, *enc_pairs) if src == d],
-                "receives": [receive_json(r) for _, dst, _, r in pairs if dst == d],
+                "sends": [s.to_json() for src, _, s, _ in (*pairs, *enc_pairs) if src == d],
+                "receives": [r.to_json() for _, dst, _, r in pairs if dst == d],
                 "flops": comp.live_flops_per_device[d],
                 "params": _count(shapes),
             }
@@ -225,7 +224,7 @@ def _derive_parity(
                 "blocks": blocks,
                 "skipped_blocks": [b for b in range(arch.num_blocks) if b not in blocks],
                 "sends": [],
-                "receives": [receive_json(x) for _, dst, _, x in enc_pairs if dst == g + k],
+                "receives": [x.to_json() for _, dst, _, x in enc_pairs if dst == g + k],
                 "encoders": encoders,
                 "flops": cost.flops_per_parity[k],
                 "params": _count(shapes),

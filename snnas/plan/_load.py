@@ -40,7 +40,7 @@ from snnas.plan._model import Plan
 from snnas.plan._program import DeviceNet, Op, architecture_of, device_ops
 from snnas.plan._weights import expected_shapes
 
-__all__ = ["LoadedPlan", "load_plan", "read_safetensors"]
+__all__ = ["LoadedPlan", "load_plan", "plan_space_name", "read_safetensors"]
 
 #: A space name as the DSL allows it (snnas/space/_config.py), and no longer.
 _SPACE_NAME = re.compile(r"[^\W][\w.+-]{0,99}", re.ASCII)
@@ -402,6 +402,20 @@ def _check_files(root: Path, plan: Plan, source: str) -> None:
     check_file(root, plan.reference, "the reference logits")
     if plan.parity is not None:
         check_file(root, plan.parity.impute, "the imputation constants")
+
+
+def plan_space_name(folder: str | Path) -> str:
+    """The plan's space name, checked as :func:`load_plan` checks it, from ``plan.json``
+    alone (no weights read): what a default folder name may be made of."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise PlanError(f"{root}: no such plan folder")
+    source = str(root / PLAN_FILE)
+    name = Plan.from_json(read_plan_json(root / PLAN_FILE), source).space.name
+    if not _SPACE_NAME.fullmatch(name):
+        raise PlanError(f"{source}: space.name: expected a name of letters, digits and _ . + - "
+                        f"(at most 100), found {shorten(name, 60, quote=True)}")  # fmt: skip
+    return name
 
 
 def load_plan(folder: str | Path) -> LoadedPlan:

@@ -39,8 +39,6 @@ __all__ = [
     "SpaceRef",
     "Standin",
     "Totals",
-    "receive_json",
-    "send_json",
 ]
 
 
@@ -56,35 +54,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def send_json(s: Send) -> dict[str, Any]:
-    """A plan's ``sends`` entry."""
-    return {
-        "kind": s.kind,
-        "point": s.point,
-        "after_block": s.after_block,
-        "to": s.to,
-        "channels": list(s.channels),
-        "wire_dtype": s.wire_dtype,
-        "shape": list(s.shape),
-        "bytes": s.bytes,
-    }
-
-
-def receive_json(r: Receive) -> dict[str, Any]:
-    """A plan's ``receives`` entry."""
-    return {
-        "kind": r.kind,
-        "point": r.point,
-        "from": r.src,
-        "sent_after_block": r.sent_after_block,
-        "after_block": r.after_block,
-        "channels": list(r.channels),
-        "wire_dtype": r.wire_dtype,
-        "shape": list(r.shape),
-        "bytes": r.bytes,
-    }
 
 
 @dataclass(frozen=True)
@@ -310,8 +279,8 @@ class DeviceEntry:
             "head": self.head,
             "blocks": list(self.blocks),
             "skipped_blocks": list(self.skipped_blocks),
-            "sends": [send_json(s) for s in self.sends],
-            "receives": [receive_json(r) for r in self.receives],
+            "sends": [s.to_json() for s in self.sends],
+            "receives": [r.to_json() for r in self.receives],
         }
         if self.encoders is not None:
             out["encoders"] = [e.to_json() for e in self.encoders]

@@ -37,6 +37,7 @@ from snnas._io import atomic_write_json
 from snnas.engine import ParityNet, Receive, run, run_device, run_parity_device
 from snnas.errors import PlanError, RuntimeFailure, UsageError
 from snnas.plan import LoadedPlan, load_plan
+from snnas.plan._load import plan_space_name
 from snnas.runtime._failover import NEVER, FailStop, StoreFailover, die
 from snnas.runtime._transport import (
     GlooTransport,
@@ -540,6 +541,7 @@ def _exit(code: int) -> NoReturn:
 
 
 def _space_name(plan: Path) -> str:
-    """The plan's space name, as the loader checked it (letters, digits and ``_ . + -``): the
-    default report folder is named after it, never after raw JSON."""
-    return load_plan(plan).model.space.name
+    """The plan's space name, checked as the loader checks it (letters, digits and
+    ``_ . + -``), from plan.json alone: the default report folder is named after it, never
+    after raw JSON, and no device reads every weights file for it."""
+    return plan_space_name(plan)
