@@ -49,6 +49,7 @@ def finetune_policy(
     lr: float = LR,
     batch_size: int = BATCH,
     seed: int = 0,
+    augment: bool = True,
     accel: Accelerator | None = None,
 ) -> dict[str, float]:
     """Fine-tune one policy; return its validation and test accuracy (deployable: running
@@ -62,7 +63,7 @@ def finetune_policy(
     test = list(data.loader("test", 256))
     before = evaluate(net, val, accel)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    loader = data.loader("train", batch_size, shuffle=True, seed=seed, augment=True)
+    loader = data.loader("train", batch_size, shuffle=True, seed=seed, augment=augment)
     total, step = epochs * len(loader), 0
     tic = time.perf_counter()
     for epoch in range(epochs):

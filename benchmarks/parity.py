@@ -1,11 +1,15 @@
-"""Parity devices on the quickstart (G = 4, r = 1): the issue's goal, measured end to end
-through the commands a user runs.
+"""Parity devices (G = 4, r = 1) against every other way to survive a lost device: the issues'
+goals, measured end to end through the commands a user runs.
 
     python benchmarks/parity.py [--runs-dir runs] [--name bench-parity] [--variants ...]
+    python benchmarks/parity.py --space search_spaces/fashion_parity.toml \
+        --dataset fashion-mnist --name h2h-fashion --epochs 1 --backup-epochs 3
 
-1. ``snnas search search_spaces/quickstart_parity.toml --name NAME`` (the digits defaults:
-   REINFORCE, 10 iterations, seed 0): the supernet and the selected policy;
-2. ``snnas finetune NAME`` (the digits defaults: 20 epochs, lr 0.03, chosen on validation);
+1. ``snnas search SPACE --name NAME --dataset DATASET`` (SPACE: quickstart_parity.toml by
+   default; the dataset's defaults: REINFORCE, 10 iterations, seed 0): the supernet and the
+   selected policy;
+2. ``snnas finetune NAME`` (the dataset's defaults, e.g. digits 20 epochs at lr 0.03,
+   Fashion-MNIST 5 epochs at lr 0.01; chosen on validation);
 3. ``snnas parity train NAME --method failout`` (RUN/failout: the fine-tuned network trained
    further with data devices dropped at random) and ``snnas parity train NAME --base failout
    --choices ... --name parity-failout`` (failout + parity: the ``sum`` variant's parity
@@ -17,7 +21,9 @@ through the commands a user runs.
 
 Every step is the command itself, run in a subprocess with this interpreter. Goal (issue
 10): A_degraded within 5 points of A_available and above every baseline at equal extra
-resources. Finished steps are reused when the script runs again. Figures: docs/parity.md.
+resources; issue 15 on Fashion-MNIST: the best coded method within 3 points of A_available
+and above every equal-resource baseline. Finished steps are reused when the script runs
+again. Figures: docs/parity.md.
 """
 
 from __future__ import annotations
@@ -43,8 +49,8 @@ from snnas.space import load_space  # noqa: E402
 SPACE = ROOT / "search_spaces" / "quickstart_parity.toml"
 
 
-def _protect(level: float, encoder: str) -> dict[str, Any]:
-    space = load_space(SPACE)
+def _protect(level: float, encoder: str, space_file: Path = SPACE) -> dict[str, Any]:
+    space = load_space(space_file)
     choices: dict[str, Any] = {d.label: level for d in space.decisions if d.kind == "encode"}
     choices.update({d.label: encoder for d in space.decisions if d.kind == "encoder"})
     return choices
@@ -94,7 +100,10 @@ def _train(
 def _choices(runs: Path, name: str, variant: str) -> str:
     (level, encoder), _ = VARIANTS[variant]
     choices = runs / name / f"choices-{variant}.json"
-    choices.write_text(json.dumps(_protect(level, encoder)), encoding="utf-8")
+    config = json.loads((runs / name / "config.json").read_text(encoding="utf-8"))
+    space_file = runs / name / "space.toml"  # the run's own space, whatever file it came from
+    space_file.write_text(config["space_toml"], encoding="utf-8")
+    choices.write_text(json.dumps(_protect(level, encoder, space_file)), encoding="utf-8")
     return str(choices)
 
 
@@ -133,6 +142,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--name", default="bench-parity")
+    parser.add_argument("--space", type=Path, default=SPACE, help="a space with [parity] r = 1")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--epochs", type=int, default=None, help="parity training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=None)
@@ -149,8 +161,10 @@ def main() -> None:
     if not (runs / name / "summary.json").is_file():
         resume = ["--resume"] if (runs / name / "last.pt").is_file() else []
         sets = [a for kv in args.search_set for a in ("--set", kv)]
-        snnas("search", str(SPACE), "--name", name, "--runs-dir", str(runs), "--device", "cpu",
-              *sets, *resume, log=log)  # fmt: skip
+        data = ["--dataset", args.dataset]
+        data += ["--data-dir", str(args.data_dir)] if args.data_dir else []
+        snnas("search", str(args.space), "--name", name, "--runs-dir", str(runs), "--device",
+              "cpu", *data, *sets, *resume, log=log)  # fmt: skip
     search = json.loads((runs / name / "summary.json").read_text(encoding="utf-8"))
     if not (runs / name / "finetune" / "final.json").is_file():
         resume = ["--resume"] if (runs / name / "finetune" / "last.pt").is_file() else []
@@ -167,6 +181,7 @@ def main() -> None:
     goal = {
         variant: {
             "within_5_points": r["degraded_acc"] >= r["available_acc"] - 0.05,
+            "within_3_points": r["degraded_acc"] >= r["available_acc"] - 0.03,
             "above_every_baseline": all(
                 r["degraded_acc"] > b["degraded_acc"] for b in r["baselines"].values()
             ),

@@ -29,8 +29,16 @@ def _plural(n: int, word: str) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Fine-tune this policy instead of the search's selected one.",
 )
-@click.option("--epochs", type=EPOCHS, help="Passes over the training split (digits: 20).")
-@click.option("--lr", type=LR, help="Initial learning rate, cosine decay (digits: 0.03).")
+@click.option(
+    "--epochs",
+    type=EPOCHS,
+    help="Passes over the training split (digits: 20; fashion-mnist: 5; CIFAR: 45).",
+)
+@click.option(
+    "--lr",
+    type=LR,
+    help="Initial learning rate, cosine decay (digits: 0.03; fashion-mnist: 0.01; CIFAR: 1e-4).",
+)
 @click.option("--batch-size", type=BATCH)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning.")

@@ -121,3 +121,20 @@ def test_cli_finetune_export_verify(search_run):
     result = runner.invoke(cli, ["export", "s", "--runs-dir", runs, "--out", str(elsewhere)])
     assert result.exit_code == 0, result.output
     assert (elsewhere / "plan.json").is_file()
+
+
+def test_each_dataset_has_its_own_finetune_recipe():
+    # Fashion-MNIST used to fall back to the paper's 45-epoch CIFAR recipe (hours on a CPU).
+    from snnas.train._finetune import default_finetune_config
+
+    fashion = default_finetune_config("fashion-mnist")
+    assert (fashion.epochs, fashion.lr, fashion.batch_size, fashion.augment) == (
+        5,
+        0.01,
+        128,
+        False,
+    )
+    digits = default_finetune_config("digits")
+    assert (digits.epochs, digits.lr, digits.batch_size, digits.augment) == (20, 0.03, 32, True)
+    cifar = default_finetune_config("cifar10", epochs=3)
+    assert (cifar.epochs, cifar.lr, cifar.batch_size) == (3, 1e-4, 128)
