@@ -45,7 +45,8 @@ def _plural(n: int, word: str) -> str:
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    help="Folder holding the CIFAR python batches (CIFAR runs).",
+    help="Folder holding the run's dataset files: the Fashion-MNIST IDX files (default "
+    "/usr/share/datasets/fashion-mnist) or the CIFAR python batches.",
 )
 @click.option(
     "--runs-dir",
