@@ -21,6 +21,7 @@ PARITY_FILES = (
 EPOCHS = Number(Range(1, 10_000, integer=True))
 JOINT_EPOCHS = Number(Range(0, 10_000, integer=True))
 BATCH = Number(Range(1, 65_536, integer=True))
+TRAIN_IMAGES = Number(Range(1, 1_000_000_000, integer=True))
 LR = Number(Range(0, 10, low_open=True))
 RATE = Number(Range(0, 1, low_open=True))
 #: Options of ``parity train`` that only the parity method takes, and those only failout takes.
@@ -128,6 +129,12 @@ def parity() -> None:
 )
 @click.option("--batch-size", type=BATCH)
 @click.option(
+    "--train-images",
+    type=TRAIN_IMAGES,
+    help="Train on this many training images, a seeded subset (default: the whole split; "
+    "a 2-core CPU's budget on Fashion-MNIST, docs/parity.md).",
+)
+@click.option(
     "--lr", type=LR, help="Adam learning rate of the frozen phase (failout: 1e-3 by default)."
 )
 @click.option(
@@ -160,6 +167,7 @@ def train(
     epochs: int | None,
     joint_epochs: int | None,
     batch_size: int | None,
+    train_images: int | None,
     lr: float | None,
     label_weight: float | None,
     init: str | None,
@@ -209,6 +217,7 @@ def train(
         _train_failout(
             terminal, run_dir, space_file, choices_file, epochs, batch_size, lr, failout_rate,
             standin, seed, name, resume, device, as_json, dataset, data_dir, download,
+            train_images,
         )  # fmt: skip
         return
     base_folder = None if base_name is None else RunDir(_folder(run_dir, base_name, "--base"))
@@ -243,6 +252,7 @@ def train(
         "lr": lr,
         "label_weight": label_weight,
         "init": init,
+        "train_images": train_images,
     }
     config = replace(
         ParityTrainConfig(seed=seed), **{k: v for k, v in overrides.items() if v is not None}
@@ -318,6 +328,7 @@ def _train_failout(
     dataset: str,
     data_dir: Path | None,
     download: bool = False,
+    train_images: int | None = None,
 ) -> None:
     """``snnas parity train RUN --method failout``."""
     from dataclasses import replace
@@ -340,7 +351,7 @@ def _train_failout(
             base.space.config.path, "parity.r", "r >= 1 (pass --space with parity devices)", 0
         )
     overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "rate": rate,
-                 "standin": standin}  # fmt: skip
+                 "standin": standin, "train_images": train_images}  # fmt: skip
     config = replace(
         FailoutConfig(seed=seed), **{k: v for k, v in overrides.items() if v is not None}
     )

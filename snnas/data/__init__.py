@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,6 +136,22 @@ class DataSplits:
     def size(self, split: str) -> int:
         """Number of examples in ``split``."""
         return len(self.tensors[split][1])
+
+    def subset(self, split: str, count: int | None, seed: int = 0) -> DataSplits:
+        """These splits with ``split`` cut to ``count`` examples drawn without replacement
+        (a seeded permutation, kept in the split's order); ``None`` or the whole split
+        returns ``self``. More examples than the split holds is a :class:`DatasetError`."""
+        if count is None or count == self.size(split):
+            return self
+        if not 1 <= count <= self.size(split):
+            raise DatasetError(
+                f"expected at most the {self.size(split)} {split} examples of {self.name}, "
+                f"found a subset of {count}"
+            )
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(self.size(split), generator=generator)[:count].sort().values
+        images, labels = self.tensors[split]
+        return replace(self, tensors={**self.tensors, split: (images[keep], labels[keep])})
 
     def eval_tensors(self, split: str) -> tuple[Tensor, Tensor]:
         """``split`` as network inputs (float, normalised, no augmentation) and labels."""

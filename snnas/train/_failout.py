@@ -92,6 +92,7 @@ class FailoutConfig:
     augment: bool = True
     calibration_batches: int = 8  # batches of 256 training images (imputation, batch norm)
     seed: int = 0
+    train_images: int | None = None  # a seeded subset of the training split (None: all of it)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -117,6 +118,12 @@ class FailoutConfig:
             problem = valid.problem(getattr(self, name))
             if problem is not None:
                 raise ConfigError(None, option, problem, getattr(self, name))
+        if self.train_images is not None and (
+            isinstance(self.train_images, bool)
+            or not isinstance(self.train_images, int)
+            or self.train_images < 1
+        ):
+            raise ConfigError(None, "--train-images", "an integer >= 1", self.train_images)
         if self.standin not in STANDINS:
             raise ConfigError(None, "--standin", "'mean' or 'zeros'", self.standin)
         if not isinstance(self.augment, bool):
@@ -264,6 +271,7 @@ def train_failout(
     if space.groups < 2:
         raise ConfigError(space.config.path, "split.groups", "at least 2 for failout", 1)
     data.check_space(space)
+    data = data.subset("train", config.train_images, config.seed)
     net = CodedNetwork(base, ParityStreams(space)).to(accel.device)
     net.standin = config.standin
     for p in net.parity.parameters():

@@ -81,6 +81,7 @@ class ParityTrainConfig:
     calibration_batches: int = 8  # batches of 256 training images for the imputation means
     init: str = "shadow"  # "shadow": copies of their data devices; "scratch": random (ablation)
     seed: int = 0
+    train_images: int | None = None  # a seeded subset of the training split (None: all of it)
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -105,6 +106,12 @@ class ParityTrainConfig:
             raise ConfigError(None, "--label-weight", "a number >= 0", self.label_weight)
         if self.joint_epochs < 0:
             raise ConfigError(None, "--joint-epochs", "an integer >= 0", self.joint_epochs)
+        if self.train_images is not None and (
+            isinstance(self.train_images, bool)
+            or not isinstance(self.train_images, int)
+            or self.train_images < 1
+        ):
+            raise ConfigError(None, "--train-images", "an integer >= 1", self.train_images)
         for name in ("lr", "joint_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(
@@ -263,6 +270,7 @@ def train_parity(
     config.check()
     accel = accel or Accelerator.pick()
     data.check_space(net.space)
+    data = data.subset("train", config.train_images, config.seed)
     net.to(accel.device)
     policy = net.base.policy if isinstance(net.base, FrozenSepResNeXt) else None
     identity = _identity(net, config, policy, base)

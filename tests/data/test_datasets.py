@@ -167,3 +167,21 @@ def test_cifar_augmentation_is_seeded_per_sample(tmp_path):
     assert not torch.equal(inline[0], inline[1])  # ...and differs from the next epoch's
     for a, b in zip(inline, workers, strict=True):
         assert torch.equal(a, b)
+
+
+def test_subset_is_seeded_ordered_and_bounded(digits):
+    a = digits.subset("train", 50, seed=3)
+    b = digits.subset("train", 50, seed=3)
+    c = digits.subset("train", 50, seed=4)
+    assert a.size("train") == 50 and a.size("val") == digits.size("val")
+    assert torch.equal(a.tensors["train"][0], b.tensors["train"][0])
+    assert not torch.equal(a.tensors["train"][0], c.tensors["train"][0])
+    # Every kept image is one of the split's, in the split's order.
+    images = digits.tensors["train"][0].flatten(1)
+    rows = [int((images == x).all(1).nonzero()[0]) for x in a.tensors["train"][0].flatten(1)]
+    assert rows == sorted(rows)
+    assert digits.subset("train", None) is digits
+    assert digits.subset("train", digits.size("train")) is digits
+    for bad in (0, digits.size("train") + 1):
+        with pytest.raises(DatasetError, match="train examples"):
+            digits.subset("train", bad)

@@ -137,6 +137,18 @@ for option, extra in (
 add("parity-with-rate", fixed(*TRAIN, "--name", "p2", "--failout-rate", "0.5"), 2, "--failout-rate")
 add("parity-with-standin", fixed(*TRAIN, "--name", "p2", "--standin", "zeros"), 2, "--standin")
 add("supernet-base", fixed(*TRAIN, "--name", "p2", "--supernet", "--base", "failout"), 2, "--base")
+# --train-images (both methods): a seeded subset of the training split.
+for i, bad in enumerate([*BAD_NUMBERS, "0", "1.5", "1000000001"]):
+    add(f"train-images-{i}", fixed(*FAILOUT, "--name", "f2", "--train-images", bad), 2,
+        "--train-images")  # fmt: skip
+    add(f"parity-train-images-{i}", fixed(*TRAIN, "--name", "p2", "--train-images", bad), 2,
+        "--train-images")  # fmt: skip
+add("train-images-above-split", fixed(*FAILOUT, *FAST, "--name", "f2", "--train-images",
+    "1000000"), 1, "expected at most", "train examples", "1000000")  # fmt: skip
+add("parity-train-images-above-split", fixed(*TRAIN, *FAST, "--name", "p2", "--train-images",
+    "1000000"), 1, "expected at most", "train examples")  # fmt: skip
+add("resume-other-train-images", fixed(*FAILOUT, *FAST, "--resume", "--train-images", "64"), 1,
+    "cannot resume", "train_images")  # fmt: skip
 add("dataset-other", fixed(*FAILOUT, "--name", "f2", "--dataset", "cifar10"), 2, "--dataset")
 
 # ------------------------------------------------------------------- names and folders

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from snnas._run import RunDir
-from snnas.errors import CheckpointError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.models import SepResNeXt
 from snnas.models.parity import CodedNetwork, ParityStreams, erasure_grid, fail_at_tensor
 from snnas.space import space_from_text
@@ -196,3 +196,31 @@ def test_label_term_changes_the_loss(finetuned, data):
     assert float(with_labels.detach()) > float(pure.detach())
     with pytest.raises(ValueError, match="labels"):
         parity_loss(net, x, None, label_weight=1.0)
+
+
+def test_train_images_trains_on_a_seeded_subset_and_is_part_of_the_identity(
+    finetuned, data, tmp_path
+):
+    # A parity epoch over Fashion-MNIST's 55,000 images is hours on a CPU: --train-images.
+    steps = []
+
+    def record(phase, done, total, info):
+        if phase == "train":
+            steps.append(total)
+
+    config = ParityTrainConfig(epochs=1, batch_size=32, train_images=64)
+    train_parity(_net(finetuned), data, config, RunDir(tmp_path / "s"), accel=CPU, progress=record)
+    assert set(steps) == {2}  # 64 images of the 192: 2 steps of 32
+    assert RunDir(tmp_path / "s").read_json("config.json")["config"]["train_images"] == 64
+    with pytest.raises(CheckpointError, match="train_images"):
+        train_parity(
+            _net(finetuned),
+            data,
+            ParityTrainConfig(epochs=2, batch_size=32, train_images=96),
+            RunDir(tmp_path / "s"),
+            resume=True,
+            accel=CPU,
+        )
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ConfigError, match="--train-images"):
+            ParityTrainConfig(train_images=bad).check()
