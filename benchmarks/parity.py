@@ -3,7 +3,8 @@ goals, measured end to end through the commands a user runs.
 
     python benchmarks/parity.py [--runs-dir runs] [--name bench-parity] [--variants ...]
     python benchmarks/parity.py --space search_spaces/fashion_parity.toml \
-        --dataset fashion-mnist --name h2h-fashion --epochs 1 --backup-epochs 3
+        --dataset fashion-mnist --name h2h-fashion --epochs 1 --train-images 5000 \
+        --backup-epochs 3
 
 1. ``snnas search SPACE --name NAME --dataset DATASET`` (SPACE: quickstart_parity.toml by
    default; the dataset's defaults: REINFORCE, 10 iterations, seed 0): the supernet and the
@@ -67,6 +68,10 @@ VARIANTS: dict[str, tuple[tuple[float, str], list[str]]] = {
 }
 
 
+#: ``--train-images`` of every parity and failout training (None: the whole split)
+TRAIN_IMAGES: int | None = None
+
+
 def snnas(*args: str, log: Path) -> Any:
     """Run ``python -m snnas ARGS --json``; return its JSON (stderr appended to ``log``)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -91,6 +96,7 @@ def _train(
         return
     resume = ["--resume"] if (path / "last.pt").is_file() else []
     more = ["--epochs", str(epochs)] if epochs else []
+    more += ["--train-images", str(TRAIN_IMAGES)] if TRAIN_IMAGES else []
     tic = time.perf_counter()
     snnas("parity", "train", str(runs / name), "--name", folder, "--device", "cpu", *options,
           *more, *resume, log=log)  # fmt: skip
@@ -149,11 +155,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="parity training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=None)
     parser.add_argument("--backup-epochs", type=int, default=None)
+    parser.add_argument("--train-images", type=int, default=None, help="parity and failout")
     parser.add_argument(
         "--search-set", action="append", default=[], help="snnas search --set (a smoke run)"
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global TRAIN_IMAGES
+    TRAIN_IMAGES = args.train_images
     runs, name = args.runs_dir.resolve(), args.name
     (runs / name).mkdir(parents=True, exist_ok=True)
     log = runs / f"{name}.log"
