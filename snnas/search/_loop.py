@@ -224,6 +224,13 @@ def run_search(
         optimizer.load_state_dict(saved["optimizer"])
         strategy.load_state_dict(saved["strategy"])
         state = {k: saved.get(k, len(saved["events"])) for k in state}
+        # One line when the strategy does not continue as the uninterrupted search would
+        # have (an Optuna sampler whose whole state is not saved, an older checkpoint); kept
+        # in later checkpoints, so summary.json says it however often the run resumed.
+        note = saved.get("resume_note")
+        note = note if isinstance(note, str) else getattr(strategy, "resume_note", None)
+        if note is not None:
+            state["resume_note"] = note
         if "schedule" in saved:
             schedule = StepSchedule.from_json(saved["schedule"])
         else:  # checkpoints of older versions: the iterations the run started with
@@ -561,6 +568,8 @@ def _finish(
         summary["infeasible_evaluations"] = len(events) - len(feasible)
     if "objective" in best:
         summary["best_objective"] = best["objective"]
+    if "resume_note" in state:
+        summary["resume_note"] = state["resume_note"]
     run.write_json("summary.json", summary)
     plot_search_curve(events, run / "search_curve.png", f"{space.name}: {strategy.label}")
     plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}")
