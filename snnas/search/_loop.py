@@ -404,7 +404,7 @@ def run_search(
     return ctx.broadcast(
         _finish(
             space, data, config, strategy, model, scorer, run, accel, state, recorder,
-            progress, reward_of, user_value, constraints,
+            progress, reward_of, user_value, constraints, objective,
         )
     )  # fmt: skip
 
@@ -464,6 +464,7 @@ def _finish(
     reward_of: Callable[..., Any],
     user_value: Callable[[Policy], float | None],
     constraints: Constraints | None,
+    objective: Objective | None,
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
@@ -473,6 +474,9 @@ def _finish(
     # the selected policy come from those scores, not from single-minibatch maxima. Within
     # constraints, only feasible policies are candidates.
     multi = config.reward == "pareto"
+    # pareto with a user objective: the selection has its three objectives too, the user
+    # objective by its gain (minus the value when minimised), as the strategy had them.
+    gain = objective.gain if multi and objective is not None else None
     feasible = [e for e in events if e.get("violation", 0.0) <= 0]
     if constraints is not None and not feasible:
         no_comm = space.no_communication_policy()
@@ -481,7 +485,7 @@ def _finish(
             f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
             "budget of evaluations or loosen the constraints"
         )
-    candidates = candidates_to_rescore(space, feasible, config.rescore, multi)
+    candidates = candidates_to_rescore(space, feasible, config.rescore, multi, gain)
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
@@ -510,7 +514,7 @@ def _finish(
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
     selection = None
     if multi:
-        rescored, selection = select_on_pareto_front(rescored, config.budget)
+        rescored, selection = select_on_pareto_front(rescored, config.budget, gain)
         run.write_json("front.json", selection)
         selection = {k: v for k, v in selection.items() if k != "members"}
     top = rescored[: config.topk]
