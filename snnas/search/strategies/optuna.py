@@ -52,8 +52,14 @@ class OptunaStrategy(Strategy):
     ``qmc`` ignore them (the search still never selects an infeasible policy). A study
     rebuilt on resume keeps the values.
 
+    A resumed study continues the uninterrupted one: :meth:`state_dict` carries the
+    sampler's random states and the system attributes of the study and its trials (all
+    samplers but ``gp``, whose kernel cache is not saved; :attr:`resume_note` says so).
+
     A sampler *instance* (:meth:`from_object`) is used as it is, with its own seed and
-    settings; it sees the constraint values like a named sampler.
+    settings; it sees the constraint values like a named sampler, and on resume the
+    instance passed then gets the saved random states (docs/search.md, "Resuming an Optuna
+    search").
     """
 
     option_ranges: ClassVar[dict[str, Range]] = {"objectives": Range(1, 3, integer=True)}
