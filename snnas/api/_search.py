@@ -179,10 +179,15 @@ class SearchJob:
         label = (strategy if isinstance(strategy, str) else built.label).replace(":", "-")
         self.run_dir = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
         self.run_dir.check_resume(CHECKPOINT, resume, "search")
+        #: One line when the resumed strategy will not continue as the uninterrupted search
+        #: would have (known before the run for a strategy named; ``summary.json`` has it).
+        self.resume_note: str | None = None
         if resume and isinstance(strategy, str):  # refused before data is loaded (an
             from snnas.search._resume import preflight  # instance: when run_search resumes)
 
-            preflight(self.run_dir, CHECKPOINT, space, config, strategy, seed, objective)
+            self.resume_note = preflight(
+                self.run_dir, CHECKPOINT, space, config, strategy, seed, objective
+            )
         self.accel = Accelerator.pick(device)
         self.data = load_for_space(dataset, space, data_dir, download)
         self.space, self.config, self.strategy = space, config, strategy

@@ -109,6 +109,8 @@ def search(
                 "the search's reward, so they are fixed to the most protective (the largest "
                 "encode share, the first encoder); snnas parity train --choices sets others"
             )
+    if job.resume_note:
+        terminal.warn(job.resume_note)
     with progress_bars(terminal, strategy) as progress:
         result = job.run(progress)
     run = job.run_dir

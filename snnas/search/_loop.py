@@ -224,6 +224,13 @@ def run_search(
         optimizer.load_state_dict(saved["optimizer"])
         strategy.load_state_dict(saved["strategy"])
         state = {k: saved.get(k, len(saved["events"])) for k in state}
+        # One line when the strategy does not continue as the uninterrupted search would
+        # have (an Optuna sampler whose whole state is not saved, an older checkpoint); kept
+        # in later checkpoints, so summary.json says it however often the run resumed.
+        note = saved.get("resume_note")
+        note = note if isinstance(note, str) else getattr(strategy, "resume_note", None)
+        if note is not None:
+            state["resume_note"] = note
         if "schedule" in saved:
             schedule = StepSchedule.from_json(saved["schedule"])
         else:  # checkpoints of older versions: the iterations the run started with
@@ -397,7 +404,7 @@ def run_search(
     return ctx.broadcast(
         _finish(
             space, data, config, strategy, model, scorer, run, accel, state, recorder,
-            progress, reward_of, user_value, constraints,
+            progress, reward_of, user_value, constraints, objective,
         )
     )  # fmt: skip
 
@@ -457,6 +464,7 @@ def _finish(
     reward_of: Callable[..., Any],
     user_value: Callable[[Policy], float | None],
     constraints: Constraints | None,
+    objective: Objective | None,
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
@@ -466,6 +474,9 @@ def _finish(
     # the selected policy come from those scores, not from single-minibatch maxima. Within
     # constraints, only feasible policies are candidates.
     multi = config.reward == "pareto"
+    # pareto with a user objective: the selection has its three objectives too, the user
+    # objective by its gain (minus the value when minimised), as the strategy had them.
+    gain = objective.gain if multi and objective is not None else None
     feasible = [e for e in events if e.get("violation", 0.0) <= 0]
     if constraints is not None and not feasible:
         no_comm = space.no_communication_policy()
@@ -474,7 +485,7 @@ def _finish(
             f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
             "budget of evaluations or loosen the constraints"
         )
-    candidates = candidates_to_rescore(space, feasible, config.rescore, multi)
+    candidates = candidates_to_rescore(space, feasible, config.rescore, multi, gain)
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
@@ -503,7 +514,7 @@ def _finish(
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
     selection = None
     if multi:
-        rescored, selection = select_on_pareto_front(rescored, config.budget)
+        rescored, selection = select_on_pareto_front(rescored, config.budget, gain)
         run.write_json("front.json", selection)
         selection = {k: v for k, v in selection.items() if k != "members"}
     top = rescored[: config.topk]
@@ -561,6 +572,8 @@ def _finish(
         summary["infeasible_evaluations"] = len(events) - len(feasible)
     if "objective" in best:
         summary["best_objective"] = best["objective"]
+    if "resume_note" in state:
+        summary["resume_note"] = state["resume_note"]
     run.write_json("summary.json", summary)
     plot_search_curve(events, run / "search_curve.png", f"{space.name}: {strategy.label}")
     plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}")

@@ -128,37 +128,51 @@ def spread(items: Sequence[Any], k: int) -> list[Any]:
 
 
 def knee(front: Sequence[Sequence[float]]) -> int:
-    """Index of the knee of a two-objective front of ``(accuracy, ratio)`` points: with both
-    axes scaled to [0, 1] by the front's extremes, the member furthest above the line that
-    joins the extremes (the largest ``acc_scaled - ratio_scaled``); ties go to the more
-    accurate member. A front of one or two members: its most accurate one."""
+    """Index of the knee of a front of ``(accuracy, ratio)`` points, or ``(accuracy, ratio,
+    gain)`` with a third objective (maximised): every axis scaled to [0, 1] by the front's
+    extremes, the member with the largest sum of scaled gains ``acc_scaled - ratio_scaled
+    (+ gain_scaled)``. With two objectives that is the member furthest above the line that
+    joins the extremes; with three, furthest beyond the plane of equal trade. Ties go to the
+    more accurate member, then the larger third gain, then the lower ratio. A two-objective
+    front of one or two members: its most accurate one."""
     if not front:
         raise ValueError("the knee of an empty front")
-    accs = [p[0] for p in front]
-    ratios = [p[1] for p in front]
+    columns = list(zip(*front, strict=True))  # accuracy, ratio[, gain]
 
-    def scaled(v: float, lo: float, hi: float) -> float:
+    def scaled(v: float, column: Sequence[float]) -> float:
+        lo, hi = min(column), max(column)
         return (v - lo) / (hi - lo) if hi > lo else 0.0
 
-    lo_a, hi_a, lo_r, hi_r = min(accs), max(accs), min(ratios), max(ratios)
-    gains = [
-        scaled(a, lo_a, hi_a) - scaled(r, lo_r, hi_r) for a, r in zip(accs, ratios, strict=True)
+    score = [
+        scaled(p[0], columns[0])
+        - scaled(p[1], columns[1])
+        + sum(scaled(g, column) for g, column in zip(p[2:], columns[2:], strict=True))
+        for p in front
     ]
-    return max(range(len(front)), key=lambda i: (gains[i], accs[i], -ratios[i], -i))
+
+    def key(i: int) -> tuple[float, ...]:
+        return (score[i], front[i][0], *front[i][2:], -front[i][1], -i)
+
+    return max(range(len(front)), key=key)
 
 
 def select_on_front(front: Sequence[Sequence[float]], budget: float | None) -> tuple[int, str]:
-    """Which member of a two-objective front of ``(accuracy, ratio)`` points to select, and
-    the rule that chose it: with a ``budget``, the most accurate member whose ratio is at
-    most the budget (``"budget"``), or the member with the lowest ratio when none is
-    (``"lowest ratio, over budget"``); without one, the :func:`knee` (``"knee"``)."""
+    """Which member of a front of ``(accuracy, ratio)`` points, or ``(accuracy, ratio,
+    gain)`` with a third objective, to select, and the rule that chose it: with a
+    ``budget``, the most accurate member whose ratio is at most the budget (ties: the
+    larger third gain, then the lower ratio; ``"budget"``), or the member with the lowest
+    ratio when none is (ties: the more accurate, then the larger gain; ``"lowest ratio, over
+    budget"``); without one, the :func:`knee` (``"knee"``)."""
     if not front:
         raise ValueError("selection from an empty front")
     if budget is None:
         return knee(front), "knee"
     within = [i for i, p in enumerate(front) if p[1] <= budget]
     if within:
-        return max(within, key=lambda i: (front[i][0], -front[i][1], -i)), "budget"
-    return min(range(len(front)), key=lambda i: (front[i][1], -front[i][0], i)), (
-        "lowest ratio, over budget"
+        best = max(within, key=lambda i: (front[i][0], *front[i][2:], -front[i][1], -i))
+        return best, "budget"
+    lowest = min(
+        range(len(front)),
+        key=lambda i: (front[i][1], -front[i][0], *(-g for g in front[i][2:]), i),
     )
+    return lowest, "lowest ratio, over budget"

@@ -138,10 +138,12 @@ def preflight(
     strategy_name: str,
     seed: int,
     objective: Any = None,
-) -> None:
+) -> str | None:
     """Everything a resumed search will read from its checkpoint, checked now: its
     structure, and the supernet, optimizer and strategy states loaded into fresh objects
-    (no data is touched)."""
+    (no data is touched). Returns the strategy's one line when it will not continue as the
+    uninterrupted search would have (``resume_note``: an Optuna sampler whose whole state
+    cannot be saved, a checkpoint of an earlier version), else ``None``."""
     import torch
 
     from snnas.models import SepResNeXt
@@ -163,3 +165,8 @@ def preflight(
             f"{shorten(state['identity']['strategy'], 100, quote=True)} != {strategy.label!r})"
         )
     load_search_state(state, path, model, optimizer, strategy)
+    earlier = state.get("resume_note")  # an earlier resume's, kept by the checkpoint
+    note: str | None = (
+        earlier if isinstance(earlier, str) else getattr(strategy, "resume_note", None)
+    )
+    return note

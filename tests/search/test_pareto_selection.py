@@ -10,7 +10,8 @@ from snnas._run import RunDir
 from snnas.search import load_search_config, run_search
 from snnas.search._config import SearchConfig
 from snnas.search._pareto import front_layers, knee, pareto_front, select_on_front, spread
-from snnas.search._reward import make_reward
+from snnas.search._reward import Objective, make_reward
+from snnas.search._selection import select_on_pareto_front
 from snnas.train import Accelerator
 
 CPU = Accelerator.pick("cpu")
@@ -81,9 +82,9 @@ def test_budget_unset_by_default_and_kept_by_the_budget_mode():
     assert load_search_config("digits", None, ["reward.budget=1"]).budget == 1.0
 
 
-def _search(space, digits, path, extra=()):
+def _search(space, digits, path, extra=(), **kw):
     config = load_search_config("digits", None, TINY + list(extra))
-    return run_search(space, digits, config, "random", RunDir(path), accel=CPU)
+    return run_search(space, digits, config, "random", RunDir(path), accel=CPU, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,74 @@ def test_a_budget_selects_the_most_accurate_member_within_it(knee_run, tmp_path,
     assert record["rule"] == "budget" and record["budget"] == budget
     assert result.best_policy == space.validate(expected["policy"])
     assert result.summary["best_comm_ratio"] <= budget
+
+
+def test_the_knee_of_three_objectives_counts_the_third():
+    # Scaled sums acc - ratio + gain: 0, 0 and 1; on (accuracy, ratio) alone all three lie
+    # on the line between the extremes and the most accurate would win.
+    front = [(1.0, 1.0, 0.0), (0.0, 0.0, 0.0), (0.5, 0.5, 1.0)]
+    assert knee(front) == 2 and knee([p[:2] for p in front]) == 0
+    # Ties go to the more accurate member, then the larger gain.
+    assert knee([(0.9, 0.1, -5.0), (0.9, 0.1, -1.0)]) == 1
+
+
+def _record(event, acc, ratio, ms):
+    return {
+        "policy": {"event": event},
+        "val_acc": acc,
+        "comm_ratio": ratio,
+        "objective": ms,
+        "reward": acc,
+        "search_reward": acc,
+        "event": event,
+    }
+
+
+def test_a_user_objective_is_an_objective_of_the_selection():
+    """pareto with a user objective (here milliseconds, minimised): the front is over
+    (accuracy, ratio, objective) and the budget's tie on accuracy goes to the better
+    objective. On (accuracy, ratio) alone, slow and fast are one point (the first kept),
+    and the most accurate within the budget is then slow, the worse objective."""
+    rescored = [
+        _record(0, 0.90, 0.10, 50.0),  # slow: dominated by fast once time counts
+        _record(1, 0.90, 0.10, 10.0),  # fast
+        _record(2, 0.90, 0.05, 30.0),  # less traffic, slower than fast: on the front
+        _record(3, 0.80, 0.20, 1.0),  # dominated on (accuracy, ratio), the fastest
+        _record(4, 0.95, 0.30, 60.0),
+    ]
+    ms = Objective(lambda p: 0.0, name="ms")  # minimised: its gain is minus the value
+    order, record = select_on_pareto_front(rescored, 0.15, ms.gain)
+    assert record["objectives"] == ["val_acc", "comm_ratio", "objective"]
+    assert [m["event"] for m in record["members"]] == [2, 1, 3, 4]  # by increasing ratio
+    assert all(m["objective"] == rescored[m["event"]]["objective"] for m in record["members"])
+    assert record["rule"] == "budget" and order[0]["event"] == 1  # fast, not slow
+    assert record["members"][record["selected"]]["event"] == 1
+    assert [r["event"] for r in order] == [1, 2, 3, 4, 0]
+    # The knee of the three: scaled acc - ratio + gain over the members (events 2, 1, 3,
+    # 4) = 1.18, 1.31, 0.40, 0.00: fast again.
+    order, record = select_on_pareto_front(rescored, None, ms.gain)
+    assert record["rule"] == "knee" and order[0]["event"] == 1
+    # Without one: two objectives, as before.
+    two = select_on_pareto_front(rescored, 0.15)[1]
+    assert two["objectives"] == ["val_acc", "comm_ratio"] and "objective" not in two["members"][0]
+
+
+def test_a_pareto_search_selects_on_three_objectives(tmp_path, space, digits):
+    def float16s(policy):  # a stand-in for a measured cost: fewer float16 links is better
+        return float(sum(v == "float16" for v in policy.values()))
+
+    objective = Objective(float16s, name="float16s", direction="minimize")
+    result = _search(space, digits, tmp_path / "o", objective=objective)
+    record = json.loads((tmp_path / "o" / "front.json").read_text())
+    members = record["members"]
+    assert record["objectives"] == ["val_acc", "comm_ratio", "objective"]
+    for m in members:
+        assert m["objective"] == float16s(space.validate(m["policy"]))
+    points = [(m["val_acc"], m["comm_ratio"], -m["objective"]) for m in members]
+    assert [p[3] for p in pareto_front([(*q, i) for i, q in enumerate(points)])] == list(
+        range(len(members))
+    )  # every member non-dominated in three objectives
+    assert record["selected"] == knee(points)
+    chosen = members[record["selected"]]
+    assert result.best_policy == space.validate(chosen["policy"])
+    assert result.summary["best_objective"] == chosen["objective"]

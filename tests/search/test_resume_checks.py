@@ -133,3 +133,37 @@ def test_compare_accepts_a_torn_last_evaluation(tmp_path):
     args = ["compare", str(TINY_SPACE), "--runs-dir", str(tmp_path / "runs"), "--name", "c"]
     outcome = invoke(tmp_path, [*args, "--dataset", "cifar10"], runs=tmp_path / "runs")
     assert outcome.code == 1 and "cifar10 images are 3x32x32" in outcome.error  # got past it
+
+
+def test_an_optuna_state_damaged_is_one_line_and_one_saved_earlier_a_warning(
+    tmp_path, space, digits
+):
+    """The sampler's random state (docs/search.md, "Resuming an Optuna search"): damaged,
+    refused before anything runs; missing (a checkpoint of an earlier version), the search
+    resumes and says in one line that it is reseeded."""
+    config = load_search_config("digits", None, TINY)
+    run = RunDir(tmp_path / "runs" / "o")
+    run_search(space, digits, config, "optuna:tpe", run, accel=Accelerator.pick("cpu"))
+    state = torch.load(run / "last.pt", weights_only=True)
+    args = ["search", str(TINY_SPACE), "--runs-dir", str(tmp_path / "runs"), "--name", "o"]
+    args += ["--resume", "--strategy", "optuna:tpe"]
+    for item in TINY:
+        args += ["--set", item]
+    damaged = copy.deepcopy(state)
+    damaged["strategy"]["random_state"]["_rng"]["keys"] = [1] * 100
+    torch.save(damaged, run / "last.pt")
+    outcome = invoke(tmp_path, args)
+    assert outcome.code == 1
+    assert outcome.error.endswith(
+        "corrupt checkpoint (its strategy state does not fit 'optuna:tpe': the sampler's "
+        "random state '_rng' is damaged: expected 624 key words, found 100)"
+    )
+    earlier = copy.deepcopy(state)
+    for key in ("random_state", "trial_attrs", "study_attrs"):
+        del earlier["strategy"][key]
+    torch.save(earlier, run / "last.pt")
+    outcome = invoke(tmp_path, args)
+    assert outcome.code == 0
+    warning = [line for line in outcome.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "without its sampler's random state" in warning[0]
+    assert "without its sampler's random state" in run.read_json("summary.json")["resume_note"]

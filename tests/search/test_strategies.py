@@ -75,9 +75,9 @@ def test_state_dict_resume(name):
     assert (resumed.asked, resumed.told) == (straight.asked, straight.told)
     a, b = straight.ask(), resumed.ask()
     assert SPACE.check(b) is None
-    if not name.startswith("optuna"):
-        # Exact continuation (Optuna keeps its samplers' random state private).
-        assert a == b
+    # Exact continuation; Optuna's samplers too (their random state is saved,
+    # tests/search/test_optuna_resume.py, where GP's one exception is).
+    assert a == b
 
 
 #: The quickstart's rewards in compare (benchmarks/proxies.py, docs/search.md): spread of

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, ClassVar
 
 from snnas._numbers import Range
-from snnas.errors import ConfigError
+from snnas.errors import CheckpointError, ConfigError
 from snnas.search.strategies._base import Reward, Strategy, register_strategy
 from snnas.space import Policy, SearchSpace
 
@@ -52,8 +52,14 @@ class OptunaStrategy(Strategy):
     ``qmc`` ignore them (the search still never selects an infeasible policy). A study
     rebuilt on resume keeps the values.
 
+    A resumed study continues the uninterrupted one: :meth:`state_dict` carries the
+    sampler's random states and the system attributes of the study and its trials (all
+    samplers but ``gp``, whose kernel cache is not saved; :attr:`resume_note` says so).
+
     A sampler *instance* (:meth:`from_object`) is used as it is, with its own seed and
-    settings; it sees the constraint values like a named sampler.
+    settings; it sees the constraint values like a named sampler, and on resume the
+    instance passed then gets the saved random states (docs/search.md, "Resuming an Optuna
+    search").
     """
 
     option_ranges: ClassVar[dict[str, Range]] = {"objectives": Range(1, 3, integer=True)}
@@ -123,6 +129,10 @@ class OptunaStrategy(Strategy):
         self._labels = self.space.factorized_decisions()
         self._history: list[tuple[dict[str, int], list[float], float]] = []
         self._pending: deque[tuple[tuple[int, ...], Any]] = deque()
+        self._numbers: list[int] = []  # the study's trial number of each history item
+        #: Set by :meth:`load_state_dict` when the resumed study will not propose what the
+        #: uninterrupted one would have (one line saying why); ``None`` otherwise.
+        self.resume_note: str | None = None
         self._study = self._new_study()
 
     def _distributions(self) -> dict[str, Any]:
@@ -130,7 +140,10 @@ class OptunaStrategy(Strategy):
 
         return {label: CategoricalDistribution(list(range(n))) for label, n in self._labels}
 
-    def _sampler(self) -> Any:
+    def _sampler(self, reseed: bool = False) -> Any:
+        """The sampler: the user's instance, or a named one seeded from the seed. ``reseed``:
+        seeded also from the number of trials (the resume of checkpoints that predate the
+        saved random state: deterministic, not the uninterrupted run's stream)."""
         if self._instance is not None:
             return self._instance
         import optuna
@@ -139,38 +152,57 @@ class OptunaStrategy(Strategy):
         options: dict[str, Any] = {}
         if self.sampler_name == "tpe":  # explicit: Optuna's own default changed over versions
             options = {"multivariate": self.multivariate, "group": self.multivariate}
-        # A resumed study is rebuilt from the told trials. Its sampler is seeded from the seed
-        # and the number of trials: deterministic, though not the uninterrupted run's stream
-        # (Optuna keeps its samplers' random state private).
-        seed = self.seed * 1_000_003 + len(self._history)
+        seed = self.seed * 1_000_003 + (len(self._history) if reseed else 0)
         return getattr(optuna.samplers, name)(seed=seed, **options)
 
-    def _new_study(self) -> Any:
+    def _new_study(
+        self,
+        sampler: Any = None,
+        trial_attrs: list[dict[str, Any]] | None = None,
+        study_attrs: dict[str, Any] | None = None,
+    ) -> Any:
+        """A study with ``sampler`` (default: :meth:`_sampler`) and the told trials of the
+        history, each with its system attributes (``trial_attrs``: what samplers such as
+        NSGA-II record on a trial), and the study's (``study_attrs``: QMC's sample counter)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         directions: list[Any] = ["maximize", "minimize", "maximize"]
         directions = directions[:1] if self.objectives == 1 else directions[: self.objectives]
-        study = optuna.create_study(directions=directions, sampler=self._sampler())
-        for params, values, violation in self._history:
-            self._add(study, params, values, violation)
+        sampler = self._sampler() if sampler is None else sampler
+        study = optuna.create_study(directions=directions, sampler=sampler)
+        self._numbers = []
+        for i, (params, values, violation) in enumerate(self._history):
+            attrs = trial_attrs[i] if trial_attrs is not None else None
+            self._add(study, params, values, violation, attrs)
+        for key, value in (study_attrs or {}).items():
+            study._storage.set_study_system_attr(study._study_id, key, value)
         return study
 
     def _add(
-        self, study: Any, params: dict[str, int], values: list[float], violation: float
+        self,
+        study: Any,
+        params: dict[str, int],
+        values: list[float],
+        violation: float,
+        system_attrs: dict[str, Any] | None = None,
     ) -> None:
-        """A finished trial that was not asked (history, foreign policies)."""
+        """A finished trial that was not asked (history, foreign policies); its number is
+        recorded beside the history."""
         import optuna
 
+        attrs = {k: v for k, v in (system_attrs or {}).items() if not k.startswith("constraints")}
         study.add_trial(
             optuna.trial.create_trial(
                 params=params,
                 distributions=self._distributions(),
                 values=values,
+                system_attrs=attrs or None,
                 constraints={CONSTRAINT: violation} if self.constraint is not None else None,
             )
         )
+        self._numbers.append(len(study.get_trials(deepcopy=False)) - 1)
 
     def ask(self) -> Policy:
         trial = self._study.ask(self._distributions())
@@ -190,6 +222,7 @@ class OptunaStrategy(Strategy):
                 if self.constraint is not None:
                     trial.set_constraint(CONSTRAINT, violation)
                 self._study.tell(trial, values)
+                self._numbers.append(trial.number)
                 break
         else:  # a policy this study did not ask for: record it as a finished trial
             self._add(self._study, self.space.to_factorized(policy), values, violation)
@@ -210,18 +243,70 @@ class OptunaStrategy(Strategy):
         return [self.scalar(reward)]
 
     def state_dict(self) -> dict[str, Any]:
+        """The history, and what makes the rebuilt study the same: the sampler's random
+        states (:mod:`._optuna_state`) and the system attributes of the study and of each
+        told trial. Asked policies not yet told are not kept (a search saves between
+        iterations, when there are none)."""
+        from snnas.search.strategies._optuna_state import capture
+
+        trials = self._study.get_trials(deepcopy=False)
+        storage, study_id = self._study._storage, self._study._study_id
         return {
             **super().state_dict(),
             "sampler": self.sampler_name,
             "objectives": self.objectives,
             "history": [[params, values, v] for params, values, v in self._history],
+            "random_state": capture(self._study.sampler),
+            "trial_attrs": [dict(trials[n].system_attrs) for n in self._numbers],
+            "study_attrs": dict(storage.get_study_system_attrs(study_id)),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._history = [
+        """Restore :meth:`state_dict`'s output; a damaged state is refused (one
+        :class:`~snnas.errors.CheckpointError` line) with the strategy left as it was. A
+        state without the random state (saved before snnas kept it) resumes reseeded from
+        the seed and the number of trials, and :attr:`resume_note` says so."""
+        from snnas.search.strategies import _optuna_state as saved
+
+        history = [
             (dict(item[0]), list(item[1]), float(item[2]) if len(item) > 2 else 0.0)
             for item in state["history"]
         ]
+        keep = self._history
+        self._history = history  # what the reseeded sampler counts
+        try:
+            if "random_state" in state:
+                sampler = self._sampler()
+                saved.check_random_states(state["random_state"], sampler)
+                trial_attrs = state["trial_attrs"]
+                if not isinstance(trial_attrs, list) or len(trial_attrs) != len(history):
+                    found = len(trial_attrs) if isinstance(trial_attrs, list) else "no"
+                    raise CheckpointError(f"{len(history)} told trials but {found} trial records")
+                for i, attrs in enumerate(trial_attrs):
+                    saved.check_json_attrs(attrs, f"trial {i}'s system attributes")
+                study_attrs = saved.check_json_attrs(
+                    state["study_attrs"], "the study's system attributes"
+                )
+                reason = saved.inexact_reason(sampler)
+                note = (
+                    None
+                    if reason is None
+                    else f"{self.label} resumes deterministically but not as the "
+                    f"uninterrupted search would have gone on: {reason}"
+                )
+            else:
+                sampler, trial_attrs, study_attrs = self._sampler(reseed=True), None, None
+                note = (
+                    f"{self.label} resumes from a checkpoint without its sampler's random "
+                    "state (saved by an earlier snnas): reseeded, so not as the uninterrupted "
+                    "search would have gone on"
+                )
+        except BaseException:
+            self._history = keep
+            raise
+        super().load_state_dict(state)
         self._pending.clear()
-        self._study = self._new_study()
+        if "random_state" in state:
+            saved.restore(sampler, state["random_state"])
+        self._study = self._new_study(sampler, trial_attrs, study_attrs)
+        self.resume_note = note
