@@ -187,9 +187,9 @@ def _image(plan: Plan, path: Path, *, follow: bool) -> torch.Tensor:
     gray_ok = spec["repeat"] and channels > 1
     if c != channels and not (c == 1 and gray_ok):
         want = "a gray" if channels == 1 else ("an RGB (or gray)" if gray_ok else "an RGB")
-        raise InputError(f"{_where(path)}: expected {want} image (the plan's input: "
-                         f"{spec['expects']}), found {'gray' if c == 1 else 'RGB'} "
-                         f"{w}x{h}")  # fmt: skip
+        raise InputError(f"{_where(path)}: expected {want} image (the plan's network takes "
+                         f"{channels} channel(s) of {width}x{height} pixels), found "
+                         f"{'gray' if c == 1 else 'RGB'} {w}x{h}")  # fmt: skip
     if spec["resize"] is None and (h, w) != (height, width):
         raise InputError(f"{_where(path)}: expected {width}x{height} pixels (the plan does not "
                          f"resize: other sizes are refused), found {w}x{h}")  # fmt: skip
