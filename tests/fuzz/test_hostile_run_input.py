@@ -20,9 +20,15 @@ from torchvision.io import encode_jpeg, write_png
 from snnas.cost import PROFILES
 from snnas.plan import export_plan
 from tests.fuzz._cli import invoke
-from tests.plan.conftest import ACCURACY, plan_space, random_frozen, talking_policy
+from tests.plan.conftest import (
+    ACCURACY,
+    parity_exported,
+    plan_space,
+    random_frozen,
+    talking_policy,
+)
 
-__all__ = ["plan_space"]  # the plan tests' space fixture
+__all__ = ["parity_exported", "plan_space"]  # the plan tests' fixtures
 
 PLAN = "runs/p/plan"  # the digits plan: 1 channel, 8x8, resizes other sizes
 FIXED = "runs/f/plan"  # the same plan without a resize step: other sizes are refused
@@ -64,7 +70,11 @@ def sandbox(tmp_path, exported) -> Path:
     write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(d / "rgb.png"))
     (d / "rgba.png").write_bytes(_rgba_png(8, 8))  # torchvision writes no alpha
     write_png(torch.zeros(1, 9, 8, dtype=torch.uint8), str(d / "tall.png"))
+    jpeg = bytearray(encode_jpeg(torch.zeros(1, 8, 8, dtype=torch.uint8)).numpy().tobytes())
     (d / "rgb.jpg").write_bytes(encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)).numpy())
+    sof = jpeg.index(b"\xff\xc0")  # baseline start of frame: height, width at +5
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)
+    (d / "bomb.jpg").write_bytes(bytes(jpeg))
     (d / "truncated.png").write_bytes((d / "gray.png").read_bytes()[:40])
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # a 10^10-pixel image
     (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
@@ -112,6 +122,7 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ("other-size-no-resize", FIXED, "in/tall.png", 1, "expected 8x8 pixels (the plan does not"),
     ("truncated-png", PLAN, "in/truncated.png", 1, "truncated.png: cannot be decoded"),
     ("png-bomb", PLAN, "in/bomb.png", 1, "bomb.png: expected at most 16,777,216 pixels"),
+    ("jpeg-bomb", PLAN, "in/bomb.jpg", 1, "bomb.jpg: expected at most 16,777,216 pixels"),
     ("text-as-png", PLAN, "in/text.png", 1, "text.png: expected a PNG or JPEG image"),
     ("not-an-image-name", PLAN, "in/notes.txt", 1, "notes.txt: expected a PNG or JPEG image"),
     ("missing", PLAN, "in/nowhere.png", 1, "nowhere.png: cannot be read"),
@@ -172,3 +183,13 @@ def test_input_with_conflicting_options_is_a_usage_error(sandbox, args, words):
     assert outcome.code == 2, outcome
     assert words in outcome.error, outcome.error
     assert not (sandbox / "runs" / "r").exists()
+
+
+def test_a_plan_with_parity_devices_is_refused(tmp_path, parity_exported):
+    _, _, folder = parity_exported
+    shutil.copytree(folder, tmp_path / "runs" / "q" / "plan")
+    write_png(torch.zeros(1, 8, 8, dtype=torch.uint8), str(tmp_path / "gray.png"))
+    outcome = invoke(tmp_path, ["run", "runs/q/plan", "--local", "--input", "gray.png"])
+    assert outcome.code == 2, outcome
+    assert outcome.error.startswith("--input: expected a plan without parity devices"), outcome
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["q"]  # no run folder made
