@@ -204,14 +204,10 @@ class Plan:
         x = self.inputs(images, normalized=normalized)
         if self._nets is None:
             self._nets = {d: self._plan.net(d) for d in range(self._plan.world)}
-        with torch.no_grad():
-            chunks = [
-                execute_plan(self._plan, x[i : i + CHUNK], self._nets)
-                for i in range(0, len(x), CHUNK)
-            ]
-        if not chunks:
+        if len(x) == 0:
             return torch.empty(0, self.num_classes)
-        return torch.cat(chunks)  # (N, num_classes)
+        with torch.no_grad():
+            return execute_plan(self._plan, x, self._nets, chunk=CHUNK)  # (N, num_classes)
 
     __call__ = forward
 

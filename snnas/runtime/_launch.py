@@ -156,7 +156,7 @@ def launch_local(
     names each in the report. The devices that take the image read them from
     ``out/input.safetensors``; there is no label and no stored reference, so the answers are
     compared with the plan's engine run here on the same images (``plan.forward``), and the
-    report gains ``predictions``, ``logits`` and ``input``."""
+    report gains ``predictions``, ``logits``, ``files``, ``compared_with`` and ``input``."""
     plan = load_plan(plan_folder)  # refuse a bad plan before starting anything
     groups = plan.world  # one process per device, parity devices included
     if inputs is None:
@@ -273,16 +273,11 @@ def _check_inputs(
 
 
 def _engine_answers(plan: LoadedPlan, inputs: Tensor) -> Tensor:
-    """The plan's answers from its engine in this process (what ``Plan.forward`` runs:
-    :func:`snnas.plan.execute_plan`), 256 images at a time."""
-    import torch
-
+    """The plan's answers from its engine in this process: what ``Plan.forward`` runs
+    (:func:`snnas.plan.execute_plan`, 256 images at a time)."""
     from snnas.plan import execute_plan
 
-    nets = {d: plan.net(d) for d in range(plan.world)}
-    with torch.no_grad():
-        return torch.cat([execute_plan(plan, inputs[i : i + 256], nets)
-                          for i in range(0, len(inputs), 256)])  # fmt: skip
+    return execute_plan(plan, inputs, chunk=256)
 
 
 def _compare_with_engine(report: dict[str, Any], expected: Tensor, names: list[str] | None) -> None:

@@ -253,6 +253,8 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     points = plan.data["schedule"]["points"]
     receives = [Receive.from_json(r) for r in entry["receives"]]
     if args.input_file is not None:  # the user's images: as many as the launcher wrote
+        if plan.parity is not None:
+            raise PlanError(f"{args.plan}: --input-file needs a plan without parity devices")
         if args.images is None or args.warmup >= args.images:
             raise PlanError(f"{args.plan}: --input-file needs --images N above --warmup")
         count = args.images
