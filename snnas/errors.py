@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "InputError",
     "PlanError",
     "PolicyError",
     "RuntimeFailure",
@@ -117,6 +118,11 @@ class DatasetError(SnnasError):
 
 class CheckpointError(SnnasError):
     """A checkpoint or run folder is corrupt or does not match the requested run."""
+
+
+class InputError(SnnasError):
+    """Images given to a plan (``snnas run --input``) cannot be read or do not fit its input
+    spec; the message names the file, what was expected and what was found."""
 
 
 class PlanError(SnnasError):

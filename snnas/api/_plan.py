@@ -60,16 +60,21 @@ class RuntimeResult:
     """What :meth:`Plan.run_local` measured (``snnas run PLAN --local``).
 
     Attributes:
-        top1_agreement: Fraction of answers equal to the frozen network's.
-        accuracy: Accuracy of the answers.
+        top1_agreement: Fraction of answers equal to the frozen network's (on your own
+            images: to the plan's engine in this process, :meth:`Plan.forward`).
+        accuracy: Accuracy of the answers; ``None`` on your own images (no labels).
         images: Images answered.
         report: The whole ``runtime.json`` (latency percentiles, bytes per link, ...).
+        logits: On your own images, the G processes' answers (N, num_classes); else ``None``.
+        predictions: On your own images, the predicted class of each; else ``None``.
     """
 
     top1_agreement: float
-    accuracy: float
+    accuracy: float | None
     images: int
     report: dict[str, Any]
+    logits: torch.Tensor | None = None
+    predictions: list[int] | None = None
 
 
 class Plan:
@@ -144,9 +149,16 @@ class Plan:
                 otherwise they are raw images, which the plan's normalisation turns into
                 network inputs (the plan must store one).
         """
+        return self._network_inputs(_as_tensor(images), normalized=normalized)
+
+    def _network_inputs(
+        self, batch: torch.Tensor, *, normalized: bool = False, unit: bool = False
+    ) -> torch.Tensor:
+        """:meth:`inputs` of a tensor; ``unit``: the pixels are in [0, 1] already (image
+        files, 8-bit pixels / 255), so the plan's ``scale`` step, which maps its dataset's
+        raw pixel values to [0, 1], is left out (``snnas run --input``)."""
         import torch
 
-        batch = _as_tensor(images)
         if batch.dim() == 3:
             batch = batch.unsqueeze(0)  # one image (C, H, W) -> (1, C, H, W)
         shape = self.input_shape
@@ -164,7 +176,7 @@ class Plan:
             if batch.dim() != 4 or not (batch.dtype == torch.uint8 or batch.is_floating_point()):
                 expected = "raw images (N, C, H, W) or (C, H, W), uint8 or float"
                 raise UsageError("images", expected, _describe(batch))
-            x = _normalize(batch.to(torch.float32), self._norm, shape)
+            x = _normalize(batch.to(torch.float32), self._norm, shape, unit=unit)
             if tuple(x.shape[1:]) != shape:
                 raise UsageError(
                     "images",
@@ -192,14 +204,10 @@ class Plan:
         x = self.inputs(images, normalized=normalized)
         if self._nets is None:
             self._nets = {d: self._plan.net(d) for d in range(self._plan.world)}
-        with torch.no_grad():
-            chunks = [
-                execute_plan(self._plan, x[i : i + CHUNK], self._nets)
-                for i in range(0, len(x), CHUNK)
-            ]
-        if not chunks:
+        if len(x) == 0:
             return torch.empty(0, self.num_classes)
-        return torch.cat(chunks)  # (N, num_classes)
+        with torch.no_grad():
+            return execute_plan(self._plan, x, self._nets, chunk=CHUNK)  # (N, num_classes)
 
     __call__ = forward
 
@@ -226,8 +234,10 @@ class Plan:
 
     def run_local(
         self,
+        images: Any = None,
         *,
-        split: str = "test",
+        normalized: bool = False,
+        split: str | None = None,
         count: int | None = None,
         out: str | Path | None = None,
         timeout_s: float = 5.0,
@@ -236,43 +246,71 @@ class Plan:
         verbose: bool = False,
     ) -> RuntimeResult:
         """Run the plan on G real processes on this machine, one per device, payloads moved
-        with gloo (``snnas run PLAN --local``), on the first ``count`` images of ``split``.
+        with gloo (``snnas run PLAN --local``), on ``images`` or on the first ``count``
+        images of ``split``.
 
         Args:
-            split: ``val`` or ``test``.
-            count: Images to answer (default: the whole split).
+            images: Your own images, checked and normalised as :meth:`forward` does (raw
+                images, or network inputs with ``normalized=True``); the result then holds
+                their ``logits`` and ``predictions``, and ``top1_agreement`` compares them
+                with :meth:`forward` on the same images. Not with ``split`` or ``count``.
+            normalized: Whether ``images`` are network inputs already.
+            split: ``val`` or ``test`` (default ``test``).
+            count: Images of the split to answer (default: the whole split).
             out: Folder for ``runtime.json``, ``timeline.png`` and the device logs
                 (default: a temporary folder, removed afterwards).
             timeout_s: Seconds a device waits for a payload before it reports a failure.
-            warmup: Images answered before latency is counted (fewer than ``count``;
-                default 5, or none when ``count`` is 5 or less).
+            warmup: Images answered before latency is counted (fewer than the images
+                answered; default 5, or none when 5 images or fewer are answered).
             progress: Called as ``progress(phase, done, total, info)``.
             verbose: Draw rich progress bars on stderr (when no ``progress`` is given).
         """
+        import torch
+
         from snnas.runtime import launch_local
 
-        if split not in ("val", "test"):
-            raise UsageError("split", "val or test", split)
-        if count is not None and COUNT.problem(count) is not None:
-            raise UsageError("count", COUNT.describe(), count)
+        x = None
+        if images is not None:
+            for name, value in (("split", split), ("count", count)):
+                if value is not None:
+                    raise UsageError(name, "no value with images (every image is answered)",
+                                     value)  # fmt: skip
+            x = self.inputs(images, normalized=normalized)
+            answered: int | None = len(x)
+        else:
+            split = "test" if split is None else split
+            if split not in ("val", "test"):
+                raise UsageError("split", "val or test", split)
+            if count is not None and COUNT.problem(count) is not None:
+                raise UsageError("count", COUNT.describe(), count)
+            answered = count
         if TIMEOUT.problem(timeout_s) is not None:
             raise UsageError("timeout_s", TIMEOUT.describe(), timeout_s)
         if warmup is None:
-            warmup = 5 if count is None or count > 5 else 0
+            warmup = 5 if answered is None or answered > 5 else 0
         with (
             reporting(progress, verbose, "run") as report,
             tempfile.TemporaryDirectory(prefix="snnas-run-") as scratch,
         ):
             folder = Path(out) if out is not None else Path(scratch) / "runtime"
             result = launch_local(
-                self.path, folder, split=split, images=count, warmup=warmup,
-                timeout_s=timeout_s, progress=report,
+                self.path, folder, split=split or "test", images=count, warmup=warmup,
+                timeout_s=timeout_s, progress=report, inputs=x,
             )  # fmt: skip
+        if x is None:
+            return RuntimeResult(
+                float(result["top1_agreement"]),
+                float(result["accuracy"]),
+                int(result["images"]),
+                result,
+            )
         return RuntimeResult(
             float(result["top1_agreement"]),
-            float(result["accuracy"]),
+            None,
             int(result["images"]),
             result,
+            torch.tensor(result["logits"]),  # (N, num_classes)
+            [int(p) for p in result["predictions"]],
         )
 
 
@@ -358,15 +396,17 @@ def _normalization(
 
 
 def _normalize(
-    x: torch.Tensor, norm: Mapping[str, Any], shape: tuple[int, int, int]
+    x: torch.Tensor, norm: Mapping[str, Any], shape: tuple[int, int, int], *, unit: bool = False
 ) -> torch.Tensor:
     """Raw pixels (N, c, h, w) float32 -> network inputs, as the dataset made them (e.g.
-    digits: ``(resize(pixels * scale) - mean) / std``, the gray channel repeated)."""
+    digits: ``(resize(pixels * scale) - mean) / std``, the gray channel repeated); ``unit``:
+    the pixels are in [0, 1] already (the scale step is left out)."""
     import torch
     import torch.nn.functional as F
 
     channels = shape[0]
-    x = x * norm["scale"]
+    if not unit:
+        x = x * norm["scale"]
     if norm["resize"] is not None and tuple(x.shape[-2:]) != shape[1:]:
         size, mode, corners = norm["resize"]
         if mode in ("nearest", "area"):

@@ -109,6 +109,13 @@ def _address(value: str | None) -> str | None:
     help="The latency profile of the machines this run uses (a file snnas profile wrote, or a "
     "shipped name): runtime.json's prediction, beside the measured latency.",
 )
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    help="--local: answer these images instead of the split: a PNG or JPEG file, a folder of "
+    "them, or a .npy array of raw images (docs/runtime.md, 'Your own images').",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def run(
@@ -134,6 +141,7 @@ def run(
     threads: int,
     link_rate: str | None,
     profile_name: str | None,
+    input_path: Path | None,
     as_json: bool,
 ) -> None:
     """Run PLAN: --local starts every device here; on real machines run
@@ -149,6 +157,8 @@ def run(
         raise click.UsageError("--fail-at needs --fail-device")
     if (delay_ms is None) != (slow_device is None):
         raise click.UsageError("--slow-device and --delay-ms go together")
+    if input_path is not None:
+        _check_input_options(local)
     fail_at = fail_at or 0
     delay_ms = delay_ms or 0.0
     if link_rate is not None:
@@ -165,7 +175,13 @@ def run(
     plan = load_plan(plan_folder)
     from snnas.runtime._launch import check_counts
 
-    check_counts(plan, split, images, warmup)
+    inputs = names = None
+    if input_path is None:
+        check_counts(plan, split, images, warmup)
+    else:
+        inputs, names = _read_input(plan, input_path)
+        if _given("warmup") is False:  # the default 5 would leave few images nothing to time
+            warmup = 5 if len(inputs) > 5 else 0
     profile = None
     if profile_name is not None:  # a bad profile is refused before any process starts
         from snnas.cost import get_profile
@@ -176,7 +192,9 @@ def run(
     out = inside_runs(runs_dir, name or f"runtime-{plan.data['space']['name']}")
     from snnas._run import RunDir
 
-    RunDir(out).check_own(("runtime.json", "timeline.png", "pids.json", "logs"), "runtime")
+    RunDir(out).check_own(
+        ("runtime.json", "timeline.png", "pids.json", "logs", "input.safetensors"), "runtime"
+    )
     report: dict[str, Any] | None
     if local:
         from snnas.runtime import launch_local
@@ -193,7 +211,7 @@ def run(
                 slow_device=slow_device, delay_ms=delay_ms, data_dir=data_dir,
                 join_s=join_s, progress=progress, fail_point=fail_point,
                 deadline_ms=deadline_ms, threads=threads, link_rate=link_rate,
-                info=None if as_json else terminal.info,
+                info=None if as_json else terminal.info, inputs=inputs, input_names=names,
             )  # fmt: skip
     else:
         from snnas.runtime import WorkerArgs, run_worker
@@ -238,6 +256,34 @@ def run(
         from snnas.errors import RuntimeFailure
 
         raise RuntimeFailure(problem)
+
+
+def _given(name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default)."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _check_input_options(local: bool) -> None:
+    """``--input`` answers the images given, on this machine, without fault injection."""
+    if not local:
+        raise click.UsageError("--input needs --local (the launcher hands the images to device 0)")
+    for option in ("images", "split", "fail_device", "fail_at", "fail_point", "slow_device",
+                   "delay_ms", "deadline_ms"):  # fmt: skip
+        if _given(option):
+            flag = "--" + option.replace("_", "-")
+            raise click.UsageError(
+                f"--input cannot go with {flag} (every image given is answered, without fault "
+                "injection; the reference split is run without --input)"
+            )
+
+
+def _read_input(plan: Any, path: Path) -> tuple[Any, list[str]]:
+    """The images at ``path`` as the plan's network inputs, and their names."""
+    from snnas.api._input import read_input
+    from snnas.api._plan import Plan
+
+    return read_input(path, Plan(plan))
 
 
 def _check_devices(
@@ -311,6 +357,9 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
     if as_json:
         terminal.json(report)
         return
+    if report.get("predictions") is not None:
+        _show_answers(terminal, report, out)
+        return
     from rich.table import Table
 
     lat = report["latency_ms"]
@@ -365,3 +414,26 @@ def _show(terminal: Terminal, report: dict[str, Any], out: Path, as_json: bool) 
         f"{report['accuracy']:.4f}, live communication {100 * report['live_ratio']:.2f}% of a "
         f"ring all-reduce, latency p50 {lat['p50']:.2f} ms"
     )
+
+
+def _show_answers(terminal: Terminal, report: dict[str, Any], out: Path) -> None:
+    """Your own images (``--input``): one row per image, then the run's figures."""
+    import torch
+    from rich.table import Table
+
+    probabilities = torch.tensor(report["logits"]).softmax(1)  # (N, num_classes)
+    table = Table("file", "predicted class", "top probability")
+    rows = zip(report["files"], report["predictions"], probabilities, strict=True)
+    for name, predicted, row in rows:
+        table.add_row(name, str(predicted), f"{float(row.max()):.4f}")
+    terminal.print(table)
+    lat = report["latency_ms"]
+    terminal.info(
+        f"{report['images']} images answered by {report['devices']} processes: top-1 agreement "
+        f"with the plan's engine in this process {report['top1_agreement']:.4f}, max abs logit "
+        f"difference {report['max_abs_diff']:.2e}; bytes on the wire "
+        f"{report['bytes_measured']['total']:,} "
+        f"({'equal to' if report['bytes_equal'] else 'DIFFERENT from'} the plan's); latency "
+        f"p50 {lat['p50']:.2f} ms"
+    )
+    terminal.info(f"wrote {out}/runtime.json")

@@ -19,14 +19,15 @@ __all__ = ["RTOL", "compare_logits", "passed"]
 RTOL = 1e-3
 
 
-def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor) -> dict[str, Any]:
-    """Agreement of ``logits`` with ``reference``, and accuracy against ``labels``.
+def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor | None) -> dict[str, Any]:
+    """Agreement of ``logits`` with ``reference``, and accuracy against ``labels`` (``None``
+    without labels: the user's own images).
 
     ``tolerance`` is ``RTOL * (1 + max |reference|)``; ``disagreements_beyond_tolerance``
     counts the images whose answers differ although the reference's top two logits are
     further apart than the tolerance (a real disagreement, not a numerical tie).
     """
-    n = len(labels)
+    n = len(reference)
     ours, theirs = logits.argmax(1), reference.argmax(1)
     tolerance = RTOL * (1.0 + float(reference.abs().max())) if n else RTOL
     top2 = reference.topk(min(2, reference.shape[1]), dim=1).values
@@ -38,8 +39,10 @@ def compare_logits(logits: Tensor, reference: Tensor, labels: Tensor) -> dict[st
         "max_abs_diff": float((logits - reference).abs().max()) if n else 0.0,
         "tolerance": tolerance,
         "disagreements_beyond_tolerance": int(((ours != theirs) & decided).sum()),
-        "accuracy": int((ours == labels).sum()) / max(n, 1),
-        "reference_accuracy": int((theirs == labels).sum()) / max(n, 1),
+        "accuracy": None if labels is None else int((ours == labels).sum()) / max(n, 1),
+        "reference_accuracy": (
+            None if labels is None else int((theirs == labels).sum()) / max(n, 1)
+        ),
     }
 
 

@@ -38,11 +38,21 @@ __all__ = [
 
 @torch.inference_mode()
 def execute_plan(
-    plan: LoadedPlan, images: Tensor, nets: Mapping[int, DeviceNet] | None = None
+    plan: LoadedPlan,
+    images: Tensor,
+    nets: Mapping[int, DeviceNet] | None = None,
+    *,
+    chunk: int | None = None,
 ) -> Tensor:
     """Run every device of ``plan`` on ``images`` in this process (the engine with a
-    mailbox) and return the answer (device 0's logits)."""
+    mailbox) and return the answer (device 0's logits); ``chunk``: at most that many images
+    at a time (bounds the memory of one call; ``Plan.forward`` and ``snnas run --input``)."""
     nets = nets if nets is not None else {d: plan.net(d) for d in range(plan.world)}
+    if chunk is not None and len(images) > chunk:
+        parts = [
+            execute_plan(plan, images[i : i + chunk], nets) for i in range(0, len(images), chunk)
+        ]
+        return torch.cat(parts)  # (N, num_classes)
     if plan.parity is not None:
         return execute_degraded(plan, images, None, nets)
     inputs = set(plan.data["input"]["devices"])

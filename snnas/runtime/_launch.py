@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snnas._io import atomic_write_json
 from snnas._run import Progress, RunDir
@@ -43,6 +43,9 @@ from snnas.runtime._children import (
 from snnas.runtime._netns import Links
 from snnas.runtime._verdict import check_counts, check_report
 from snnas.runtime._worker import WorkerArgs
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["check_counts", "launch_local"]
 
@@ -135,6 +138,8 @@ def launch_local(
     threads: int = 1,
     link_rate: str | None = None,
     info: Callable[[str], None] | None = None,
+    inputs: Tensor | None = None,
+    input_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the plan with one process per device; return device 0's report (``runtime.json``
     and ``timeline.png`` are in ``out``), with ``checks``: whether the answers and the bytes
@@ -144,10 +149,20 @@ def launch_local(
 
     ``threads``: torch threads in every device (each pinned to that many cores of its own
     when there are enough; ``info`` is told when there are not). ``link_rate``: emulate an
-    edge link of that rate per device (``20mbit``; :mod:`snnas.runtime._netns`)."""
+    edge link of that rate per device (``20mbit``; :mod:`snnas.runtime._netns`).
+
+    ``inputs``: the user's images as network inputs (N, C, H, W) float32 (``snnas run
+    --input``; ``Plan.inputs`` made them), answered instead of the split; ``input_names``
+    names each in the report. The devices that take the image read them from
+    ``out/input.safetensors``; there is no label and no stored reference, so the answers are
+    compared with the plan's engine run here on the same images (``plan.forward``), and the
+    report gains ``predictions``, ``logits``, ``files``, ``compared_with`` and ``input``."""
     plan = load_plan(plan_folder)  # refuse a bad plan before starting anything
     groups = plan.world  # one process per device, parity devices included
-    count = check_counts(plan, split, images, warmup)
+    if inputs is None:
+        count = check_counts(plan, split, images, warmup)
+    else:
+        count = _check_inputs(plan, inputs, input_names, images, warmup, fail_device, slow_device)
     for name, device, limit in (("--fail-device", fail_device, plan.world),
                                 ("--slow-device", slow_device, plan.groups)):  # fmt: skip
         if device is not None and not 0 <= device < limit:
@@ -163,10 +178,17 @@ def launch_local(
     links = Links.parse(link_rate, groups) if link_rate is not None else None
     if links is not None:
         links.check_possible()  # root, Linux, ip and tc: one line saying what is missing
+    expected = None if inputs is None else _engine_answers(plan, inputs)
     # Never through a link the run did not make (a run folder, its logs or a log file).
     RunDir(out).create()
     with stop_signals_interrupt(), run_lock(out):
         (out / "runtime.json").unlink(missing_ok=True)
+        (out / "input.safetensors").unlink(missing_ok=True)  # an earlier --input run's
+        input_file = None
+        if inputs is not None:
+            from snnas.runtime._images import write_images
+
+            input_file = write_images(out, inputs).resolve()
         logs = out / "logs"
         RunDir(logs).create()
         for rank in range(groups):
@@ -186,7 +208,7 @@ def launch_local(
             split=split, images=count, warmup=warmup, timeout_s=timeout_s,
             fail_device=fail_device, fail_at=fail_at, slow_device=slow_device,
             delay_ms=delay_ms, data_dir=data_dir, join_s=join_s, fail_point=fail_point,
-            deadline_ms=deadline_ms, threads=threads,
+            deadline_ms=deadline_ms, threads=threads, input_file=input_file,
         )  # fmt: skip
         try:
             if links is not None:
@@ -197,6 +219,8 @@ def launch_local(
             if links is not None:
                 with signals_held():
                     links.remove()
+        if expected is not None:
+            _compare_with_engine(report, expected, input_names)
         report["checks"] = check_report(plan, report, split)
         report["placement"] = {
             "threads_per_device": threads,
@@ -207,6 +231,72 @@ def launch_local(
         written = {k: v for k, v in report.items() if k not in ("pids", "logs")}
         atomic_write_json(out / "runtime.json", written)  # still under the run's lock
     return report
+
+
+def _check_inputs(
+    plan: LoadedPlan,
+    inputs: Tensor,
+    names: list[str] | None,
+    images: int | None,
+    warmup: int,
+    fail_device: int | None,
+    slow_device: int | None,
+) -> int:
+    """The number of the user's images; what cannot go with them is a usage error."""
+    import torch
+
+    if plan.parity is not None:
+        raise UsageError(
+            "--input",
+            "a plan without parity devices (a plan with them runs on its reference split only)",
+            str(plan.folder),
+        )
+    for option, value in (("--images", images), ("--fail-device", fail_device),
+                          ("--slow-device", slow_device)):  # fmt: skip
+        if value is not None:
+            raise UsageError(option, "no value with --input (every image given is answered, "
+                             "without fault injection)", value)  # fmt: skip
+    _, c, h, w = plan.data["input"]["shape"]
+    shape = (int(c), int(h), int(w))
+    if inputs.dim() != 4 or tuple(inputs.shape[1:]) != shape or inputs.dtype != torch.float32:
+        found = f"<shape {tuple(inputs.shape)} {str(inputs.dtype).removeprefix('torch.')}>"
+        raise UsageError("images", f"network inputs (N, {c}, {h}, {w}) float32", found)
+    count = len(inputs)
+    if count < 1:
+        raise UsageError("images", "at least one image", "<none>")
+    if names is not None and len(names) != count:
+        raise UsageError("input_names", f"one name per image ({count})", len(names))
+    if warmup >= count:
+        expected = f"fewer than the {count} images given (lower it)"
+        raise UsageError("--warmup", expected, warmup)
+    return count
+
+
+def _engine_answers(plan: LoadedPlan, inputs: Tensor) -> Tensor:
+    """The plan's answers from its engine in this process: what ``Plan.forward`` runs
+    (:func:`snnas.plan.execute_plan`, 256 images at a time)."""
+    from snnas.plan import execute_plan
+
+    return execute_plan(plan, inputs, chunk=256)
+
+
+def _compare_with_engine(report: dict[str, Any], expected: Tensor, names: list[str] | None) -> None:
+    """Fill the report's comparison: the G processes' answers against the plan's engine in
+    this process on the same images (no labels: no accuracy)."""
+    import torch
+
+    from snnas.plan import compare_logits
+
+    answers = compare_logits(torch.tensor(report["logits"]), expected, None)
+    for key in ("top1_agreement", "max_abs_diff", "tolerance",
+                "disagreements_beyond_tolerance", "accuracy", "reference_accuracy"):  # fmt: skip
+        report[key] = answers[key]
+    report["compared_with"] = (
+        "the plan's engine in this process on the same images (plan.forward: "
+        "snnas.plan.execute_plan); no labels, so no accuracy"
+    )
+    report["files"] = names  # one name per image (snnas run --input); null from Python
+    report["input"] = {"images": len(expected), "tensor": "input.safetensors (network inputs)"}
 
 
 def _start_and_watch(
@@ -249,6 +339,7 @@ def _start_and_watch(
                 s["warmup"], timeout_s, out.resolve() if rank in (0, plan.groups) else None,
                 None, s["fail_device"], s["fail_at"], s["slow_device"], s["delay_ms"],
                 s["data_dir"], s["join_s"], {}, s["fail_point"], s["deadline_ms"], threads,
+                s["input_file"],
             )  # fmt: skip
             log = logs / f"device{rank}.log"
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)

@@ -35,15 +35,23 @@ def build_report(
     args: Any,
     devices: list[dict[str, Any]],
     logits: Tensor,
-    labels: Tensor,
-    reference: Tensor,
+    labels: Tensor | None,
+    reference: Tensor | None,
     latencies: list[float],
     started: float,
     finished: float,
 ) -> dict[str, Any]:
-    """Everything ``snnas run`` reports, from every device's figures (device 0 first)."""
-    images = len(labels)
-    answers = compare_logits(logits, reference, labels)
+    """Everything ``snnas run`` reports, from every device's figures (device 0 first). The
+    user's images (no ``labels``, no ``reference``) leave the comparison to the launcher
+    (``null`` here) and report the answers themselves: ``logits`` and ``predictions``."""
+    images = len(logits)
+    if reference is None:
+        answers: dict[str, Any] = dict.fromkeys(
+            ("top1_agreement", "max_abs_diff", "tolerance", "disagreements_beyond_tolerance",
+             "accuracy", "reference_accuracy")
+        )  # fmt: skip
+    else:
+        answers = compare_logits(logits, reference, labels)
     measured: dict[tuple[int, int], int] = {}
     for d in devices:
         for peer, nbytes in d["bytes_sent"].items():
@@ -59,10 +67,10 @@ def build_report(
     wall = finished - started
     total_measured = sum(measured.values())
     total_planned = sum(planned.values())
-    return {
+    report: dict[str, Any] = {
         "plan": str(plan.folder),
         "devices": plan.groups,
-        "split": args.split,
+        "split": args.split if reference is not None else None,
         "images": images,
         "top1_agreement": answers["top1_agreement"],
         "max_abs_diff": answers["max_abs_diff"],
@@ -110,6 +118,10 @@ def build_report(
         "plan_prediction": plan.data["prediction"],
         "prediction": run_prediction(None),
     }
+    if reference is None:
+        report["predictions"] = logits.argmax(1).tolist()
+        report["logits"] = logits.tolist()
+    return report
 
 
 def write_report(

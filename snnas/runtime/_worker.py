@@ -75,6 +75,7 @@ class WorkerArgs:
     fail_point: int = 0  # ... before its first send at this transmission point or later
     deadline_ms: float | None = None  # parity plans: wait this long, then use the stand-in
     threads: int = 1  # torch threads of this device (snnas run --threads-per-device)
+    input_file: Path | None = None  # the user's images (snnas run --input), not the split
 
     def to_argv(self) -> list[str]:
         """Command-line arguments of ``python -m snnas.runtime`` for these settings."""
@@ -100,6 +101,8 @@ class WorkerArgs:
             argv += ["--data-dir", str(self.data_dir)]
         argv += ["--join-timeout", repr(self.join_s)]
         argv += ["--threads", str(self.threads)]
+        if self.input_file is not None:
+            argv += ["--input-file", str(self.input_file)]
         return argv
 
 
@@ -168,8 +171,15 @@ def store_host(world: int) -> int:
     return world - 1
 
 
-def _inputs(plan: LoadedPlan, args: WorkerArgs, count: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Device 0's images, labels and the frozen network's logits for them."""
+def _inputs(
+    plan: LoadedPlan, args: WorkerArgs, count: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Device 0's images, labels and the frozen network's logits for them; the user's images
+    (``--input-file``) come without either: the launcher compares the answers."""
+    if args.input_file is not None:
+        from snnas.runtime._images import read_images
+
+        return read_images(args.input_file, plan, count), None, None
     from snnas.data import load_dataset
 
     net = plan.data["network"]
@@ -242,7 +252,14 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     parity_net = ParityNet(net, plan.weights(rank)) if parity else None
     points = plan.data["schedule"]["points"]
     receives = [Receive.from_json(r) for r in entry["receives"]]
-    count = check_counts(plan, args.split, args.images, args.warmup)  # never clamped
+    if args.input_file is not None:  # the user's images: as many as the launcher wrote
+        if plan.parity is not None:
+            raise PlanError(f"{args.plan}: --input-file needs a plan without parity devices")
+        if args.images is None or args.warmup >= args.images:
+            raise PlanError(f"{args.plan}: --input-file needs --images N above --warmup")
+        count = args.images
+    else:
+        count = check_counts(plan, args.split, args.images, args.warmup)  # never clamped
     if count < 1:
         raise PlanError(f"{args.plan}: no {args.split} images to answer")
     images = labels = reference = None
@@ -322,7 +339,7 @@ def run_worker(args: WorkerArgs) -> dict[str, Any] | None:
     _leave(transport, False, store, args, None)
     from snnas.runtime._report import build_report, write_report
 
-    if labels is None or reference is None:
+    if images is None:
         raise PlanError(f"{args.plan}: device 0 takes no input")
     report = build_report(
         plan, args, gathered, torch.cat(answers), labels, reference, latencies, started, finished
@@ -472,6 +489,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-point", type=count, default=0)
     parser.add_argument("--deadline-ms", type=checked(Range(0.0, 600_000.0, low_open=True)))
     parser.add_argument("--threads", type=checked(Range(1, 1024, integer=True)), default=1)
+    parser.add_argument(
+        "--input-file",
+        type=Path,
+        help="The images to answer instead of the split (input.safetensors, written by snnas "
+        "run --input; the launcher compares the answers with the plan's engine).",
+    )
     ns = parser.parse_args(argv)
     if ns.rendezvous in ("store", "master") and not ns.address:
         parser.error(f"--rendezvous {ns.rendezvous} needs --address HOST:PORT")
@@ -491,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
             ns.plan, rank, world, ns.rendezvous, ns.address, ns.split, ns.images, ns.warmup,
             ns.timeout, out, ns.timeline_image, ns.fail_device, ns.fail_at, ns.slow_device,
             ns.delay_ms, ns.data_dir, ns.join_timeout, {}, ns.fail_point, ns.deadline_ms,
-            ns.threads,
+            ns.threads, ns.input_file,
         )  # fmt: skip
         report = run_worker(args)
     except TransferFailed as failure:
@@ -505,7 +528,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write(f"error: device {rank}: {clean_message(exc)}\n")
         _exit(1)
-    if report is not None:
+    if report is not None and args.input_file is not None:
+        # The user's images: no reference here; the launcher compares and gives the verdict.
+        sys.stdout.write(f"{report['images']} images answered; wrote {args.out}\n")
+    elif report is not None:
         lat = report["latency_ms"]
         sys.stdout.write(
             f"{report['images']} images: top-1 agreement {report['top1_agreement']:.4f}, "
