@@ -104,6 +104,10 @@ def pipeline(folder: Path, local: bool = False) -> None:
             f"run_local: {live.images} images on {plan.groups} processes, top-1 agreement "
             f"{live.top1_agreement:.4f}, accuracy {live.accuracy:.4f}"
         )
+        # The same images as above, on G processes: logits from real devices.
+        mine = plan.run_local(images[:8, None])
+        same = mine.predictions == logits[:8].argmax(1).tolist()
+        print(f"run_local(images): predictions {mine.predictions}, as forward: {same}")
 
 
 def main() -> None:
