@@ -133,20 +133,38 @@ def _read(path: Path, follow: bool) -> bytes:
 
 def _declared_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR or a JPEG's start-of-frame; ``None`` when not
-    found (the decoder then refuses the file)."""
-    if data.startswith(_PNG) and len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
+    found (the file is then refused, never handed to the decoder unmeasured).
+
+    The JPEG markers are walked as libjpeg walks them: bytes other than 0xFF between two
+    segments are skipped (libjpeg skips them with a warning, "extraneous bytes before
+    marker"), as are 0xFF fill bytes, 0xFF00 and the markers without a length (TEM, RST0-7);
+    otherwise a stray byte before the frame header would hide its size from this check but
+    not from the decoder."""
+    if data.startswith(_PNG):
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return int(width), int(height)
+        return None
+    if not data.startswith(_JPEG):
+        return None
     i = 2
-    while data.startswith(_JPEG) and i + 9 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
+    while i + 1 < len(data):
+        if data[i] != 0xFF:  # extraneous byte: libjpeg skips it
             i += 1
             continue
+        marker = data[i + 1]
+        if marker in (0xFF, 0x00):  # a fill byte, or a stuffed 0xFF00 that is no marker
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length follows
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA) or i + 4 > len(data):  # EOI or a scan before any frame
+            return None
         length = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                return None
             height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return int(width), int(height)
         i += 2 + length
@@ -163,7 +181,10 @@ def _image(plan: Plan, path: Path, *, follow: bool) -> torch.Tensor:
         raise InputError(f"{_where(path)}: expected a PNG or JPEG image, found other bytes "
                          f"(starting {shorten(data[:8], 60)})")  # fmt: skip
     size = _declared_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
+    if size is None:
+        raise InputError(f"{_where(path)}: cannot be decoded as an image (no image size found "
+                         "in its header)")  # fmt: skip
+    if size[0] * size[1] > MAX_PIXELS:
         raise InputError(f"{_where(path)}: expected at most {MAX_PIXELS:,} pixels, found a "
                          f"declared {size[0]:,}x{size[1]:,}")  # fmt: skip
     try:

@@ -75,6 +75,12 @@ def sandbox(tmp_path, exported) -> Path:
     sof = jpeg.index(b"\xff\xc0")  # baseline start of frame: height, width at +5
     jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 60_000, 60_000)
     (d / "bomb.jpg").write_bytes(bytes(jpeg))
+    # Just over the limit (a small allocation were the check missed), the frame header
+    # behind what libjpeg skips and decodes past: a stray byte, a marker without a length.
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 4100, 4100)
+    (d / "stray.jpg").write_bytes(bytes(jpeg[:sof]) + b"\x00" + bytes(jpeg[sof:]))
+    (d / "rst.jpg").write_bytes(bytes(jpeg[:sof]) + b"\xff\xd0" + bytes(jpeg[sof:]))
+    (d / "no-frame.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x02")
     (d / "truncated.png").write_bytes((d / "gray.png").read_bytes()[:40])
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # a 10^10-pixel image
     (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header))
@@ -123,6 +129,9 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ("truncated-png", PLAN, "in/truncated.png", 1, "truncated.png: cannot be decoded"),
     ("png-bomb", PLAN, "in/bomb.png", 1, "bomb.png: expected at most 16,777,216 pixels"),
     ("jpeg-bomb", PLAN, "in/bomb.jpg", 1, "bomb.jpg: expected at most 16,777,216 pixels"),
+    ("jpeg-bomb-stray-byte", PLAN, "in/stray.jpg", 1, "expected at most 16,777,216 pixels"),
+    ("jpeg-bomb-rst-marker", PLAN, "in/rst.jpg", 1, "expected at most 16,777,216 pixels"),
+    ("jpeg-no-frame", PLAN, "in/no-frame.jpg", 1, "no-frame.jpg: cannot be decoded"),
     ("text-as-png", PLAN, "in/text.png", 1, "text.png: expected a PNG or JPEG image"),
     ("not-an-image-name", PLAN, "in/notes.txt", 1, "notes.txt: expected a PNG or JPEG image"),
     ("missing", PLAN, "in/nowhere.png", 1, "nowhere.png: cannot be read"),
