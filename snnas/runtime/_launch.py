@@ -178,7 +178,7 @@ def launch_local(
     links = Links.parse(link_rate, groups) if link_rate is not None else None
     if links is not None:
         links.check_possible()  # root, Linux, ip and tc: one line saying what is missing
-    expected = None if inputs is None else _engine_answers(plan, inputs)
+    expected = None if inputs is None else _engine_answers(plan, inputs, input_names)
     # Never through a link the run did not make (a run folder, its logs or a log file).
     RunDir(out).create()
     with stop_signals_interrupt(), run_lock(out):
@@ -272,12 +272,26 @@ def _check_inputs(
     return count
 
 
-def _engine_answers(plan: LoadedPlan, inputs: Tensor) -> Tensor:
+def _engine_answers(plan: LoadedPlan, inputs: Tensor, names: list[str] | None) -> Tensor:
     """The plan's answers from its engine in this process: what ``Plan.forward`` runs
-    (:func:`snnas.plan.execute_plan`, 256 images at a time)."""
+    (:func:`snnas.plan.execute_plan`, 256 images at a time). Finite inputs far outside the
+    training range can overflow to NaN or infinite logits: refused here, before anything
+    starts (runtime.json stores them as null, which nothing could compare)."""
+    import torch
+
+    from snnas.errors import InputError
     from snnas.plan import execute_plan
 
-    return execute_plan(plan, inputs, chunk=256)
+    answers = execute_plan(plan, inputs, chunk=256)
+    bad = (~torch.isfinite(answers).all(1)).nonzero().flatten().tolist()
+    if bad:
+        first = names[bad[0]] if names is not None else f"image {bad[0]}"
+        raise InputError(
+            f"{shorten(first, 200)}: expected images the network answers with finite logits, "
+            f"found NaN or infinite logits for {len(bad)} of {len(answers)} (pixel values far "
+            "outside the range the plan's normalisation expects?)"
+        )
+    return answers
 
 
 def _compare_with_engine(report: dict[str, Any], expected: Tensor, names: list[str] | None) -> None:
@@ -287,7 +301,9 @@ def _compare_with_engine(report: dict[str, Any], expected: Tensor, names: list[s
 
     from snnas.plan import compare_logits
 
-    answers = compare_logits(torch.tensor(report["logits"]), expected, None)
+    nan = float("nan")  # runtime.json holds a non-finite logit as null
+    logits = [[nan if v is None else v for v in row] for row in report["logits"]]
+    answers = compare_logits(torch.tensor(logits), expected, None)
     for key in ("top1_agreement", "max_abs_diff", "tolerance",
                 "disagreements_beyond_tolerance", "accuracy", "reference_accuracy"):  # fmt: skip
         report[key] = answers[key]
