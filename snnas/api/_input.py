@@ -268,6 +268,8 @@ def _check_header(path: Path, handle: BinaryIO) -> None:
     if len(shape) not in (3, 4):
         raise InputError(f"{where}: expected (N, C, H, W), (C, H, W) or, for a one-channel "
                          f"plan, (N, H, W), found shape {shape}")  # fmt: skip
+    if 0 in shape:  # else the launcher's "images: expected at least one image" (exit 2)
+        raise InputError(f"{where}: expected at least one image, found shape {shape}")
     declared = math.prod(shape) * dtype.itemsize
     held = os.fstat(handle.fileno()).st_size - handle.tell()
     if declared > MAX_ARRAY_BYTES:

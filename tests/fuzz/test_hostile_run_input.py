@@ -91,6 +91,7 @@ def sandbox(tmp_path, exported) -> Path:
     np.save(d / "nan.npy", np.full((2, 1, 8, 8), np.nan))  # float64 NaN
     np.save(d / "inf.npy", np.full((2, 8, 8), np.inf, dtype=np.float32))
     np.save(d / "overflow.npy", np.full((2, 8, 8), 1e38, dtype=np.float32))  # finite pixels
+    np.save(d / "none.npy", np.zeros((0, 8, 8), dtype=np.uint8))
     np.save(d / "int32.npy", np.zeros((2, 1, 8, 8), dtype=np.int32))
     np.save(d / "complex.npy", np.zeros((2, 1, 8, 8), dtype=np.complex64))
     np.save(d / "pickle.npy", np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
@@ -141,6 +142,7 @@ CASES: list[tuple[str, str, str, int, str]] = [
     ("npy-float64-nan", PLAN, "in/nan.npy", 1, "nan.npy: expected finite values"),
     ("npy-inf", PLAN, "in/inf.npy", 1, "inf.npy: expected finite values"),
     ("npy-logits-overflow", PLAN, "in/overflow.npy", 1, "overflow.npy[0]: expected images the"),
+    ("npy-no-image", PLAN, "in/none.npy", 1, "none.npy: expected at least one image, found"),
     ("npy-int32", PLAN, "in/int32.npy", 1, "uint8 or float"),
     ("npy-complex", PLAN, "in/complex.npy", 1, "found dtype '<c8'"),
     ("npy-pickle", PLAN, "in/pickle.npy", 1, "pickle.npy: expected uint8 or float images"),
