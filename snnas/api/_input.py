@@ -2,8 +2,9 @@
 folder of them, or a ``.npy`` array, read without trusting the file and checked against the
 plan's input spec by :meth:`snnas.Plan.inputs`' own code.
 
-* Image files are decoded by ``torchvision.io.decode_image`` as stored (gray or RGB; an
-  alpha channel is refused). Their 8-bit pixels are divided by 255 (16-bit ones by 65,535),
+* Image files are decoded by ``torchvision.io.decode_image`` as stored (gray or RGB; a
+  palette PNG as its colours, gray when they all are; an alpha channel or a palette with
+  transparency is refused). Their 8-bit pixels are divided by 255 (16-bit ones by 65,535),
   then the plan's normalisation applies from its resize on: its ``scale`` step, which maps
   the dataset's raw pixel values (0..16 for the digits) to [0, 1], is left out.
 * A ``.npy`` file holds raw images as the plan's input spec describes them, exactly what
@@ -171,6 +172,19 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _png_has_chunk(data: bytes, kind: bytes) -> bool:
+    """Whether a PNG holds a chunk of ``kind`` before its image data."""
+    i = len(_PNG)
+    while i + 8 <= len(data):
+        length, found = struct.unpack(">I", data[i : i + 4])[0], data[i + 4 : i + 8]
+        if found == kind:
+            return True
+        if found == b"IDAT":
+            return False
+        i += 12 + length
+    return False
+
+
 def _image(plan: Plan, path: Path, *, follow: bool) -> torch.Tensor:
     """One image file as network inputs (1, C, H, W)."""
     import torch
@@ -187,12 +201,22 @@ def _image(plan: Plan, path: Path, *, follow: bool) -> torch.Tensor:
     if size[0] * size[1] > MAX_PIXELS:
         raise InputError(f"{_where(path)}: expected at most {MAX_PIXELS:,} pixels, found a "
                          f"declared {size[0]:,}x{size[1]:,}")  # fmt: skip
+    # A palette PNG (colour type 3): torchvision's UNCHANGED (and RGB_ALPHA) modes return its
+    # palette indices, bit-packed below 8 bits, as pixels; its RGB mode gives the colours. A
+    # palette with transparency (a tRNS chunk) is refused like an alpha channel; a palette
+    # of grays gives a gray image.
+    palette = data.startswith(_PNG) and len(data) > 25 and data[25] == 3
+    if palette and _png_has_chunk(data, b"tRNS"):
+        raise InputError(f"{_where(path)}: expected a gray or RGB image, found a palette with "
+                         "transparency (save it without transparency)")  # fmt: skip
+    mode = ImageReadMode.RGB if palette else ImageReadMode.UNCHANGED
     try:
-        pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                              mode=ImageReadMode.UNCHANGED)  # fmt: skip
+        pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
     except (RuntimeError, ValueError) as exc:
         reason = shorten(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 160)
         raise InputError(f"{_where(path)}: cannot be decoded as an image ({reason})") from None
+    if palette and bool((pixels[0] == pixels[1]).all() and (pixels[1] == pixels[2]).all()):
+        pixels = pixels[:1]  # a palette of grays: (1, H, W)
     c, h, w = pixels.shape  # (C, H, W)
     if c in (2, 4):
         raise InputError(f"{_where(path)}: expected a gray or RGB image, found "

@@ -206,3 +206,39 @@ def test_a_plan_with_parity_devices_is_refused(tmp_path, parity_exported):
     assert outcome.code == 2, outcome
     assert outcome.error.startswith("--input: expected a plan without parity devices"), outcome
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["q"]  # no run folder made
+
+
+def _palette_png(
+    indices: torch.Tensor, palette: list[tuple[int, int, int]], alpha: bytes = b""
+) -> bytes:
+    """An 8-bit palette PNG (colour type 3) of ``indices`` (H, W), ``alpha`` its tRNS."""
+    height, width = indices.shape
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    rows = b"".join(b"\0" + bytes(row.tolist()) for row in indices.to(torch.uint8))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"PLTE", b"".join(bytes(c) for c in palette))
+            + (_png_chunk(b"tRNS", alpha) if alpha else b"")
+            + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_a_palette_png_is_read_as_its_colours(tmp_path, exported):
+    """Not as its palette indices (torchvision's UNCHANGED mode): a gray palette with white
+    at index 0 and black at 1 gives the pixels of the same gray PNG; a coloured one is RGB."""
+    import snnas
+    from snnas.api._input import read_input
+    from snnas.errors import InputError
+
+    plan = snnas.Plan.load(exported)
+    indices = torch.zeros(8, 8, dtype=torch.uint8)
+    indices[2:6, 2:6] = 1
+    (tmp_path / "palette.png").write_bytes(_palette_png(indices, [(255, 255, 255), (0, 0, 0)]))
+    write_png((255 * (1 - indices))[None], str(tmp_path / "gray.png"))
+    got, _ = read_input(tmp_path / "palette.png", plan)
+    want, _ = read_input(tmp_path / "gray.png", plan)
+    assert torch.equal(got, want)
+    (tmp_path / "red.png").write_bytes(_palette_png(indices, [(0, 0, 0), (255, 0, 0)]))
+    with pytest.raises(InputError, match=r"red\.png: expected a gray image .* found RGB 8x8"):
+        read_input(tmp_path / "red.png", plan)
+    (tmp_path / "clear.png").write_bytes(_palette_png(indices, [(0, 0, 0)] * 2, b"\0\xff"))
+    with pytest.raises(InputError, match=r"clear\.png: expected a gray or RGB image, found a pal"):
+        read_input(tmp_path / "clear.png", plan)
