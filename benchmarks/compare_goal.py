@@ -67,7 +67,9 @@ def _fixed(run: Path, space_file: Path, dataset: str, data_dir: Path | None) -> 
     return fixed
 
 
-def _run_compare(run: Path, space_file: Path, dataset: str, seeds: int, budget: int) -> float:
+def _run_compare(
+    run: Path, space_file: Path, dataset: str, data_dir: Path | None, seeds: int, budget: int
+) -> float:
     from snnas.data import load_for_space
     from snnas.search import load_search_config
     from snnas.search._compare import compare
@@ -78,7 +80,7 @@ def _run_compare(run: Path, space_file: Path, dataset: str, seeds: int, budget: 
     tic = time.perf_counter()
     compare(
         space,
-        load_for_space(dataset, space),
+        load_for_space(dataset, space, data_dir=data_dir),
         load_search_config(dataset),
         ["reinforce", "random", "evolution", "optuna:tpe"],
         seeds,
@@ -272,7 +274,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not (args.run / "report.json").exists():
-        _run_compare(args.run, args.space, args.dataset, args.seeds, args.budget)
+        _run_compare(args.run, args.space, args.dataset, args.data_dir, args.seeds, args.budget)
     result = goal(args.run)
     fixed = _fixed(args.run, args.space, args.dataset, args.data_dir)
     result["incumbents"] = incumbents(fixed)
