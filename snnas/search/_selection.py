@@ -12,10 +12,15 @@ __all__ = ["candidates_to_rescore", "select_on_pareto_front"]
 
 
 def candidates_to_rescore(
-    space: SearchSpace, events: list[dict[str, Any]], limit: int, multi: bool
+    space: SearchSpace,
+    events: list[dict[str, Any]],
+    limit: int,
+    multi: bool,
+    key: str = "comm_ratio",
 ) -> list[dict[str, Any]]:
     """The ``limit`` distinct policies re-scored at the end. One objective: the best search
-    rewards. ``pareto``: by non-dominated sorting of the search's (accuracy, ratio), each
+    rewards. ``pareto``: by non-dominated sorting of the search's (accuracy, cost ``key``:
+    ``comm_ratio`` or ``latency_ratio``), each
     policy at its most accurate evaluation, so the low-communication end of the front is
     re-scored as well as the accurate end (a layer too large to fit is thinned evenly)."""
     best_of: dict[tuple[int, ...], dict[str, Any]] = {}
@@ -29,20 +34,21 @@ def candidates_to_rescore(
     distinct = list(best_of.values())  # in rank order
     if not multi:
         return distinct[:limit]
-    points = [(e["accuracy"], e["comm_ratio"], e) for e in distinct]
+    points = [(e["accuracy"], e[key], e) for e in distinct]
     return [p[2] for p in front_layers(points, limit)]
 
 
 def select_on_pareto_front(
-    rescored: list[dict[str, Any]], budget: float | None
+    rescored: list[dict[str, Any]], budget: float | None, key: str = "comm_ratio"
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``pareto``: the front of the re-scored candidates (deployable accuracy, ratio) and the
+    """``pareto``: the front of the re-scored candidates (deployable accuracy, cost ``key``)
+    and the
     member selected on it (:func:`snnas.search._pareto.select_on_front`); the candidates
     reordered with the selected one first, then the rest of the front, then the others (each
     by decreasing accuracy), and what ``front.json`` holds."""
-    front = pareto_front([(r["val_acc"], r["comm_ratio"], r) for r in rescored])
-    members = [p[2] for p in front]  # by increasing ratio
-    chosen, rule = select_on_front([(m["val_acc"], m["comm_ratio"]) for m in members], budget)
+    front = pareto_front([(r["val_acc"], r[key], r) for r in rescored])
+    members = [p[2] for p in front]  # by increasing cost
+    chosen, rule = select_on_front([(m["val_acc"], m[key]) for m in members], budget)
     selected = members[chosen]
     on_front = {id(m) for m in members}
     order = [selected] + [m for m in rescored if id(m) in on_front and m is not selected]
@@ -57,7 +63,7 @@ def select_on_pareto_front(
             {
                 "policy": m["policy"],
                 "val_acc": m["val_acc"],
-                "comm_ratio": m["comm_ratio"],
+                **{k: m[k] for k in ("comm_ratio", "latency_ms", "latency_ratio") if k in m},
                 "search_accuracy": m["search_reward"],
                 "event": m["event"],
             }
