@@ -17,13 +17,18 @@ __all__ = ["CostTerm", "densest_policy"]
 
 
 def densest_policy(space: SearchSpace) -> Policy:
-    """The policy of ``space`` that sends the most: at every decision the permutation that
-    moves the most devices' streams (the first such choice), the highest sparsity level
-    (the most channels), float32 when the space offers it, and the largest encode share;
-    encoders take their first choice. The latency cost's reference (1.0)."""
+    """The policy of ``space`` that sends the most: at every decision the cyclic shift
+    (device ``i`` sends to ``i + 1``, as ``snnas.cost.alpha_scan``'s dense policy, so that
+    every stream reaches device 0's head; where the space does not offer it, the first choice
+    that moves the most streams), the highest sparsity level (every channel), float32 when
+    the space offers it, and the largest encode share; encoders take their first choice.
+    The latency cost's reference (1.0)."""
+    shift = tuple((i + 1) % space.groups for i in range(space.groups))
     policy: dict[str, Any] = {}
     for d in space.decisions:
-        if d.kind == "permutation":
+        if d.kind == "permutation" and shift in d.choices:
+            policy[d.label] = shift
+        elif d.kind == "permutation":
             moved = [sum(i != j for i, j in enumerate(p)) for p in d.choices]
             policy[d.label] = d.choices[moved.index(max(moved))]
         elif d.kind in ("sparsity", "encode"):
