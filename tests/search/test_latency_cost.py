@@ -185,3 +185,46 @@ def test_cost_settings_load_and_default(tmp_path):
 
     old = {k: v for k, v in config.to_json().items() if k not in ("cost", "cost_profile")}
     assert (with_defaults(old)["cost"], with_defaults(old)["cost_profile"]) == ("comm", None)
+
+
+def _compare(space, digits, path, extra=(), **kw):
+    from snnas.search._compare import compare
+
+    config = load_search_config("digits", None, ["strategy.reinforce.batch=3", *extra])
+    args = {"seeds": 2, "budget": 6, "rewards": ["penalized", "pareto"], "reference": 40}
+    return compare(
+        space, digits, config, ["random"], run=RunDir(path), accel=CPU, supernet_epochs=1,
+        **{**args, **kw},
+    )  # fmt: skip
+
+
+def test_compare_in_latency_mode_scores_the_latency_ratio(tmp_path, space, digits):
+    report = _compare(space, digits, tmp_path / "c", LATENCY)
+    assert report["cost"]["cost"] == "latency" and report["cost"]["profile"] == "rpi3b+"
+    assert report["objectives"] == ["accuracy", "latency_ratio"]
+    reference = _ms(space, densest_policy(space))
+    run = RunDir(tmp_path / "c")
+    lam = load_search_config("digits").reward_lambda
+    for e in run.read_jsonl("evaluations.jsonl") + run.read_jsonl("reference.jsonl"):
+        ms = _ms(space, space.validate(e["policy"]))
+        assert e["latency_ms"] == ms and e["latency_ratio"] == ms / reference
+        assert e["comm_ratio"] == communication(space, space.validate(e["policy"])).live_ratio
+        if e.get("reward_mode") == "penalized":
+            assert e["reward"] == e["accuracy"] - lam * e["latency_ratio"]
+    point = report["reference"]["pareto"]["reference_point"]
+    assert point["latency_ratio"] == 1.0
+    text = (tmp_path / "c" / "report.md").read_text()
+    assert "Cost term of the cost-aware modes: the latency ratio" in text
+    assert f"{reference:.4f} ms" in text and "(accuracy, latency ratio)" in text
+    # Resuming with another profile, or the communication cost, is refused.
+    for other in (['reward.cost="latency"', 'reward.profile="a57x4"'], []):
+        with pytest.raises(CheckpointError, match="other settings"):
+            _compare(space, digits, tmp_path / "c", other)
+
+
+def test_compare_refuses_what_it_would_ignore(tmp_path, space, digits):
+    with pytest.raises(UsageError, match="--rewards"):
+        _compare(space, digits, tmp_path / "a", LATENCY, rewards=["accuracy"])
+    with pytest.raises(ConfigError, match=r"constraints: expected none in snnas compare's fixed"):
+        _compare(space, digits, tmp_path / "b", ["constraints.comm_ratio=0.2"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
