@@ -46,9 +46,10 @@ def cost_sentence(cost: dict[str, Any] | None) -> str:
             "Cost term of the cost-aware modes: the live communication ratio (policy bytes "
             "over a ring all-reduce's)."
         )
+    where = "" if cost["profile"] == cost["profile_name"] else f" ({cost['profile']})"
     return (
         f"Cost term of the cost-aware modes: the latency ratio, a policy's simulated latency "
-        f"of one image on the device profile {cost['profile_name']} ({cost['profile']}) over "
+        f"of one image on the device profile {cost['profile_name']}{where} over "
         f"the densest policy's {cost['reference_ms']:.4f} ms (every device sending its whole "
         "stream, float32); the communication ratio is recorded beside it."
     )
