@@ -139,7 +139,12 @@ class SearchJob:
     ) -> None:
         from snnas.data import load_for_space
         from snnas.search import load_search_config
-        from snnas.search._loop import CHECKPOINT, build_strategy, check_no_degraded
+        from snnas.search._loop import (
+            CHECKPOINT,
+            build_strategy,
+            check_cost_mode,
+            check_no_degraded,
+        )
         from snnas.search._protective import searched_space
         from snnas.search._record import check_study
         from snnas.search._reward import Objective
@@ -176,6 +181,7 @@ class SearchJob:
                 config.strategy_steps,
             )
         check_no_degraded(space, config)  # a parity space's third objective: compare only
+        check_cost_mode(config)  # the latency cost needs a mode with a cost term
         label = (strategy if isinstance(strategy, str) else built.label).replace(":", "-")
         self.run_dir = RunDir(resolve_run(runs_dir, name or f"search-{space.name}-{label}-s{seed}"))
         self.run_dir.check_resume(CHECKPOINT, resume, "search")
@@ -252,7 +258,10 @@ def search(
         name: The run's folder name under ``runs_dir`` (a name, not a path).
         runs_dir: The runs folder.
         overrides: Settings as ``snnas search --set`` takes them, e.g.
-            ``{"search.iterations": 1}`` (or a list of ``"KEY=VALUE"`` strings).
+            ``{"search.iterations": 1}`` (or a list of ``"KEY=VALUE"`` strings);
+            ``{"reward.mode": "penalized", "reward.cost": "latency", "reward.profile":
+            "rpi3b+"}`` optimises the simulated latency on a device profile
+            (``snnas search --profile``).
         strategy: A registered strategy name (``reinforce`` when ``None``, ``random``,
             ``evolution``, ``optuna:tpe``, ...; see ``snnas list``), any Optuna sampler
             instance (e.g. ``optuna.samplers.TPESampler(seed=1)``), or a ready

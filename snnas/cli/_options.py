@@ -12,7 +12,14 @@ import click
 from snnas._numbers import Range
 from snnas.errors import shorten
 
-__all__ = ["SEED", "Number", "data_options", "run_options"]
+__all__ = [
+    "PROFILE_HELP",
+    "SEED",
+    "Number",
+    "data_options",
+    "profile_overrides",
+    "run_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,3 +100,33 @@ run_options = _stack(
     click.option("--device", help="cpu, cuda or cuda:N (default: a GPU when present)."),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
 )
+
+
+#: ``--profile`` of ``snnas search`` and ``snnas compare``: the latency cost's device profile.
+PROFILE_HELP = (
+    "Optimise the simulated latency on this device profile instead of communication (a "
+    "shipped name, rpi3b+ or a57x4, or a .toml file snnas profile wrote): sets "
+    'reward.cost = "latency" and reward.profile (docs/search.md).'
+)
+
+
+def profile_overrides(profile: str | None, overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """``--set`` items with ``--profile``'s two settings added. An unknown profile name is a
+    usage error naming ``--profile`` and the valid names (exit code 2), a bad profile file a
+    configuration error naming the file; ``--profile`` beside ``--set reward.cost`` or
+    ``reward.profile`` is refused (which one would win is not obvious)."""
+    import json
+
+    from snnas.cost import get_profile
+    from snnas.errors import UsageError
+
+    items = list(overrides)
+    if profile is None:
+        return items
+    get_profile(profile, option="--profile")
+    for item in items:
+        key = item.partition("=")[0].strip()
+        if key in ("reward.cost", "reward.profile"):
+            raise UsageError("--profile", f"no --set {key} beside it (--profile sets it)", item)
+    # A TOML basic string: JSON's escapes are TOML's.
+    return [*items, 'reward.cost="latency"', f"reward.profile={json.dumps(profile)}"]

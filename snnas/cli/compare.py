@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from snnas._numbers import Range
-from snnas.cli._options import Number, data_options, run_options
+from snnas.cli._options import PROFILE_HELP, Number, data_options, profile_overrides, run_options
 from snnas.cli._terminal import Terminal
 
 __all__ = ["compare"]
@@ -63,6 +63,7 @@ __all__ = ["compare"]
     help="fixed mode on a parity space: epochs of parity training on the frozen supernet "
     "(default 4).",
 )
+@click.option("--profile", metavar="PROFILE", help=PROFILE_HELP)
 @data_options
 @run_options
 @click.pass_obj
@@ -79,6 +80,7 @@ def compare(
     overrides: tuple[str, ...],
     supernet_epochs: int | None,
     parity_epochs: int | None,
+    profile: str | None,
     dataset: str,
     data_dir: Path | None,
     download: bool,
@@ -93,6 +95,7 @@ def compare(
     from snnas.data import load_for_space
     from snnas.errors import CheckpointError
     from snnas.search import load_search_config, make_strategy
+    from snnas.search._compare import check_cost_and_constraints
     from snnas.search._compare import compare as run_compare
     from snnas.search.strategies._base import parse_names
     from snnas.space import load_space
@@ -104,7 +107,8 @@ def compare(
     if name is not None:
         resolve_run(runs_dir, name)
     space = load_space(space_file)
-    config = load_search_config(dataset, config_file, list(overrides))
+    config = load_search_config(dataset, config_file, profile_overrides(profile, overrides))
+    check_cost_and_constraints(config, modes, mode)
     for strategy in names:  # bad options, or a space with nothing to search
         make_strategy(strategy, space, 0, **config.strategy.get(strategy.split(":")[0], {}))
     run = RunDir(resolve_run(runs_dir, name or f"compare-{space.name}-{mode}"))
@@ -118,7 +122,9 @@ def compare(
     if not as_json:
         terminal.info(
             f"comparing {', '.join(names)} on {space.name}: {seeds} seeds, {mode} "
-            f"mode, rewards {rewards} -> {run.path}"
+            f"mode, rewards {rewards}"
+            + (f", latency cost on {config.cost_profile}" if config.cost == "latency" else "")
+            + f" -> {run.path}"
         )
     with progress_bars(terminal, "compare") as progress:
         report = run_compare(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from snnas.cli._options import SEED, data_options, run_options
+from snnas.cli._options import PROFILE_HELP, SEED, data_options, profile_overrides, run_options
 from snnas.cli._terminal import Terminal, format_count
 
 __all__ = ["search"]
@@ -44,6 +44,7 @@ def _plural(n: int, word: str) -> str:
     help="Optuna storage URL shared by workers (default: a journal file in the run folder).",
 )
 @click.option("--study", help="Optuna study name (default: the run name).")
+@click.option("--profile", metavar="PROFILE", help=PROFILE_HELP)
 @data_options
 @run_options
 @click.pass_obj
@@ -62,6 +63,7 @@ def search(
     resume: bool,
     storage: str | None,
     study: str | None,
+    profile: str | None,
     device: str | None,
     as_json: bool,
 ) -> None:
@@ -70,6 +72,8 @@ def search(
     from snnas._run import resolve_run
     from snnas.api import SearchJob
     from snnas.cli._progress import progress_bars
+    from snnas.errors import UsageError
+    from snnas.search import load_search_config
     from snnas.search._record import check_study
     from snnas.search.strategies._base import check_name
     from snnas.space import load_space
@@ -80,11 +84,21 @@ def search(
         resolve_run(runs_dir, name)
     if study is not None:
         check_study(study)
+    items = profile_overrides(profile, overrides)
+    if profile is not None:
+        mode = load_search_config(dataset, config_file, items).reward
+        if mode == "accuracy":
+            raise UsageError(
+                "--profile",
+                "a cost-aware reward mode with it (--set reward.mode=penalized, budget or "
+                "pareto: the accuracy mode has no cost term)",
+                f"<reward.mode {mode}>",
+            )
     job = SearchJob(
         load_space(space_file),
         name=name,
         runs_dir=runs_dir,
-        overrides=list(overrides),
+        overrides=items,
         strategy=strategy,
         resume=resume,
         dataset=dataset,
@@ -100,8 +114,9 @@ def search(
         config = job.config
         terminal.info(
             f"searching {job.space.name} ({format_count(job.space.size)} policies) with "
-            f"{strategy}, {_plural(config.iterations, 'iteration')}, reward {config.reward}, "
-            f"on {job.accel.device} -> {job.path}"
+            f"{strategy}, {_plural(config.iterations, 'iteration')}, reward {config.reward}"
+            + (f", latency cost on {config.cost_profile}" if config.cost == "latency" else "")
+            + f", on {job.accel.device} -> {job.path}"
         )
         if job.unscored:
             terminal.info(
@@ -118,9 +133,15 @@ def search(
     if as_json:
         terminal.json(summary)
         return
+    latency = ""
+    if "best_latency_ms" in summary:
+        latency = (
+            f", latency {summary['best_latency_ms']:.3f} ms on {summary['cost']['profile']} "
+            f"({summary['best_latency_ratio']:.3f} of the densest policy's)"
+        )
     terminal.success(
         f"best policy: validation accuracy {summary['best_val_acc']:.4f}, communication "
-        f"{100 * summary['best_comm_ratio']:.2f}% of all-reduce "
+        f"{100 * summary['best_comm_ratio']:.2f}% of all-reduce{latency} "
         f"(test {summary['best_test_acc']:.4f}; no communication "
         f"{summary['no_comm_val_acc']:.4f})"
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 from snnas._run import Progress, RunDir
 from snnas.data import DataSplits
-from snnas.errors import UsageError
+from snnas.errors import ConfigError, UsageError
 from snnas.search._compare_fixed import FixedComparison, strategy_options
 from snnas.search._compare_full import full_comparison
 from snnas.search._compare_report import markdown
@@ -30,12 +30,44 @@ from snnas.search.strategies._base import parse_names
 from snnas.space import SearchSpace
 from snnas.train import Accelerator
 
-__all__ = ["DEFAULT_REWARDS", "REFERENCE", "compare"]
+__all__ = ["DEFAULT_REWARDS", "REFERENCE", "check_cost_and_constraints", "compare"]
 
 #: Reward modes a comparison reports by default; the first is the headline.
 DEFAULT_REWARDS = ("penalized", "pareto", "accuracy")
 #: Uniform random policies in the reference sample.
 REFERENCE = 2_000
+
+
+def check_cost_and_constraints(config: SearchConfig, rewards: list[str], mode: str) -> None:
+    """Refuse the latency cost without a cost-aware mode to use it, and ``[constraints]`` in
+    fixed mode (not applied there: docs/search.md)."""
+    costed = [r for r in (rewards[:1] if mode == "full" else rewards) if r != "accuracy"]
+    if config.cost == "latency" and not costed:
+        raise UsageError(
+            "--rewards",
+            "a cost-aware mode (penalized, budget or pareto"
+            + (", first in full mode" if mode == "full" else "")
+            + ') with reward.cost = "latency" (the accuracy mode has no cost term)',
+            ",".join(rewards),
+        )
+    if mode == "fixed" and (config.max_comm_ratio is not None or config.max_latency_ms is not None):
+        # The fixed harness's statistics (the uniform reference sample, best-so-far curves,
+        # the top 1%, hypervolumes) count every evaluation; constraints would need them over
+        # feasible policies only, which is not built (docs/search.md).
+        raise ConfigError(
+            None,
+            "constraints",
+            "none in snnas compare's fixed mode (its statistics count every evaluation); "
+            "--mode full applies them as snnas search does",
+            {
+                k: v
+                for k, v in (
+                    ("comm_ratio", config.max_comm_ratio),
+                    ("latency_ms", config.max_latency_ms),
+                )
+                if v is not None
+            },
+        )
 
 
 def compare(
@@ -83,6 +115,7 @@ def compare(
             isinstance(value, bool) or not isinstance(value, int) or value < low
         ):
             raise UsageError(option, f"an integer >= {low}", value)
+    check_cost_and_constraints(config, rewards, mode)
     degraded = space.parity.r >= 1 and config.degraded is not False
     if degraded and mode == "full":
         raise UsageError(

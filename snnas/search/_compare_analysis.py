@@ -5,6 +5,7 @@ random search (docs/search.md)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -18,7 +19,8 @@ from snnas.space import Policy, SearchSpace
 __all__ = ["FRACTIONS", "RATIO_REF", "AnalysisInputs", "curve_label", "row_score", "score_row"]
 
 FRACTIONS = (0.25, 0.5, 1.0)
-#: pareto mode: hypervolume counts policies up to the ring all-reduce's bytes (ratio 1).
+#: pareto mode: hypervolume counts policies up to the ring all-reduce's bytes (ratio 1), or
+#: in latency mode up to the densest policy's latency (latency ratio 1).
 RATIO_REF = 1.0
 
 
@@ -29,29 +31,34 @@ class AnalysisInputs(Protocol):
     config: SearchConfig
     degraded: bool
     budget: int
+    cost_key: str  # comm_ratio or latency_ratio
 
     def heldout_score(self, policy: Policy) -> tuple[float, ...]: ...
 
 
-def point_json(point: tuple[float, ...]) -> dict[str, float]:
-    out = {"accuracy": point[0], "comm_ratio": point[1]}
+def point_json(point: tuple[float, ...], key: str = "comm_ratio") -> dict[str, float]:
+    out = {"accuracy": point[0], key: point[1]}
     if len(point) == 3:
         out["degraded_accuracy"] = point[2]
     return out
 
 
-def score_row(score: tuple[float, ...]) -> dict[str, float]:
-    """A score as the keys of a ledger record."""
-    row = {"accuracy": score[0], "comm_ratio": score[1]}
+def score_row(score: tuple[float, ...], key: str = "comm_ratio") -> dict[str, float]:
+    """A score as the keys of a ledger record (the cost under ``key``)."""
+    row = {"accuracy": score[0], key: score[1]}
     if len(score) == 3:
         row["degraded_accuracy"] = score[2]
     return row
 
 
-def row_score(row: dict[str, Any], degraded: bool) -> tuple[float, ...]:
-    """A ledger record's score; a record without the degraded accuracy a comparison scores
-    is refused (the ledger's identity makes that a damaged file)."""
-    score: tuple[float, ...] = (row["accuracy"], row["comm_ratio"])
+def row_score(row: dict[str, Any], degraded: bool, key: str = "comm_ratio") -> tuple[float, ...]:
+    """A ledger record's score, its cost read from ``key``; a record without the cost or the
+    degraded accuracy a comparison scores is refused (the ledger's identity makes that a
+    damaged file)."""
+    cost = row.get(key)
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost):
+        raise CheckpointError(f"a comparison record without a finite {key}: {cost!r}")
+    score: tuple[float, ...] = (row["accuracy"], float(cost))
     if degraded:
         value = row.get("degraded_accuracy")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -99,8 +106,8 @@ class Analysis:
             "median": scores[n // 2],
         }
         if self.multi:
-            point = point_json(self.hv_ref)
-            held = point_json(self.held_hv_ref)
+            point = point_json(self.hv_ref, fixed.cost_key)
+            held = point_json(self.held_hv_ref, fixed.cost_key)
             self.reference.update({
                 "hypervolume": best,
                 "reference_point": point,
@@ -111,7 +118,7 @@ class Analysis:
 
     def _seed(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         degraded = self.fixed.degraded
-        points = [row_score(e, degraded) for e in records]
+        points = [row_score(e, degraded, self.fixed.cost_key) for e in records]
         space = self.fixed.space
         if self.multi:
             curve: list[float] = []

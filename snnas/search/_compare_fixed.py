@@ -17,6 +17,7 @@ from snnas.models import SepResNeXt
 from snnas.models.parity import CodedNetwork, ParityStreams
 from snnas.search._compare_analysis import Analysis, curve_label, row_score, score_row
 from snnas.search._config import SearchConfig
+from snnas.search._cost import CostTerm
 from snnas.search._ledger import Ledger
 from snnas.search._plots import plot_compare
 from snnas.search._reward import (
@@ -84,6 +85,9 @@ class FixedComparison:
         if parity_epochs is not None:
             self.parity_config = ParityTrainConfig(epochs=parity_epochs)
         self.objectives = 3 if self.degraded else 2
+        #: The cost objective: the live communication ratio or the latency ratio.
+        self.cost = CostTerm.from_config(space, config)
+        self.cost_key = self.cost.key
         # Search-half scores: (accuracy, ratio) or (accuracy, ratio, degraded accuracy).
         self.cache: dict[tuple[int, ...], tuple[float, ...]] = {}
         self.heldout_cache: dict[tuple[int, ...], tuple[float, ...]] = {}
@@ -129,6 +133,8 @@ class FixedComparison:
             "reference": self.reference_size,
             "split": [len(search), len(held)],
         }
+        if self.cost.latency:  # the reference too: a profile file edited in between is refused
+            identity["cost"] = self.cost.to_json()
         if self.degraded:
             identity["parity"] = self.parity_config.to_json()
         self.records = Ledger(self.run_dir, identity)
@@ -165,10 +171,23 @@ class FixedComparison:
         assert self.coded is not None
         return degraded_accuracy(self.coded, policy, batches, self.accel, bn="batch")
 
-    def ratio(self, policy: Policy) -> float:
+    def comm_ratio(self, policy: Policy) -> float:
         """Live communication ratio; with the degraded objective, the parity devices'
         normal-operation bytes included."""
-        return parity_ratio(self.space, policy) if self.degraded else self.scorer.ratio(policy)
+        return parity_ratio(self.space, policy) if self.degraded else self.cost.comm_ratio(policy)
+
+    def ratio(self, policy: Policy) -> float:
+        """The cost objective: :meth:`comm_ratio`, or the latency ratio (whose simulated
+        device programs include the parity devices and their encodings)."""
+        return self.cost.ratio(policy) if self.cost.latency else self.comm_ratio(policy)
+
+    def row(self, policy: Policy) -> dict[str, float]:
+        """The policy's score as the keys of a ledger record: the cost under its own key and,
+        in latency mode, the communication ratio and the latency in ms beside it."""
+        row = score_row(self.score(policy), self.cost_key)
+        if self.cost.latency:
+            row.update(comm_ratio=self.comm_ratio(policy), latency_ms=self.cost.latency_ms(policy))
+        return row
 
     def score(self, policy: Policy) -> tuple[float, ...]:
         """(accuracy on the search half, communication ratio[, degraded accuracy on the
@@ -214,11 +233,13 @@ class FixedComparison:
         tic = time.perf_counter()
         rows = self.records.reference()
         for row in rows:
-            self.cache[self.space.encode(row["policy"])] = row_score(row, self.degraded)
+            self.cache[self.space.encode(row["policy"])] = row_score(
+                row, self.degraded, self.cost_key
+            )
         pending: list[dict[str, Any]] = []
         for i in range(len(rows), self.reference_size):
             policy = self.space.sample(random.Random(_REFERENCE_SEED * 1_000_003 + i))
-            pending.append({"policy": policy_json(policy), **score_row(self.score(policy))})
+            pending.append({"policy": policy_json(policy), **self.row(policy)})
             if len(pending) == 100 or i + 1 == self.reference_size:
                 self.records.add_reference(pending)
                 rows += pending
@@ -226,7 +247,7 @@ class FixedComparison:
                 if self.progress:
                     self.progress("reference", i + 1, self.reference_size, {})
         self.times["reference"] = time.perf_counter() - tic
-        return [row_score(r, self.degraded) for r in rows[: self.reference_size]]
+        return [row_score(r, self.degraded, self.cost_key) for r in rows[: self.reference_size]]
 
     # -- one search --------------------------------------------------------------------------
 
@@ -249,7 +270,7 @@ class FixedComparison:
                 records.append({
                     "reward_mode": reward, "strategy": name, "seed": seed,
                     "evaluation": len(records) + 1, "policy": policy_json(policy),
-                    "reward": None if multi else value, **score_row(score),
+                    "reward": None if multi else value, **self.row(policy),
                 })  # fmt: skip
         return records
 
@@ -265,7 +286,9 @@ class FixedComparison:
         done = self.records.evaluations(self.budget)
         for records in done.values():
             for e in records:
-                self.cache[self.space.encode(e["policy"])] = row_score(e, self.degraded)
+                self.cache[self.space.encode(e["policy"])] = row_score(
+                    e, self.degraded, self.cost_key
+                )
         tic = time.perf_counter()
         results: dict[str, Any] = {}
         references: dict[str, Any] = {}
@@ -323,13 +346,14 @@ class FixedComparison:
             "rewards": self.rewards,
             "headline": headline,
             "reward_lambda": self.config.reward_lambda,
+            "cost": self.cost.to_json(),
             "scoring": {
                 "search": self.config.scoring,
                 "calib_images": self.config.calib_images,
                 "heldout": f"recalibrated on {DEPLOY_CALIB_IMAGES} training images, eval mode",
             },
             "split": {"search_images": self.scorer.images, "heldout_images": self.heldout.images},
-            "objectives": ["accuracy", "comm_ratio", "degraded_accuracy"][: self.objectives],
+            "objectives": ["accuracy", self.cost_key, "degraded_accuracy"][: self.objectives],
             "degraded": self._degraded_info(),
             "reference": references,
             "results": results,

@@ -6,6 +6,7 @@ from typing import Any
 
 from snnas.data import DataSplits
 from snnas.search._config import SearchConfig
+from snnas.search._cost import CostTerm
 from snnas.search._pareto import pareto_front
 from snnas.search._stats import auc, best_so_far, mean_se, summary, wilcoxon_p
 from snnas.space import SearchSpace
@@ -38,6 +39,29 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def cost_sentence(cost: dict[str, Any] | None) -> str:
+    """The cost term of the cost-aware modes in words (older reports: communication)."""
+    if cost is None or cost.get("cost", "comm") == "comm":
+        return (
+            "Cost term of the cost-aware modes: the live communication ratio (policy bytes "
+            "over a ring all-reduce's)."
+        )
+    where = "" if cost["profile"] == cost["profile_name"] else f" ({cost['profile']})"
+    return (
+        f"Cost term of the cost-aware modes: the latency ratio, a policy's simulated latency "
+        f"of one image on the device profile {cost['profile_name']}{where} over "
+        f"the densest policy's {cost['reference_ms']:.4f} ms (every device sending its whole "
+        "stream, float32); the communication ratio is recorded beside it."
+    )
+
+
+def _cost_axis(cost: dict[str, Any] | None) -> tuple[str, str]:
+    """(the cost's key, its column title)."""
+    if cost is None or cost.get("cost", "comm") == "comm":
+        return "comm_ratio", "communication ratio"
+    return "latency_ratio", f"latency ratio (x {cost['reference_ms']:.4f} ms)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: one table per reward mode, the headline first."""
     if report["mode"] == "full":
@@ -61,6 +85,8 @@ def markdown(report: dict[str, Any]) -> str:
         "is the reference sample's best minus the strategy's final best; p is a paired "
         "two-sided Wilcoxon signed-rank test of AUC against random search over seeds.",
         "",
+        cost_sentence(report.get("cost")),
+        "",
     ]
     degraded = report.get("degraded")
     if degraded:
@@ -83,13 +109,24 @@ def markdown(report: dict[str, Any]) -> str:
             point = ref["reference_point"]
             held = ref["heldout_reference_point"]
             three = "degraded_accuracy" in point
+            key, _ = _cost_axis(report.get("cost"))
+            cost = report.get("cost")
+            axis, ref_text = (
+                "live communication",
+                f"communication ratio {point[key]:.1f} (a ring all-reduce's bytes)",
+            )
+            if key == "latency_ratio" and cost is not None:
+                axis = "latency ratio"
+                ref_text = (
+                    f"latency ratio {point[key]:.1f} (the densest policy's "
+                    f"{cost['reference_ms']:.4f} ms on {cost['profile_name']})"
+                )
             lines += [
-                "Values are hypervolumes of the (accuracy, live communication"
+                f"Values are hypervolumes of the (accuracy, {axis}"
                 + (", degraded accuracy" if three else "")
                 + ") front, "
                 f"reference point accuracy {point['accuracy']:.4f} (the no-communication "
-                f"policy), communication ratio {point['comm_ratio']:.1f} (a ring "
-                "all-reduce's bytes)"
+                f"policy), {ref_text}"
                 + (
                     f" and degraded accuracy {point['degraded_accuracy']:.4f} (the "
                     "no-communication policy without protection)"
@@ -137,7 +174,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | not a multi-objective strategy: skipped | | | | | |")
         lines.append("")
         if reward == "pareto":
-            lines += _front(report["results"][reward])
+            lines += _front(report["results"][reward], _cost_axis(report.get("cost"))[1])
     lines += [
         f"Evaluations to the top 1%: a seed that never got there within the budget counts as "
         f"more than it in the medians and intervals (shown as >{report['budget']}; "
@@ -153,7 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
 FRONT_ROWS = 20
 
 
-def _front(results: dict[str, Any]) -> list[str]:
+def _front(results: dict[str, Any], column: str = "communication ratio") -> list[str]:
     """The non-dominated policies found by any strategy and seed (search-half scores)."""
     points = [
         (*p, (name, seed))
@@ -170,7 +207,7 @@ def _front(results: dict[str, Any]) -> list[str]:
         + (f", the {FRONT_ROWS} most accurate shown" if len(front) > FRONT_ROWS else "")
         + "; search-half scores):",
         "",
-        "| accuracy | communication ratio |"
+        f"| accuracy | {column} |"
         + (" degraded accuracy |" if three else "")
         + " found by (seed) |",
         "| ---: | ---: |" + (" ---: |" if three else "") + " --- |",
@@ -220,6 +257,7 @@ def full_report(
                 r["p_vs_random"] = wilcoxon_p(r["stats"]["auc"]["per_seed"], base)
     return {
         "mode": "full",
+        "cost": CostTerm.from_config(space, config).to_json(),
         "space": space.name,
         "space_hash": space.hash,
         "dataset": data.name,
@@ -245,6 +283,8 @@ def _markdown_full(report: dict[str, Any]) -> str:
         f"{report['dataset']}. "
         "Medians over seeds with bootstrap 95% intervals; the selected reward is deployable "
         "(batch norm recalibrated, whole validation split).",
+        "",
+        cost_sentence(report.get("cost")),
         "",
         "| strategy | AUC [95% CI] | final best | selected reward [95% CI] | p vs random |",
         "| --- | ---: | ---: | ---: | ---: |",

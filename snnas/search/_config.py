@@ -13,6 +13,7 @@ from snnas.errors import SnnasError, UsageError
 from snnas.space._toml import TomlSource
 
 __all__ = [
+    "COSTS",
     "DEFAULT_BUDGET",
     "RANGES",
     "REWARD_MODES",
@@ -23,6 +24,8 @@ __all__ = [
 ]
 
 REWARD_MODES = ("accuracy", "penalized", "budget", "pareto")
+#: What the cost term of the cost-aware modes measures (``[reward] cost``, docs/search.md).
+COSTS = ("comm", "latency")
 #: ``budget`` mode's threshold when ``reward.budget`` is not set.
 DEFAULT_BUDGET = 0.3
 #: Batch-norm statistics a policy is scored with (snnas.search.PolicyScorer).
@@ -51,6 +54,11 @@ class SearchConfig:
     # pareto: the selected policy's largest ratio (unset: the knee of the front).
     budget: float | None = None
     budget_penalty: float = 1.0  # budget: subtracted from the accuracy over the budget
+    # The cost term ("ratio" above) of penalized, budget and pareto: "comm", the live
+    # communication ratio, or "latency", the policy's simulated latency on ``cost_profile``
+    # over the densest policy's (snnas.search._cost, docs/search.md).
+    cost: str = "comm"
+    cost_profile: str | None = None  # latency: a shipped device profile's name or a .toml file
     # Parity spaces ([parity] r >= 1) in snnas compare's fixed mode: score A_degraded, the
     # third objective (pareto), and use A_overall(f) = (1 - f) acc + f A_degraded in the
     # single-objective modes, f = ``unavailability`` (docs/search.md). None (unset): on in
@@ -103,7 +111,15 @@ def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 #: Keys added after the first released configuration, with the default older runs had.
-_ADDED = ("degraded", "unavailability", "max_comm_ratio", "max_latency_ms", "latency_profile")
+_ADDED = (
+    "degraded",
+    "unavailability",
+    "max_comm_ratio",
+    "max_latency_ms",
+    "latency_profile",
+    "cost",
+    "cost_profile",
+)
 
 #: Digits quickstart: 1,200 training steps (30 epochs) and 600 evaluations in all. A reward
 #: is the accuracy on the whole validation split (180 images): smaller minibatches made the
@@ -165,7 +181,16 @@ _SECTIONS = {
         "calib_images",
         "rescore",
     ),
-    "reward": ("mode", "lambda", "budget", "penalty", "degraded", "unavailability"),
+    "reward": (
+        "mode",
+        "lambda",
+        "budget",
+        "penalty",
+        "degraded",
+        "unavailability",
+        "cost",
+        "profile",
+    ),
     "constraints": ("comm_ratio", "latency_ms", "profile"),
 }
 _CONSTRAINT_FIELDS = {
@@ -181,6 +206,8 @@ _REWARD_FIELDS = {
     "penalty": "budget_penalty",
     "degraded": "degraded",
     "unavailability": "unavailability",
+    "cost": "cost",
+    "profile": "cost_profile",
 }
 
 
@@ -226,7 +253,7 @@ def _typed(src: TomlSource, key: str, name: str, value: Any, current: Any) -> An
             found = value if type(value) in (int, float) else src.found(value)
             raise src.error(key, problem, found)
         return float(value) if isinstance(current, float) or name in _OPTIONAL else value
-    if name == "latency_profile":
+    if name in ("latency_profile", "cost_profile"):
         if not isinstance(value, str) or not value or len(value) > 4096:
             raise src.error(key, "a device profile's name or a .toml file", src.found(value))
         return value
@@ -284,22 +311,39 @@ def _validate(src: TomlSource, config: SearchConfig) -> None:
         raise src.error("search.scoring", f"one of {', '.join(SCORING)}", config.scoring)
     if config.reward not in REWARD_MODES:
         raise src.error("reward.mode", f"one of {', '.join(REWARD_MODES)}", config.reward)
+    if config.cost not in COSTS:
+        raise src.error("reward.cost", f"one of {', '.join(COSTS)}", config.cost)
+    if config.cost == "latency" and config.cost_profile is None:
+        raise src.error(
+            "reward.profile",
+            'a device profile with reward.cost = "latency" (the latency is simulated on it)',
+            "<unset>",
+        )
+    if config.cost == "comm" and config.cost_profile is not None:
+        raise src.error(
+            "reward.profile",
+            'unset unless reward.cost = "latency" (the communication ratio needs no profile)',
+            config.cost_profile,
+        )
     if config.max_latency_ms is not None and config.latency_profile is None:
         raise src.error(
             "constraints.profile",
             "a device profile with constraints.latency_ms (the latency is simulated on it)",
             "<unset>",
         )
-    if config.latency_profile is not None:
+    for key, profile in (
+        ("constraints.profile", config.latency_profile),
+        ("reward.profile", config.cost_profile),
+    ):
+        if profile is None:
+            continue
         from snnas.cost import PROFILES, get_profile  # networkx: only when a profile is set
 
         try:
-            get_profile(config.latency_profile, option="constraints.profile")
+            get_profile(profile, option=key)
         except SnnasError as exc:
             raise src.error(
-                "constraints.profile",
-                f"one of {', '.join(PROFILES)} or a readable .toml profile ({exc})",
-                config.latency_profile,
+                key, f"one of {', '.join(PROFILES)} or a readable .toml profile ({exc})", profile
             ) from None
     evolution = config.strategy.get("evolution", {})
     population, tournament = evolution.get("population", 20), evolution.get("tournament", 5)

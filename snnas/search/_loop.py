@@ -24,6 +24,7 @@ from snnas.data import DataSplits
 from snnas.errors import CheckpointError, ConfigError, TrainingError
 from snnas.models import SepResNeXt
 from snnas.search._config import SearchConfig, with_defaults
+from snnas.search._cost import CostTerm
 from snnas.search._plots import plot_pareto, plot_search_curve
 from snnas.search._protective import searched_space
 from snnas.search._record import StudyRecorder
@@ -45,7 +46,7 @@ from snnas.train import Accelerator
 from snnas.train._dist import global_batch_norm, setup
 from snnas.train._trainer import StepSchedule
 
-__all__ = ["SearchResult", "check_no_degraded", "run_search"]
+__all__ = ["SearchResult", "check_cost_mode", "check_no_degraded", "run_search"]
 
 CHECKPOINT = "last.pt"
 
@@ -170,7 +171,9 @@ def run_search(
             "policies are scored on one minibatch",
             config.strategy_steps,
         )
+    check_cost_mode(config)
     reward_of = make_reward(config, objective)
+    cost = CostTerm.from_config(space, config)
     user_values: dict[tuple[int, ...], float] = {}
 
     def user_value(policy: Policy) -> float | None:
@@ -202,6 +205,8 @@ def run_search(
     }
     if objective is not None:  # only then: older checkpoints keep their identity
         identity["objective"] = objective.to_json()
+    if cost.latency:  # the reference too: a profile file edited in between is refused
+        identity["cost"] = cost.to_json()
     state: dict[str, Any] = {
         "iteration": 0,
         "events": [],
@@ -257,7 +262,7 @@ def run_search(
 
     worker = f"{run.path.name}/s{seed}"
     recorder = (
-        StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi)
+        StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi, cost.key)
         if ctx.main
         else None
     )
@@ -288,7 +293,7 @@ def run_search(
         for policy in policies:
             tic = time.perf_counter()
             acc = scorer.accuracy(policy, batch=minibatch)
-            ratio = scorer.ratio(policy)
+            ratio = cost.ratio(policy)
             user = user_value(policy)
             reward = reward_of(acc, ratio, user=user)
             (strategy.tell if phase == "strategy" else strategy.observe)(policy, reward)
@@ -301,7 +306,7 @@ def run_search(
                 "policy": policy_json(policy),
                 "reward": scalar,
                 "accuracy": acc,
-                "comm_ratio": ratio,
+                **cost.measures(policy),
                 "minibatch": minibatch % len(scorer.batches),
                 "time_s": time.perf_counter() - tic,
             }
@@ -404,9 +409,21 @@ def run_search(
     return ctx.broadcast(
         _finish(
             space, data, config, strategy, model, scorer, run, accel, state, recorder,
-            progress, reward_of, user_value, constraints, objective,
+            progress, reward_of, user_value, constraints, objective, cost,
         )
     )  # fmt: skip
+
+
+def check_cost_mode(config: SearchConfig) -> None:
+    """Refuse the latency cost where the reward has no cost term (``accuracy`` mode)."""
+    if config.cost == "latency" and config.reward == "accuracy":
+        raise ConfigError(
+            None,
+            "reward.mode",
+            'penalized, budget or pareto with reward.cost = "latency" (the accuracy mode has '
+            "no cost term)",
+            config.reward,
+        )
 
 
 def check_no_degraded(space: SearchSpace, config: SearchConfig) -> None:
@@ -465,6 +482,7 @@ def _finish(
     user_value: Callable[[Policy], float | None],
     constraints: Constraints | None,
     objective: Objective | None,
+    cost: CostTerm,
 ) -> SearchResult:
     events = state["events"]
     _write_logs(run, state)
@@ -485,7 +503,7 @@ def _finish(
             f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
             "budget of evaluations or loosen the constraints"
         )
-    candidates = candidates_to_rescore(space, feasible, config.rescore, multi, gain)
+    candidates = candidates_to_rescore(space, feasible, config.rescore, multi, gain, cost.key)
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
@@ -495,13 +513,13 @@ def _finish(
     for i, event in enumerate(candidates):
         policy = space.validate(event["policy"])
         acc = deployable.accuracy(policy)
-        ratio = deployable.ratio(policy)
+        ratio = cost.ratio(policy)
         user = user_value(policy)
         reward = reward_of(acc, ratio, user=user)
         record = {
             "policy": event["policy"],
             "val_acc": acc,
-            "comm_ratio": ratio,
+            **cost.measures(policy),
             "reward": acc if isinstance(reward, tuple) else reward,
             "search_reward": event["reward"],
             "event": event["index"],
@@ -514,9 +532,10 @@ def _finish(
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
     selection = None
     if multi:
-        rescored, selection = select_on_pareto_front(rescored, config.budget, gain)
+        rescored, selection = select_on_pareto_front(rescored, config.budget, gain, cost.key)
+        selection["cost"] = cost.to_json()
         run.write_json("front.json", selection)
-        selection = {k: v for k, v in selection.items() if k != "members"}
+        selection = {k: v for k, v in selection.items() if k not in ("members", "cost")}
     top = rescored[: config.topk]
     best = top[0]
     best_policy = space.validate(best["policy"])
@@ -526,7 +545,7 @@ def _finish(
         {
             **space.policy_to_json(best_policy),
             "val_acc": best["val_acc"],
-            "comm_ratio": best["comm_ratio"],
+            **{k: best[k] for k in ("comm_ratio", "latency_ms", "latency_ratio") if k in best},
             "reward": best["reward"],
         },
     )
@@ -539,7 +558,8 @@ def _finish(
     no_comm = space.no_communication_policy()
     # The front of the last iteration: its policies were all scored with the same weights.
     last = [e for e in feasible if e["iteration"] == state["iteration"]]
-    front = pareto_front([(e["accuracy"], e["comm_ratio"], e["index"]) for e in last])
+    front = pareto_front([(e["accuracy"], e[cost.key], e["index"]) for e in last])
+    by_index = {e["index"]: e for e in last}
     summary = {
         "space": space.name,
         "space_hash": space.hash,
@@ -561,12 +581,18 @@ def _finish(
         "no_comm_val_acc": deployable.accuracy(no_comm),
         "candidates_rescored": len(rescored),
         "reward_mode": config.reward,
+        "cost": cost.to_json(),
         "selection": selection,  # pareto: the rule, budget and front size (front.json)
-        "pareto_front": [{"accuracy": a, "comm_ratio": r, "event": i} for a, r, i in front],
+        "pareto_front": [
+            {"accuracy": a, **cost.measures(by_index[i]["policy"]), "event": i} for a, _, i in front
+        ],
         "search_time_s": state["elapsed_s"],
         "evaluation_time_s": sum(e["time_s"] for e in events),
         "storage": recorder.url,
     }
+    if cost.latency:
+        summary["best_latency_ms"] = best["latency_ms"]
+        summary["best_latency_ratio"] = best["latency_ratio"]
     if constraints is not None:
         summary["constraints"] = constraints.to_json()
         summary["infeasible_evaluations"] = len(events) - len(feasible)
@@ -576,5 +602,5 @@ def _finish(
         summary["resume_note"] = state["resume_note"]
     run.write_json("summary.json", summary)
     plot_search_curve(events, run / "search_curve.png", f"{space.name}: {strategy.label}")
-    plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}")
+    plot_pareto(events, front, run / "pareto.png", f"{space.name}: {strategy.label}", cost)
     return SearchResult(summary, best_policy, events)

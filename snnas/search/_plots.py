@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snnas._plot import pyplot as _pyplot
 from snnas._plot import save_png
+
+if TYPE_CHECKING:
+    from snnas.search._cost import CostTerm
 
 __all__ = ["pareto_figure", "plot_compare", "plot_pareto", "plot_search_curve", "strategy_colours"]
 
@@ -39,22 +42,31 @@ def plot_search_curve(events: list[dict[str, Any]], path: Path, title: str) -> N
 
 
 def plot_pareto(
-    events: list[dict[str, Any]], front: list[tuple[float, float, Any]], path: Path, title: str
+    events: list[dict[str, Any]],
+    front: list[tuple[float, float, Any]],
+    path: Path,
+    title: str,
+    cost: CostTerm | None = None,
 ) -> None:
-    """Accuracy against communication ratio for every evaluation (coloured by iteration), and
-    the Pareto front of the last iteration drawn."""
-    _save(pareto_figure(events, front, title), path)
+    """Accuracy against the cost (the communication ratio, or the latency ratio with its
+    milliseconds on a second axis) for every evaluation (coloured by iteration), and the
+    Pareto front of the last iteration drawn."""
+    _save(pareto_figure(events, front, title, cost), path)
 
 
 def pareto_figure(
-    events: list[dict[str, Any]], front: list[tuple[float, float, Any]], title: str
+    events: list[dict[str, Any]],
+    front: list[tuple[float, float, Any]],
+    title: str,
+    cost: CostTerm | None = None,
 ) -> Any:
     """The figure of :func:`plot_pareto`. With a single iteration there is nothing to colour
     by: one colour, and the iteration in the legend instead of a one-value colour bar."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     iterations = sorted({e["iteration"] for e in events})
-    xs = [e["comm_ratio"] for e in events]
+    key = "comm_ratio" if cost is None else cost.key
+    xs = [e[key] for e in events]
     ys = [e["accuracy"] for e in events]
     if len(iterations) > 1:
         points = ax.scatter(
@@ -74,7 +86,13 @@ def pareto_figure(
             label="Pareto front (last iteration)",
         )
         ax.scatter([f[1] for f in front], [f[0] for f in front], color="C3", s=18)
-    ax.set_xlabel("communication ratio (policy bytes / ring all-reduce bytes)")
+    if cost is not None and cost.latency and cost.reference_ms:
+        ref = cost.reference_ms
+        ax.set_xlabel(f"latency ratio (of the densest policy's {ref:.4g} ms)")
+        top = ax.secondary_xaxis("top", functions=(lambda r: r * ref, lambda ms: ms / ref))
+        top.set_xlabel(f"simulated latency on {cost.profile.name} (ms)")
+    else:
+        ax.set_xlabel("communication ratio (policy bytes / ring all-reduce bytes)")
     ax.set_ylabel("validation accuracy (minibatch)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

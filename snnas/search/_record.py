@@ -63,6 +63,7 @@ class StudyRecorder:
         study: str,
         worker: str,
         multi_objective: bool,
+        cost_key: str = "comm_ratio",
     ) -> None:
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -71,6 +72,7 @@ class StudyRecorder:
         self.space = space
         self.worker = worker
         self.multi = multi_objective
+        self.cost_key = cost_key  # the second objective: comm_ratio or latency_ratio
         check_study(study)
         if storage is None:
             from optuna.storages import JournalStorage
@@ -119,7 +121,7 @@ class StudyRecorder:
             if key in self.recorded:
                 continue
             policy = self.space.validate(event["policy"])
-            values = [event["accuracy"], event["comm_ratio"]] if self.multi else [event["reward"]]
+            values = [event["accuracy"], event[self.cost_key]] if self.multi else [event["reward"]]
             attrs = {k: v for k, v in event.items() if k != "policy"}
             attrs.update(event=key, policy=json.dumps(event["policy"]))
             trials.append(

@@ -20,9 +20,12 @@ __all__ = ["candidates_to_rescore", "select_on_pareto_front"]
 Gain = Callable[[float], float] | None
 
 
-def _objectives(record: dict[str, Any], acc: str, gain: Gain) -> tuple[float, ...]:
-    """(accuracy, ratio) of an event or re-scored record, and the gain of its objective."""
-    point = (record[acc], record["comm_ratio"])
+def _objectives(
+    record: dict[str, Any], acc: str, gain: Gain, key: str = "comm_ratio"
+) -> tuple[float, ...]:
+    """(accuracy, cost ``key``) of an event or re-scored record, and the gain of its
+    objective."""
+    point = (record[acc], record[key])
     return point if gain is None else (*point, gain(record["objective"]))
 
 
@@ -32,12 +35,13 @@ def candidates_to_rescore(
     limit: int,
     multi: bool,
     gain: Gain = None,
+    key: str = "comm_ratio",
 ) -> list[dict[str, Any]]:
     """The ``limit`` distinct policies re-scored at the end. One objective: the best search
-    rewards. ``pareto``: by non-dominated sorting of the search's (accuracy, ratio[, the user
-    objective's gain]), each policy at its most accurate evaluation, so the low-communication
-    end of the front is re-scored as well as the accurate end (a layer too large to fit is
-    thinned evenly)."""
+    rewards. ``pareto``: by non-dominated sorting of the search's (accuracy, cost ``key``:
+    ``comm_ratio`` or ``latency_ratio``[, the user objective's gain]), each policy at its most
+    accurate evaluation, so the low-cost end of the front is re-scored as well as the accurate
+    end (a layer too large to fit is thinned evenly)."""
     best_of: dict[tuple[int, ...], dict[str, Any]] = {}
     rank = (
         (lambda e: (-e["accuracy"], e["index"]))
@@ -49,22 +53,25 @@ def candidates_to_rescore(
     distinct = list(best_of.values())  # in rank order
     if not multi:
         return distinct[:limit]
-    points = [(*_objectives(e, "accuracy", gain), e) for e in distinct]
+    points = [(*_objectives(e, "accuracy", gain, key), e) for e in distinct]
     return [p[-1] for p in front_layers(points, limit)]
 
 
 def select_on_pareto_front(
-    rescored: list[dict[str, Any]], budget: float | None, gain: Gain = None
+    rescored: list[dict[str, Any]],
+    budget: float | None,
+    gain: Gain = None,
+    key: str = "comm_ratio",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``pareto``: the front of the re-scored candidates (deployable accuracy, ratio[, the
-    user objective's gain]) and the member selected on it
+    """``pareto``: the front of the re-scored candidates (deployable accuracy, cost ``key``[,
+    the user objective's gain]) and the member selected on it
     (:func:`snnas.search._pareto.select_on_front`: with a user objective, ties on accuracy
     within the budget go to the better objective, and the knee is three-dimensional); the
     candidates reordered with the selected one first, then the rest of the front, then the
     others (each by decreasing accuracy), and what ``front.json`` holds."""
-    points = [_objectives(r, "val_acc", gain) for r in rescored]
+    points = [_objectives(r, "val_acc", gain, key) for r in rescored]
     front = pareto_front([(*p, r) for p, r in zip(points, rescored, strict=True)])
-    members = [p[-1] for p in front]  # by increasing ratio
+    members = [p[-1] for p in front]  # by increasing cost
     chosen, rule = select_on_front([p[:-1] for p in front], budget)
     selected = members[chosen]
     on_front = {id(m) for m in members}
@@ -81,7 +88,7 @@ def select_on_pareto_front(
             {
                 "policy": m["policy"],
                 "val_acc": m["val_acc"],
-                "comm_ratio": m["comm_ratio"],
+                **{k: m[k] for k in ("comm_ratio", "latency_ms", "latency_ratio") if k in m},
                 **({} if gain is None else {"objective": m["objective"]}),
                 "search_accuracy": m["search_reward"],
                 "event": m["event"],

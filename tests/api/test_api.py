@@ -315,3 +315,23 @@ def test_search_takes_an_optuna_sampler_instance_and_a_user_objective(pipeline):
     assert space.validate(run.best_policy) == run.best_policy
     assert run.path.name == "sampler"
     assert seen  # the user objective scored the sampled policies
+
+
+def test_search_with_the_latency_cost(tmp_path):
+    """snnas.search(..., overrides={"reward.cost": "latency", "reward.profile": ...})."""
+    from snnas.cost import PROFILES, latency
+
+    (tmp_path / "tiny.toml").write_text(SMALL_TOML)
+    latency_cost = {"reward.mode": "penalized", "reward.cost": "latency", "reward.profile": "a57x4"}
+    run = snnas.search(
+        tmp_path / "tiny.toml", name="l", runs_dir=tmp_path, strategy="random", device="cpu",
+        overrides={**TINY, **latency_cost},
+    )  # fmt: skip
+    ms = 1e3 * latency(run.space, run.best_policy, PROFILES["a57x4"]).latency_s
+    assert run.summary["best_latency_ms"] == ms
+    assert run.summary["cost"]["cost"] == "latency"
+    with pytest.raises(ConfigError, match=r"reward\.profile: expected one of rpi3b\+, a57x4"):
+        snnas.search(
+            tmp_path / "tiny.toml", name="m", runs_dir=tmp_path, strategy="random",
+            overrides={**TINY, **latency_cost, "reward.profile": "rpi4"},
+        )  # fmt: skip
