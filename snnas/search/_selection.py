@@ -80,7 +80,7 @@ def select_on_pareto_front(
     record = {
         "rule": rule,
         "budget": budget,
-        "objectives": ["val_acc", "comm_ratio"] + ([] if gain is None else ["objective"]),
+        "objectives": ["val_acc", key] + ([] if gain is None else ["objective"]),
         "selected": chosen,
         "front_size": len(members),
         "candidates_rescored": len(rescored),

@@ -208,3 +208,22 @@ def test_a_pareto_search_selects_on_three_objectives(tmp_path, space, digits):
     chosen = members[record["selected"]]
     assert result.best_policy == space.validate(chosen["policy"])
     assert result.summary["best_objective"] == chosen["objective"]
+
+
+def test_a_user_objective_under_the_latency_cost():
+    # Both at once (two branches met here): the front is over (accuracy, latency ratio,
+    # objective); the communication ratio is carried along but decides nothing.
+    rescored = [
+        {**_record(0, 0.90, 0.99, 50.0), "latency_ratio": 0.10, "latency_ms": 5.0},
+        {**_record(1, 0.90, 0.01, 10.0), "latency_ratio": 0.10, "latency_ms": 5.0},
+        {**_record(2, 0.95, 0.01, 10.0), "latency_ratio": 0.40, "latency_ms": 20.0},
+    ]
+    ms = Objective(lambda p: 0.0, name="ms")
+    order, record = select_on_pareto_front(rescored, 0.2, ms.gain, "latency_ratio")
+    assert record["objectives"] == ["val_acc", "latency_ratio", "objective"]
+    assert [m["event"] for m in record["members"]] == [1, 2]  # 0 is dominated by 1
+    assert order[0]["event"] == 1 and record["rule"] == "budget"
+    assert record["members"][0]["latency_ms"] == 5.0 and record["members"][0]["objective"] == 10
+    # On the communication ratio event 0 would be dominated too, but the budget of 0.2 on
+    # the cost would keep only event 1 either way; with a budget of 0.5 latency admits 2.
+    assert select_on_pareto_front(rescored, 0.5, ms.gain, "latency_ratio")[0][0]["event"] == 2
