@@ -22,7 +22,8 @@ proxy (and of the held-out score) against their fine-tuned test accuracy.
 
 It runs ``snnas compare`` with its defaults on the quickstart (10 seeds, 200 evaluations,
 penalized, pareto and accuracy rewards; resumable) unless the run folder holds a report,
-then reads ``evaluations.jsonl`` and ``report.json``:
+then reads ``evaluations.jsonl`` and ``report.json`` (``--snr`` and ``--finetuned`` need only the
+trained supernet and the reference sample, and run beside an unfinished comparison):
 
     python benchmarks/compare_goal.py [--run runs/compare-quickstart] [--json]
     python benchmarks/compare_goal.py --run runs/compare-fashion \
@@ -48,20 +49,20 @@ from snnas.search._stats import best_so_far, first_reach  # noqa: E402
 
 
 def _fixed(run: Path, space_file: Path, dataset: str, data_dir: Path | None) -> Any:
-    """The comparison's harness, set up on its trained supernet (nothing is trained)."""
+    """The comparison's harness, set up on its trained supernet (nothing is trained; the
+    settings come from ``compare.json``, so this works while the searches still run)."""
     from snnas.data import load_for_space
     from snnas.search import load_search_config
     from snnas.search._compare_fixed import FixedComparison
     from snnas.space import load_space
     from snnas.train import Accelerator
 
-    report = RunDir(run).read_json("report.json")
+    settings = RunDir(run).read_json("compare.json")
     space = load_space(space_file)
     data = load_for_space(dataset, space, data_dir=data_dir)
     fixed = FixedComparison(
-        space, data, load_search_config(dataset), report["strategies"], report["seeds"],
-        report["budget"], RunDir(run), Accelerator.pick("cpu"), None, report["rewards"],
-        report["reference"][report["headline"]]["policies"],
+        space, data, load_search_config(dataset), ["random"], 1, settings["budget"],
+        RunDir(run), Accelerator.pick("cpu"), None, ["penalized"], settings["reference"],
     )  # fmt: skip
     fixed._setup(None)
     return fixed
@@ -273,11 +274,14 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=None)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if not (args.run / "report.json").exists():
+    finished = (args.run / "report.json").exists()
+    if not finished and not (args.snr or args.finetuned):
         _run_compare(args.run, args.space, args.dataset, args.data_dir, args.seeds, args.budget)
-    result = goal(args.run)
+        finished = True
+    result: dict[str, Any] = goal(args.run) if finished else {}
     fixed = _fixed(args.run, args.space, args.dataset, args.data_dir)
-    result["incumbents"] = incumbents(fixed)
+    if finished:
+        result["incumbents"] = incumbents(fixed)
     if args.snr:
         result["snr"] = snr(fixed, args.snr, fixed.config.reward_lambda)
     if args.finetuned:
@@ -298,9 +302,10 @@ def main() -> None:
             f" (one-sided p = {pen['p_reinforce_half_gt_random_full']:.3g}); AUC p vs random "
             f"{pen['p_vs_random_auc']}: goal {'met' if pen['met'] else 'NOT met'}"
         )
-    print("penalized incumbents (medians): search-half accuracy as searched / deployable, ")
-    print("held-out accuracy (deployable), live communication ratio")
-    for name, row in result["incumbents"].items():
+    if "incumbents" in result:
+        print("penalized incumbents (medians): search-half accuracy as searched / deployable,")
+        print("held-out accuracy (deployable), live communication ratio")
+    for name, row in result.get("incumbents", {}).items():
         print(
             f"  {name:<12} {row['search_acc_batch']:.4f} / {row['search_acc_deployable']:.4f}"
             f"  {row['heldout_acc']:.4f}  {row['live_ratio']:.4f}"
