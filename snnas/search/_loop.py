@@ -262,7 +262,9 @@ def run_search(
 
     worker = f"{run.path.name}/s{seed}"
     recorder = (
-        StudyRecorder(space, storage, run.path, study or run.path.name, worker, multi, cost.key)
+        StudyRecorder(
+            space, storage, run.path, study or run.path.name, worker, multi, cost.to_json()
+        )
         if ctx.main
         else None
     )

@@ -18,6 +18,9 @@ from snnas.space import SearchSpace
 
 __all__ = ["MAX_STUDY_NAME", "StudyRecorder", "check_study", "mask_url"]
 
+#: The cost a study without a recorded one was written under (the versions before the
+#: latency cost): the communication ratio (:meth:`snnas.search._cost.CostTerm.to_json`).
+COMM_COST = {"cost": "comm", "key": "comm_ratio"}
 #: Longest Optuna study name (a database column).
 MAX_STUDY_NAME = 256
 #: ``scheme://user:password@host``: the password part of a URL's authority.
@@ -52,6 +55,25 @@ def check_study(name: str) -> None:
         )
 
 
+def _check_cost(study: Any, cost: dict[str, Any]) -> None:
+    """Record ``cost`` in a new study; refuse a study whose trials were recorded under
+    another cost (workers sharing ``--study`` under ``comm`` and ``latency``, or under two
+    profiles, would put different measures in one objective column)."""
+    recorded = study.user_attrs.get("cost")
+    if recorded is None and study.get_trials(deepcopy=False):
+        recorded = COMM_COST  # older versions recorded no cost: the communication ratio
+    if recorded is None:
+        study.set_user_attr("cost", cost)
+    elif recorded != cost:
+        raise ConfigError(
+            None,
+            "--study",
+            f"a study of searches under this run's cost ({shorten(json.dumps(cost), 200)}), "
+            "or another --study",
+            f"<a study recorded under {shorten(json.dumps(recorded), 200)}>",
+        )
+
+
 class StudyRecorder:
     """Adds search events to an Optuna study as finished trials, each exactly once."""
 
@@ -63,7 +85,7 @@ class StudyRecorder:
         study: str,
         worker: str,
         multi_objective: bool,
-        cost_key: str = "comm_ratio",
+        cost: dict[str, Any] | None = None,
     ) -> None:
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -72,7 +94,12 @@ class StudyRecorder:
         self.space = space
         self.worker = worker
         self.multi = multi_objective
-        self.cost_key = cost_key  # the second objective: comm_ratio or latency_ratio
+        # What the cost is (CostTerm.to_json(); None: the communication ratio): the second
+        # objective is comm_ratio or latency_ratio.
+        # The profile's path is left out: workers on other machines name their copies of it
+        # differently; its name and the reference latency say which it is.
+        cost = {k: v for k, v in (COMM_COST if cost is None else cost).items() if k != "profile"}
+        self.cost_key = cost["key"]
         check_study(study)
         if storage is None:
             from optuna.storages import JournalStorage
@@ -105,6 +132,7 @@ class StudyRecorder:
                 "a reachable Optuna storage URL",
                 f"<{shorten(self.url)} ({shorten(mask_url(storage or '', reason), 200)})>",
             ) from None
+        _check_cost(self.study, cost)
         self.distributions: dict[str, Any] = {
             label: CategoricalDistribution(list(range(n)))
             for label, n in space.factorized_decisions()
