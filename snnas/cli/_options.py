@@ -128,5 +128,8 @@ def profile_overrides(profile: str | None, overrides: tuple[str, ...] | list[str
         key = item.partition("=")[0].strip()
         if key in ("reward.cost", "reward.profile"):
             raise UsageError("--profile", f"no --set {key} beside it (--profile sets it)", item)
-    # A TOML basic string: JSON's escapes are TOML's.
-    return [*items, 'reward.cost="latency"', f"reward.profile={json.dumps(profile)}"]
+    # A TOML basic string: JSON's escapes are TOML's, but not its surrogate pairs (a file
+    # name outside the Basic Multilingual Plane), so those characters stay as they are; DEL
+    # must be escaped (as snnas.cost._profile._toml_str writes strings).
+    value = json.dumps(profile, ensure_ascii=False).replace("\x7f", "\\u007f")
+    return [*items, 'reward.cost="latency"', f"reward.profile={value}"]

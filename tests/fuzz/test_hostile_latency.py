@@ -122,6 +122,14 @@ for command in ("search", "compare"):
     )
     add(f"{c}-good", cli(c, "--profile", "rpi3b+", *PENALIZED), 1, "cifar10")
     add(f"{c}-good-file", cli(c, "--profile", "{file:b.toml=" + HEAD + OP + "}", *PENALIZED), 1)
+    # A file name outside the Basic Multilingual Plane: --profile's value goes into a --set
+    # item as a TOML string, where JSON's surrogate-pair escapes are not valid.
+    add(
+        f"{c}-good-file-astral-name",
+        cli(c, "--profile", "{file:b\U0001f600.toml=" + HEAD + OP + "}", *PENALIZED),
+        1,
+        "cifar10",
+    )
 
 # A reward mode where a latency cost makes no sense.
 add("search-accuracy-mode", cli("search", "--profile", "rpi3b+"), 2, "--profile", "reward.mode")
