@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from snnas.cost import communication, get_profile, latency
-from snnas.errors import SnnasError, shorten
-from snnas.search._config import SearchConfig
+from snnas.errors import ConfigError, SnnasError, shorten
+from snnas.search._config import COSTS, SearchConfig
 from snnas.space import Policy, SearchSpace
 
 __all__ = ["CostTerm", "densest_policy"]
@@ -58,8 +58,21 @@ class CostTerm:
         self._comm: dict[tuple[int, ...], float] = {}
         self._ms: dict[tuple[int, ...], float] = {}
         self.reference_ms: float | None = None
+        # The loader's checks again: a SearchConfig made in Python skips them, and an unknown
+        # cost must not fall back to the communication ratio, nor a profile go unused.
+        if cost not in COSTS:
+            raise ConfigError(None, "reward.cost", f"one of {', '.join(COSTS)}", cost)
+        if cost == "comm" and profile is not None:
+            raise ConfigError(
+                None, "reward.profile", 'unset unless reward.cost = "latency"', profile
+            )
+        if cost == "latency" and profile is None:
+            raise ConfigError(
+                None, "reward.profile", 'a device profile with reward.cost = "latency"', "<unset>"
+            )
         if cost == "latency":
-            self.profile = get_profile(profile or "", option="reward.profile")
+            assert profile is not None
+            self.profile = get_profile(profile, option="reward.profile")
             self.reference_ms = self.latency_ms(densest_policy(space))
             if self.reference_ms <= 0:
                 raise SnnasError(

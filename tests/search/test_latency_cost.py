@@ -3,6 +3,7 @@ fronts, configuration checks and resume, all against ``snnas.cost.latency`` itse
 
 import math
 import random
+import re
 
 import pytest
 
@@ -228,3 +229,30 @@ def test_compare_refuses_what_it_would_ignore(tmp_path, space, digits):
     with pytest.raises(ConfigError, match=r"constraints: expected none in snnas compare's fixed"):
         _compare(space, digits, tmp_path / "b", ["constraints.comm_ratio=0.2"])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("cost", "profile", "needle"),
+    [
+        ("energy", None, "reward.cost: expected one of comm, latency"),
+        ("Latency", "rpi3b+", "reward.cost: expected one of comm, latency"),
+        ("comm", "rpi3b+", "reward.profile: expected unset"),
+        ("latency", None, "reward.profile: expected a device profile"),
+    ],
+)
+def test_a_cost_term_refuses_what_the_loader_refuses(space, cost, profile, needle):
+    # A SearchConfig built in Python (dataclasses.replace) skips the loader's checks: an
+    # unknown cost must not fall back to the communication ratio, nor a profile be ignored.
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        CostTerm(space, cost, profile)
+
+
+def test_run_search_refuses_an_unknown_cost_from_python(tmp_path, space, digits):
+    from dataclasses import replace
+
+    config = replace(
+        load_search_config("digits", None, [*TINY, "reward.mode=penalized"]), cost="lat"
+    )
+    with pytest.raises(ConfigError, match=r"reward\.cost"):
+        run_search(space, digits, config, "random", RunDir(tmp_path / "x"), accel=CPU)
+    assert not (tmp_path / "x").exists()
