@@ -52,16 +52,17 @@ def _fixed(run: Path, space_file: Path, dataset: str, data_dir: Path | None) -> 
     """The comparison's harness, set up on its trained supernet (nothing is trained; the
     settings come from ``compare.json``, so this works while the searches still run)."""
     from snnas.data import load_for_space
-    from snnas.search import load_search_config
     from snnas.search._compare_fixed import FixedComparison
+    from snnas.search._config import SearchConfig, with_defaults
     from snnas.space import load_space
     from snnas.train import Accelerator
 
     settings = RunDir(run).read_json("compare.json")
+    config = SearchConfig.from_json(with_defaults(settings["config"]))  # --set, --profile too
     space = load_space(space_file)
     data = load_for_space(dataset, space, data_dir=data_dir)
     fixed = FixedComparison(
-        space, data, load_search_config(dataset), ["random"], 1, settings["budget"],
+        space, data, config, ["random"], 1, settings["budget"],
         RunDir(run), Accelerator.pick("cpu"), None, ["penalized"], settings["reference"],
     )  # fmt: skip
     fixed._setup(None)
@@ -179,7 +180,8 @@ def incumbents(fixed: Any) -> dict[str, dict[str, float]]:
 def _reference(fixed: Any, n: int) -> list[tuple[Any, float, float]]:
     """The first ``n`` reference policies with their search-half accuracy and ratio."""
     rows = fixed.run_dir.read_jsonl("reference.jsonl")[:n]
-    return [(fixed.space.validate(r["policy"]), r["accuracy"], r["comm_ratio"]) for r in rows]
+    key = fixed.cost_key  # comm_ratio, or latency_ratio for a comparison under --profile
+    return [(fixed.space.validate(r["policy"]), r["accuracy"], r[key]) for r in rows]
 
 
 def snr(fixed: Any, n: int, lam: float) -> dict[str, Any]:

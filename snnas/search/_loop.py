@@ -505,7 +505,9 @@ def _finish(
             f"no-communication policy does ({policy_json(no_comm)}): raise the search's "
             "budget of evaluations or loosen the constraints"
         )
-    candidates = candidates_to_rescore(space, feasible, config.rescore, multi, gain, cost.key)
+    candidates = candidates_to_rescore(
+        space, feasible, config.rescore, multi, gain=gain, key=cost.key
+    )
     calibration = calibration_images(data, DEPLOY_CALIB_IMAGES)
     deployable = PolicyScorer(
         space, model, *split_tensors(data, "val"), accel,
@@ -534,7 +536,9 @@ def _finish(
     rescored.sort(key=lambda r: (-r["reward"], r["event"]))
     selection = None
     if multi:
-        rescored, selection = select_on_pareto_front(rescored, config.budget, gain, cost.key)
+        rescored, selection = select_on_pareto_front(
+            rescored, config.budget, gain=gain, key=cost.key
+        )
         selection["cost"] = cost.to_json()
         run.write_json("front.json", selection)
         selection = {k: v for k, v in selection.items() if k not in ("members", "cost")}

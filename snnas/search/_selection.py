@@ -34,6 +34,7 @@ def candidates_to_rescore(
     events: list[dict[str, Any]],
     limit: int,
     multi: bool,
+    *,
     gain: Gain = None,
     key: str = "comm_ratio",
 ) -> list[dict[str, Any]]:
@@ -60,6 +61,7 @@ def candidates_to_rescore(
 def select_on_pareto_front(
     rescored: list[dict[str, Any]],
     budget: float | None,
+    *,
     gain: Gain = None,
     key: str = "comm_ratio",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -173,7 +173,7 @@ def test_a_user_objective_is_an_objective_of_the_selection():
         _record(4, 0.95, 0.30, 60.0),
     ]
     ms = Objective(lambda p: 0.0, name="ms")  # minimised: its gain is minus the value
-    order, record = select_on_pareto_front(rescored, 0.15, ms.gain)
+    order, record = select_on_pareto_front(rescored, 0.15, gain=ms.gain)
     assert record["objectives"] == ["val_acc", "comm_ratio", "objective"]
     assert [m["event"] for m in record["members"]] == [2, 1, 3, 4]  # by increasing ratio
     assert all(m["objective"] == rescored[m["event"]]["objective"] for m in record["members"])
@@ -182,7 +182,7 @@ def test_a_user_objective_is_an_objective_of_the_selection():
     assert [r["event"] for r in order] == [1, 2, 3, 4, 0]
     # The knee of the three: scaled acc - ratio + gain over the members (events 2, 1, 3,
     # 4) = 1.18, 1.31, 0.40, 0.00: fast again.
-    order, record = select_on_pareto_front(rescored, None, ms.gain)
+    order, record = select_on_pareto_front(rescored, None, gain=ms.gain)
     assert record["rule"] == "knee" and order[0]["event"] == 1
     # Without one: two objectives, as before.
     two = select_on_pareto_front(rescored, 0.15)[1]
@@ -219,11 +219,13 @@ def test_a_user_objective_under_the_latency_cost():
         {**_record(2, 0.95, 0.01, 10.0), "latency_ratio": 0.40, "latency_ms": 20.0},
     ]
     ms = Objective(lambda p: 0.0, name="ms")
-    order, record = select_on_pareto_front(rescored, 0.2, ms.gain, "latency_ratio")
+    order, record = select_on_pareto_front(rescored, 0.2, gain=ms.gain, key="latency_ratio")
     assert record["objectives"] == ["val_acc", "latency_ratio", "objective"]
     assert [m["event"] for m in record["members"]] == [1, 2]  # 0 is dominated by 1
     assert order[0]["event"] == 1 and record["rule"] == "budget"
     assert record["members"][0]["latency_ms"] == 5.0 and record["members"][0]["objective"] == 10
     # On the communication ratio event 0 would be dominated too, but the budget of 0.2 on
     # the cost would keep only event 1 either way; with a budget of 0.5 latency admits 2.
-    assert select_on_pareto_front(rescored, 0.5, ms.gain, "latency_ratio")[0][0]["event"] == 2
+    assert (
+        select_on_pareto_front(rescored, 0.5, gain=ms.gain, key="latency_ratio")[0][0]["event"] == 2
+    )
