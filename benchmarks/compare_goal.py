@@ -65,7 +65,13 @@ def _fixed(run: Path, space_file: Path, dataset: str, data_dir: Path | None) -> 
         space, data, config, ["random"], 1, settings["budget"],
         RunDir(run), Accelerator.pick("cpu"), None, ["penalized"], settings["reference"],
     )  # fmt: skip
-    fixed._setup(None)
+    # The supernet's own epochs: with the default instead, set-up would train it further
+    # (a resumed run continues to its epochs) and every score here would be another network's.
+    epochs = int(settings["supernet"]["epochs"])
+    trained = len(RunDir(run / "supernet").read_jsonl("metrics.jsonl"))
+    if trained != epochs:
+        raise SystemExit(f"{run}/supernet has {trained} epochs, compare.json says {epochs}")
+    fixed._setup(epochs)
     return fixed
 
 

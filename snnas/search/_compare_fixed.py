@@ -100,31 +100,12 @@ class FixedComparison:
         self.train_config = default_config(
             "supernet", self.data.name, epochs=supernet_epochs, eval_policies=10
         )
-        trained = train(
-            self.space, self.data, self.train_config, RunDir(self.run_dir / "supernet"),
-            resume=True, accel=self.accel, progress=self.progress,
-        )  # fmt: skip
-        assert isinstance(trained.model, SepResNeXt)
-        self.supernet_metrics = trained.metrics
-        self.times["supernet"] = time.perf_counter() - tic
-        model = trained.model
+        config = self.config
         # The validation split in two halves: one to search on, one held out.
         images, labels = split_tensors(self.data, "val")
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
         half = len(labels) // 2
         search, held = order[:half][:EVAL_IMAGES].sort().values, order[half:].sort().values
-        config = self.config
-        self.scorer = PolicyScorer(
-            self.space, model, images[search], labels[search], self.accel,
-            batch_size=config.eval_batch_size, bn=config.scoring,
-            calibration=calibration_images(self.data, config.calib_images)
-            if config.scoring == "recalibrated" else None,
-        )  # fmt: skip
-        self.heldout = PolicyScorer(
-            self.space, model, images[held], labels[held], self.accel,
-            batch_size=config.eval_batch_size,
-            calibration=calibration_images(self.data, DEPLOY_CALIB_IMAGES),
-        )  # fmt: skip
         identity = {
             "space_hash": self.space.hash,
             "budget": self.budget,
@@ -137,7 +118,29 @@ class FixedComparison:
             identity["cost"] = self.cost.to_json()
         if self.degraded:
             identity["parity"] = self.parity_config.to_json()
+        # Before the supernet: a comparison started with other settings (another number of
+        # supernet epochs among them) is refused before its supernet is trained any further,
+        # which would change the network its recorded evaluations were made on.
         self.records = Ledger(self.run_dir, identity)
+        trained = train(
+            self.space, self.data, self.train_config, RunDir(self.run_dir / "supernet"),
+            resume=True, accel=self.accel, progress=self.progress,
+        )  # fmt: skip
+        assert isinstance(trained.model, SepResNeXt)
+        self.supernet_metrics = trained.metrics
+        self.times["supernet"] = time.perf_counter() - tic
+        model = trained.model
+        self.scorer = PolicyScorer(
+            self.space, model, images[search], labels[search], self.accel,
+            batch_size=config.eval_batch_size, bn=config.scoring,
+            calibration=calibration_images(self.data, config.calib_images)
+            if config.scoring == "recalibrated" else None,
+        )  # fmt: skip
+        self.heldout = PolicyScorer(
+            self.space, model, images[held], labels[held], self.accel,
+            batch_size=config.eval_batch_size,
+            calibration=calibration_images(self.data, DEPLOY_CALIB_IMAGES),
+        )  # fmt: skip
         self.coded: CodedNetwork | None = None
         if self.degraded:
             self.coded = self._train_parity(model)

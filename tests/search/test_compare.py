@@ -14,16 +14,9 @@ REWARDS = ["penalized", "pareto"]
 
 def _compare(space, digits, path, strategies=("random", "reinforce"), **kw):
     config = load_search_config("digits", None, ["strategy.reinforce.batch=3"])
-    args = {"seeds": 3, "budget": 9, "rewards": REWARDS, "reference": 150}
+    args = {"seeds": 3, "budget": 9, "rewards": REWARDS, "reference": 150, "supernet_epochs": 1}
     return compare(
-        space,
-        digits,
-        config,
-        list(strategies),
-        run=RunDir(path),
-        accel=CPU,
-        supernet_epochs=1,
-        **{**args, **kw},
+        space, digits, config, list(strategies), run=RunDir(path), accel=CPU, **{**args, **kw}
     )
 
 
@@ -122,6 +115,22 @@ def test_an_interrupted_comparison_picks_up_where_it_stopped(tmp_path, space, di
     assert len(run.read_jsonl("reference.jsonl")) == 150
     with pytest.raises(CheckpointError, match="other settings"):
         _compare(space, digits, tmp_path / "b", budget=10)
+
+
+def test_other_supernet_epochs_are_refused_before_the_supernet_trains(tmp_path, space, digits):
+    # The settings are checked before the supernet: resuming with more supernet epochs used
+    # to train the finished supernet further, then refuse, leaving a comparison whose
+    # recorded evaluations were made on other weights.
+    _compare(space, digits, tmp_path / "c", strategies=("random",), rewards=["accuracy"], seeds=1)
+    supernet = RunDir(tmp_path / "c" / "supernet")
+    before = (tmp_path / "c" / "supernet" / "last.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="other settings"):
+        _compare(
+            space, digits, tmp_path / "c", strategies=("random",), rewards=["accuracy"], seeds=1,
+            supernet_epochs=2,
+        )  # fmt: skip
+    assert len(supernet.read_jsonl("metrics.jsonl")) == 1
+    assert (tmp_path / "c" / "supernet" / "last.pt").read_bytes() == before
 
 
 def test_damaged_records_are_refused_with_file_and_line(tmp_path, space, digits):
