@@ -190,12 +190,26 @@ def _reference(fixed: Any, n: int) -> list[tuple[Any, float, float]]:
     return [(fixed.space.validate(r["policy"]), r["accuracy"], r[key]) for r in rows]
 
 
+def _agreement(proxy: list[float], truth: list[float]) -> dict[str, float]:
+    """Spread of ``truth`` over policies (signal), of ``proxy - truth`` (noise), their ratio
+    and the rank correlations of the two."""
+    from scipy import stats
+
+    signal = statistics.stdev(truth)
+    noise = statistics.stdev([a - b for a, b in zip(proxy, truth, strict=True)])
+    return {
+        "signal_std": signal,
+        "noise_std": noise,
+        "snr": signal / noise,
+        "kendall": float(stats.kendalltau(proxy, truth).statistic),
+        "spearman": float(stats.spearmanr(proxy, truth).statistic),
+    }
+
+
 def snr(fixed: Any, n: int, lam: float) -> dict[str, Any]:
     """The search proxy against the held-out deployable score on ``n`` reference policies:
     signal = the held-out penalized reward's standard deviation over the policies, noise =
     the standard deviation of (proxy - held-out); and the rank correlations."""
-    from scipy import stats
-
     tic = time.perf_counter()
     proxy, held, acc_proxy, acc_held = [], [], [], []
     for policy, acc, ratio in _reference(fixed, n):
@@ -204,24 +218,10 @@ def snr(fixed: Any, n: int, lam: float) -> dict[str, Any]:
         held.append(h - lam * ratio)
         acc_proxy.append(acc)
         acc_held.append(h)
-    errors = [a - b for a, b in zip(proxy, held, strict=True)]
-    acc_errors = [a - b for a, b in zip(acc_proxy, acc_held, strict=True)]
     return {
         "policies": len(proxy),
-        "penalized": {
-            "signal_std": statistics.stdev(held),
-            "noise_std": statistics.stdev(errors),
-            "snr": statistics.stdev(held) / statistics.stdev(errors),
-            "kendall": float(stats.kendalltau(proxy, held).statistic),
-            "spearman": float(stats.spearmanr(proxy, held).statistic),
-        },
-        "accuracy": {
-            "signal_std": statistics.stdev(acc_held),
-            "noise_std": statistics.stdev(acc_errors),
-            "snr": statistics.stdev(acc_held) / statistics.stdev(acc_errors),
-            "kendall": float(stats.kendalltau(acc_proxy, acc_held).statistic),
-            "spearman": float(stats.spearmanr(acc_proxy, acc_held).statistic),
-        },
+        "penalized": _agreement(proxy, held),
+        "accuracy": _agreement(acc_proxy, acc_held),
         "time_s": time.perf_counter() - tic,
     }
 
