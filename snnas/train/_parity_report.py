@@ -7,12 +7,18 @@ device and position, and A_overall(f) = (1 - f) A_available + f A_degraded.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
+from snnas import __version__
 from snnas._run import Progress, RunDir
 from snnas.cost import parity_cost
 from snnas.data import DataSplits
@@ -24,13 +30,109 @@ from snnas.train._failout import Failout, failout_figures
 from snnas.train._parity import load_parity, load_parity_run
 from snnas.train._trainer import Accelerator
 
-__all__ = ["METHODS", "parity_eval", "plot_by_device", "plot_overall"]
+__all__ = ["BASELINE_CACHE", "METHODS", "parity_eval", "plot_by_device", "plot_overall"]
 
 #: Every method of the table, in its order; each keeps one colour in every plot.
 METHODS = ("parity", "failout+parity", "backup", "replicate", "failout", "impute", "none")
 _COLOURS = dict(zip(METHODS, ("C0", "C1", "C2", "C3", "C4", "C5", "C7"), strict=True))
 _DEVICES = {"parity": None, "failout+parity": None, "backup": 1, "replicate": 1,
             "failout": 0, "impute": 0, "none": 0}  # fmt: skip
+
+
+#: The run folder's cache of baseline figures (the parity runs of one network share them).
+BASELINE_CACHE = "parity-baselines.json"
+_CACHE_ENTRIES = 16  # the most recent keys kept
+_FIGURES = ("available_acc", "degraded_acc", "extra_bytes", "extra_flops")
+
+
+def _digest(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 of named tensors (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _state(module: nn.Module) -> str:
+    return _digest(dict(module.state_dict()))
+
+
+def _baselines_key(
+    net: Any, data: DataSplits, backup: nn.Module, failout: Failout | None,
+    failout_parity: Any, split: str,
+) -> str:  # fmt: skip
+    """What every baseline figure depends on: the data, the base network and its policy,
+    the imputation constants, the backup model, the failout networks, the code's version."""
+    space = net.space
+    parts = {
+        "version": [__version__, torch.__version__, 1],
+        "dataset": data.name,
+        "split": split,
+        "data": _digest({f"{s}{i}": data.tensors[s][i] for s in ("val", split) for i in (0, 1)}),
+        "space": space.hash,
+        "policy": _data_decisions(net.base),  # the parity decisions change no baseline
+        "base": _state(net.base),
+        "impute": _digest({str(p.index): net.parity.impute(p.index) for p in space.arch.points}),
+        "backup": _state(backup),
+        "failout": None
+        if failout is None
+        else [_state(failout.base), _digest({str(k): v for k, v in failout.impute.items()}),
+              failout.standin, failout.config.rate],
+        "failout+parity": None if failout_parity is None else _state(failout_parity),
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        return False
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return math.isfinite(value)
+
+
+def _cached(run: RunDir, key: str) -> dict[str, Any] | None:
+    """The cached baselines under ``key``; ``None`` when absent, and when the file or the
+    entry is damaged (they are then computed again and the entry rewritten)."""
+    if not (run / BASELINE_CACHE).is_file():
+        return None
+    try:
+        cache = run.read_json(BASELINE_CACHE)
+    except CheckpointError:
+        return None
+    entries = cache.get("entries") if isinstance(cache, dict) else None
+    entry = entries.get(key) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("baselines"), dict):
+        return None
+    for figures in entry["baselines"].values():
+        if not isinstance(figures, dict):
+            return None
+        numbers = [figures.get(k) for k in _FIGURES] + [
+            figures.get("degraded_by_device"), figures.get("degraded_by_position"),
+            list(figures.get("overall", {}).values()) if isinstance(figures.get("overall"), dict)
+            else None,
+        ]  # fmt: skip
+        if not all(_finite(v) for v in numbers):
+            return None
+    if set(entry["baselines"]) - set(METHODS):
+        return None
+    return entry["baselines"]
+
+
+def _store(run: RunDir, key: str, baselines: dict[str, Any]) -> None:
+    entries: dict[str, Any] = {}
+    if (run / BASELINE_CACHE).is_file():
+        try:
+            cache = run.read_json(BASELINE_CACHE)
+            if isinstance(cache, dict) and isinstance(cache.get("entries"), dict):
+                entries = {k: v for k, v in cache["entries"].items() if k != key}
+        except CheckpointError:
+            entries = {}
+    entries[key] = {"baselines": baselines}
+    kept = dict(list(entries.items())[-_CACHE_ENTRIES:])
+    run.write_json(BASELINE_CACHE, {"version": 1, "entries": kept})
 
 
 def _data_decisions(net: FrozenSepResNeXt) -> dict[str, Any]:
@@ -89,13 +191,18 @@ def parity_eval(
     the ``failout`` baseline (no extra device); ``failout_parity``: a parity run trained on
     it (``snnas parity train RUN --base FAILOUT``), scored as ``failout+parity``.
     """
+    run = RunDir(parity_run.path.parent)
+    if (run / BASELINE_CACHE).is_symlink():  # before the work: it could not be written
+        raise CheckpointError(
+            f"{shorten(str(run / BASELINE_CACHE))}: is a symbolic link; refusing to read or "
+            "replace it (remove the link)"
+        )
     net = load_parity(parity_run, base).to(accel.device)
     space = net.space
     policy = base.policy
     report = degraded_report(net, data.loader("test", 256), accel)
     cost = parity_cost(space, policy)
     backup = train_backup(space, data, parity_run, accel, epochs=backup_epochs, progress=progress)
-    others = baselines(net, data, accel, backup)
     result: dict[str, Any] = {
         "space": space.name,
         "space_hash": space.hash,
@@ -110,8 +217,31 @@ def parity_eval(
         "baselines": {},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
+    other_parity = None if failout_parity is None else load_parity_run(failout_parity)
+    # The baselines do not depend on the parity devices: runs of one network share them.
+    key = _baselines_key(net, data, backup, failout, other_parity, "test")
+    cached = _cached(run, key)
+    result["baselines_reused"] = cached is not None
+    if cached is None:
+        cached = _baselines(net, base, data, accel, backup, report.available, failout,
+                            failout_parity)  # fmt: skip
+        _store(run, key, cached)
+    result["baselines"] = cached
+    parity_run.write_json("eval.json", result)
+    plot_by_device(result, parity_run / "by_device.png")
+    plot_overall(result, parity_run / "overall.png")
+    return result
+
+
+def _baselines(
+    net: Any, base: FrozenSepResNeXt, data: DataSplits, accel: Accelerator,
+    backup: nn.Module, available: float, failout: Failout | None,
+    failout_parity: RunDir | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every baseline's figures on the test split, in :data:`METHODS` order."""
+    others = baselines(net, data, accel, backup)
     for name, figures in others.items():
-        figures["available_acc"] = report.available  # the same network in normal operation
+        figures["available_acc"] = available  # the same network in normal operation
         figures["extra_devices"] = _DEVICES[name]
     if failout is not None:
         failed = degraded_report(failout.coded().to(accel.device), data.loader("test", 256), accel)
@@ -125,6 +255,7 @@ def parity_eval(
         }
     if failout_parity is not None:
         others["failout+parity"] = _failout_parity(failout_parity, base, data, accel)
+    out: dict[str, Any] = {}
     for name in METHODS:
         if name not in others:
             continue
@@ -133,11 +264,8 @@ def parity_eval(
             str(f): overall(figures["available_acc"], figures["degraded_acc"], f)
             for f in OVERALL_RATES
         }
-        result["baselines"][name] = figures
-    parity_run.write_json("eval.json", result)
-    plot_by_device(result, parity_run / "by_device.png")
-    plot_overall(result, parity_run / "overall.png")
-    return result
+        out[name] = figures
+    return out
 
 
 def _series(result: dict[str, Any]) -> dict[str, dict[str, Any]]:

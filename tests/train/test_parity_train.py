@@ -224,3 +224,51 @@ def test_train_images_trains_on_a_seeded_subset_and_is_part_of_the_identity(
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ConfigError, match="--train-images"):
             ParityTrainConfig(train_images=bad).check()
+
+
+def _counting(monkeypatch):
+    """Count the computations of the baselines (the reuse is observable only this way)."""
+    import snnas.train._parity_report as report
+
+    calls = []
+    original = report._baselines
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(report, "_baselines", counted)
+    return calls
+
+
+def test_parity_runs_of_one_network_share_its_baselines(finetuned, data, tmp_path, monkeypatch):
+    from snnas.train._parity_report import BASELINE_CACHE
+
+    calls = _counting(monkeypatch)
+    first, second = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    train_parity(_net(finetuned), data, ParityTrainConfig(epochs=1, batch_size=64), first,
+                 accel=CPU)  # fmt: skip
+    other = _net(finetuned, encoder="concat")
+    train_parity(other, data, ParityTrainConfig(epochs=1, batch_size=64), second, accel=CPU)
+    a = parity_eval(_net(finetuned).base, first, data, CPU, backup_epochs=1)
+    assert not a["baselines_reused"] and calls == [1]
+    (second / "backup.pt").write_bytes((first / "backup.pt").read_bytes())
+    b = parity_eval(other.base, second, data, CPU, backup_epochs=1)
+    assert b["baselines_reused"] and calls == [1]  # another parity run, the same baselines
+    assert b["baselines"] == a["baselines"]
+    assert b["degraded_by_position"] != a["degraded_by_position"]  # its own figures
+    # Computed again from scratch, the figures are the cached ones.
+    (tmp_path / BASELINE_CACHE).unlink()
+    c = parity_eval(other.base, second, data, CPU, backup_epochs=1)
+    assert not c["baselines_reused"] and calls == [1, 1]
+    assert c["baselines"] == a["baselines"]
+    # Another backup model is another key.
+    state = second.load_checkpoint("backup.pt")
+    model = state["model"]
+    state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.items()}
+    second.save_checkpoint("backup.pt", state)
+    d = parity_eval(other.base, second, data, CPU, backup_epochs=1)
+    assert not d["baselines_reused"] and calls == [1, 1, 1]
+    assert d["baselines"]["backup"] != a["baselines"]["backup"]
+    cache = json.loads((tmp_path / BASELINE_CACHE).read_text())
+    assert len(cache["entries"]) == 2
