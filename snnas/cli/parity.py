@@ -406,7 +406,9 @@ def evaluate(
     """A_available, A_degraded (every erasure position, full test split) and A_overall(f) of
     RUN's parity devices, against no protection, imputation, replication, a backup model,
     failout and failout + parity, with every method's extra devices, bytes and FLOPs. Writes
-    eval.json, by_device.png and overall.png next to the weights."""
+    eval.json, by_device.png and overall.png next to the weights. The baselines' figures are
+    kept in RUN/parity-baselines.json and reused by the parity runs of the same network
+    (delete the file to compute them again)."""
     from snnas._run import RunDir
     from snnas.cli._progress import progress_bars
     from snnas.data import load_for_space
@@ -461,6 +463,11 @@ def evaluate(
         terminal.json(result)
         return
     _table(terminal, result)
+    if result["baselines_reused"]:
+        terminal.info(
+            f"the baselines' figures were reused from {run_dir}/parity-baselines.json (the "
+            "same network, data, backup and failout runs; delete it to compute them again)"
+        )
     terminal.info(f"wrote {folder.path}/eval.json, by_device.png, overall.png")
 
 

@@ -31,7 +31,7 @@ __all__ = [
 #: The unavailability rates f of A_overall(f) (ParM reports 1%, 5% and 10%).
 OVERALL_RATES = (0.01, 0.05, 0.1)
 
-#: The most samples (images x erasure positions) of one eval-mode pass.
+#: The most samples (images x erasure positions) of one eval-mode pass (or one batch).
 EXPANDED = 256
 
 
@@ -106,7 +106,8 @@ def degraded_report(
     erasure position normalised on its own pass over the batch's images: a position's
     figures are exactly those of scoring it alone, whichever other positions are scored.
     With running statistics (eval mode) positions share expanded passes of at most
-    :data:`EXPANDED` samples: every sample is independent there, and larger passes are slower
+    ``max(EXPANDED, batch)`` samples (a larger batch is one position per pass): every sample
+    is independent there, and larger passes are slower
     (6,144 samples ran three times slower per sample than 256 on a 2-core CPU).
     """
     space = net.space

@@ -8,8 +8,8 @@ device and position, and A_overall(f) = (1 - f) A_available + f A_degraded.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import math
 import platform
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snnas import __version__
 from snnas._run import Progress, RunDir
 from snnas.cost import parity_cost
 from snnas.data import DataSplits
@@ -42,7 +41,19 @@ _DEVICES = {"parity": None, "failout+parity": None, "backup": 1, "replicate": 1,
 #: The run folder's cache of baseline figures (the parity runs of one network share them).
 BASELINE_CACHE = "parity-baselines.json"
 _CACHE_ENTRIES = 16  # the most recent keys kept
-_FIGURES = ("available_acc", "degraded_acc", "extra_bytes", "extra_flops")
+_CACHE_BYTES = 16 << 20  # a larger file is not read (never written by snnas: 16 small entries)
+_RESOURCES = 1e15  # bound of extra bytes and FLOPs per image
+#: The code the baselines' figures come from: a change to any of it is another key.
+_SOURCES = (
+    "snnas.train._baselines",
+    "snnas.train._degraded",
+    "snnas.train._failout",
+    "snnas.train._parity_report",
+    "snnas.train._trainer",
+    "snnas.models",
+    "snnas.cost",
+    "snnas.data",
+)
 
 
 def _digest(tensors: Mapping[str, Tensor]) -> str:
@@ -59,44 +70,109 @@ def _state(module: nn.Module) -> str:
     return _digest(dict(module.state_dict()))
 
 
+def _code_digest() -> str:
+    """sha256 of the source files of :data:`_SOURCES` (a package: every module in it)."""
+    h = hashlib.sha256()
+    for name in _SOURCES:
+        path = Path(str(importlib.import_module(name).__file__))
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        for file in files:
+            h.update(f"{file.relative_to(path.parent)}|".encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()
+
+
 def _baselines_key(
-    net: Any, data: DataSplits, backup: nn.Module, failout: Failout | None,
-    failout_parity: Any, split: str,
+    net: Any, data: DataSplits, accel: Accelerator, backup: nn.Module,
+    failout: Failout | None, failout_parity: tuple[RunDir, Any, dict[str, Any]] | None,
 ) -> str:  # fmt: skip
-    """What every baseline figure depends on: the data, the base network and its policy,
-    the imputation constants, the backup model, the failout networks, the code's version."""
+    """What every baseline figure depends on: the code, the device and its precision, the
+    data and its normalisation, the base network (policy, weights, imputation constants),
+    the backup model, the failout networks (policy, weights, stand-ins, parity decisions)."""
     space = net.space
-    parts = {
-        "version": [__version__, torch.__version__, 1],
+    parts: dict[str, Any] = {
+        "format": 1,
+        "code": _code_digest(),
+        "torch": torch.__version__,
+        "device": accel.device.type,
+        "autocast": "bfloat16" if accel.cuda else "float32",
         "dataset": data.name,
-        "split": split,
-        "data": _digest({f"{s}{i}": data.tensors[s][i] for s in ("val", split) for i in (0, 1)}),
+        "data": _digest({f"{s}{i}": data.tensors[s][i] for s in ("val", "test") for i in (0, 1)}),
+        "normalization": json.dumps(data.normalization, sort_keys=True, default=str),
         "space": space.hash,
         "policy": _data_decisions(net.base),  # the parity decisions change no baseline
         "base": _state(net.base),
         "impute": _digest({str(p.index): net.parity.impute(p.index) for p in space.arch.points}),
         "backup": _state(backup),
-        "failout": None
-        if failout is None
-        else [_state(failout.base), _digest({str(k): v for k, v in failout.impute.items()}),
-              failout.standin, failout.config.rate],
-        "failout+parity": None if failout_parity is None else _state(failout_parity),
-    }  # fmt: skip
+        "failout": None,
+        "failout+parity": None,
+    }
+    if failout is not None:
+        parts["failout"] = [
+            failout.base.space.hash, _data_decisions(failout.base), _state(failout.base),
+            _digest({str(k): v for k, v in failout.impute.items()}), failout.standin,
+            failout.config.rate,
+        ]  # fmt: skip
+    if failout_parity is not None:
+        folder, other, config = failout_parity
+        parts["failout+parity"] = [
+            folder.path.name, config["base"], other.space.hash,
+            other.space.policy_to_json(other.base.policy)["policy"], _state(other),
+        ]  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+def _number(value: Any, low: float, high: float) -> bool:
+    """A JSON number (not a boolean) in [low, high] (NaN is not; huge integers are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _figures_ok(figures: Any, g: int, p: int) -> bool:
+    """Whether a cached method's figures have every field the report and the plots read,
+    with the right shapes and ranges."""
+    if not isinstance(figures, dict):
         return False
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return math.isfinite(value)
+    rates = {str(f) for f in OVERALL_RATES}
+    by_device, by_position, total = (
+        figures.get("degraded_by_device"), figures.get("degraded_by_position"),
+        figures.get("overall"),
+    )  # fmt: skip
+    extra = figures.get("extra_devices")
+    return (
+        all(_number(figures.get(k), 0, 1) for k in ("available_acc", "degraded_acc"))
+        and all(_number(figures.get(k), 0, _RESOURCES) for k in ("extra_bytes", "extra_flops"))
+        and (extra is None or _number(extra, 0, 1 << 20))
+        and isinstance(by_device, list)
+        and len(by_device) == g
+        and all(_number(v, 0, 1) for v in by_device)
+        and isinstance(by_position, list)
+        and len(by_position) == g
+        and all(
+            isinstance(row, list) and len(row) == p and all(_number(v, 0, 1) for v in row)
+            for row in by_position
+        )
+        and isinstance(total, dict)
+        and set(total) == rates
+        and all(_number(v, 0, 1) for v in total.values())
+    )
 
 
-def _cached(run: RunDir, key: str) -> dict[str, Any] | None:
+def _check_cache_path(run: RunDir) -> None:
+    """Refuse, before any work, what could be neither read nor replaced."""
+    path = run / BASELINE_CACHE
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise CheckpointError(
+            f"{shorten(str(path))}: is not a regular file (a link, a folder or a device); "
+            "refusing to read or replace it (remove it)"
+        )
+
+
+def _cached(run: RunDir, key: str, methods: set[str], g: int, p: int) -> dict[str, Any] | None:
     """The cached baselines under ``key``; ``None`` when absent, and when the file or the
-    entry is damaged (they are then computed again and the entry rewritten)."""
-    if not (run / BASELINE_CACHE).is_file():
+    entry is damaged: another set of methods, a missing field, a wrong shape, a number out
+    of range (they are then computed again and the entry rewritten)."""
+    path = run / BASELINE_CACHE
+    if not path.is_file() or path.stat().st_size > _CACHE_BYTES:
         return None
     try:
         cache = run.read_json(BASELINE_CACHE)
@@ -104,26 +180,18 @@ def _cached(run: RunDir, key: str) -> dict[str, Any] | None:
         return None
     entries = cache.get("entries") if isinstance(cache, dict) else None
     entry = entries.get(key) if isinstance(entries, dict) else None
-    if not isinstance(entry, dict) or not isinstance(entry.get("baselines"), dict):
+    baselines = entry.get("baselines") if isinstance(entry, dict) else None
+    if not isinstance(baselines, dict) or set(baselines) != methods:
         return None
-    for figures in entry["baselines"].values():
-        if not isinstance(figures, dict):
-            return None
-        numbers = [figures.get(k) for k in _FIGURES] + [
-            figures.get("degraded_by_device"), figures.get("degraded_by_position"),
-            list(figures.get("overall", {}).values()) if isinstance(figures.get("overall"), dict)
-            else None,
-        ]  # fmt: skip
-        if not all(_finite(v) for v in numbers):
-            return None
-    if set(entry["baselines"]) - set(METHODS):
+    if not all(_figures_ok(baselines[m], g, p) for m in methods):
         return None
-    return entry["baselines"]
+    return {m: baselines[m] for m in METHODS if m in methods}
 
 
 def _store(run: RunDir, key: str, baselines: dict[str, Any]) -> None:
     entries: dict[str, Any] = {}
-    if (run / BASELINE_CACHE).is_file():
+    path = run / BASELINE_CACHE
+    if path.is_file() and path.stat().st_size <= _CACHE_BYTES:
         try:
             cache = run.read_json(BASELINE_CACHE)
             if isinstance(cache, dict) and isinstance(cache.get("entries"), dict):
@@ -141,10 +209,11 @@ def _data_decisions(net: FrozenSepResNeXt) -> dict[str, Any]:
     return {k: v for k, v in policy.items() if kinds[k] not in ("encode", "encoder")}
 
 
-def _failout_parity(
-    folder: RunDir, base: FrozenSepResNeXt, data: DataSplits, accel: Accelerator
-) -> dict[str, Any]:
-    """The ``failout + parity`` figures: a parity run whose base is a failout network."""
+def _load_failout_parity(
+    folder: RunDir, base: FrozenSepResNeXt
+) -> tuple[RunDir, Any, dict[str, Any]]:
+    """A parity run whose base is a failout network of ``base``'s data decisions, and its
+    config (refused otherwise)."""
     net = load_parity_run(folder)
     other = net.base
     if not isinstance(other, FrozenSepResNeXt) or _data_decisions(other) != _data_decisions(base):
@@ -158,6 +227,15 @@ def _failout_parity(
             f"{shorten(str(folder.path / 'config.json'))}: its parity devices were not trained "
             "on a failout network (snnas parity train RUN --base FAILOUT)"
         )
+    return folder, net, config
+
+
+def _failout_parity(
+    loaded: tuple[RunDir, Any, dict[str, Any]], data: DataSplits, accel: Accelerator
+) -> dict[str, Any]:
+    """The ``failout + parity`` figures of :func:`_load_failout_parity`'s run."""
+    folder, net, config = loaded
+    other = net.base
     net.to(accel.device)
     report = degraded_report(net, data.loader("test", 256), accel)
     cost = parity_cost(other.space, other.policy)
@@ -185,18 +263,17 @@ def parity_eval(
     """Score the parity run's ``best.pt`` on the full test split, every erasure position,
     against the baselines; write ``eval.json``, ``by_device.png`` and ``overall.png`` into
     ``parity_run``. Every choice (checkpoint, answerers, replicated device) was made on the
-    validation split.
+    validation split. The baselines' figures are kept in the run folder's
+    :data:`BASELINE_CACHE` under a digest of everything they depend on, and reused by the
+    parity runs of the same network (``baselines_reused``).
 
     ``failout``: a failout network (:func:`~snnas.train._failout.load_failout`), scored as
     the ``failout`` baseline (no extra device); ``failout_parity``: a parity run trained on
     it (``snnas parity train RUN --base FAILOUT``), scored as ``failout+parity``.
     """
     run = RunDir(parity_run.path.parent)
-    if (run / BASELINE_CACHE).is_symlink():  # before the work: it could not be written
-        raise CheckpointError(
-            f"{shorten(str(run / BASELINE_CACHE))}: is a symbolic link; refusing to read or "
-            "replace it (remove the link)"
-        )
+    _check_cache_path(run)  # before the work: the cache could not be written after it
+    other_parity = None if failout_parity is None else _load_failout_parity(failout_parity, base)
     net = load_parity(parity_run, base).to(accel.device)
     space = net.space
     policy = base.policy
@@ -217,26 +294,27 @@ def parity_eval(
         "baselines": {},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
-    other_parity = None if failout_parity is None else load_parity_run(failout_parity)
     # The baselines do not depend on the parity devices: runs of one network share them.
-    key = _baselines_key(net, data, backup, failout, other_parity, "test")
-    cached = _cached(run, key)
+    key = _baselines_key(net, data, accel, backup, failout, other_parity)
+    methods = {"none", "impute", "replicate", "backup"}
+    methods |= {"failout"} if failout is not None else set()
+    methods |= {"failout+parity"} if other_parity is not None else set()
+    cached = _cached(run, key, methods, space.groups, space.num_points)
     result["baselines_reused"] = cached is not None
     if cached is None:
-        cached = _baselines(net, base, data, accel, backup, report.available, failout,
-                            failout_parity)  # fmt: skip
-        _store(run, key, cached)
+        cached = _baselines(net, data, accel, backup, report.available, failout, other_parity)
     result["baselines"] = cached
     parity_run.write_json("eval.json", result)
     plot_by_device(result, parity_run / "by_device.png")
     plot_overall(result, parity_run / "overall.png")
+    if not result["baselines_reused"]:
+        _store(run, key, cached)  # last: eval.json and the plots are there whatever happens
     return result
 
 
 def _baselines(
-    net: Any, base: FrozenSepResNeXt, data: DataSplits, accel: Accelerator,
-    backup: nn.Module, available: float, failout: Failout | None,
-    failout_parity: RunDir | None,
+    net: Any, data: DataSplits, accel: Accelerator, backup: nn.Module, available: float,
+    failout: Failout | None, failout_parity: tuple[RunDir, Any, dict[str, Any]] | None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every baseline's figures on the test split, in :data:`METHODS` order."""
     others = baselines(net, data, accel, backup)
@@ -254,7 +332,7 @@ def _baselines(
             "rate": failout.config.rate,
         }
     if failout_parity is not None:
-        others["failout+parity"] = _failout_parity(failout_parity, base, data, accel)
+        others["failout+parity"] = _failout_parity(failout_parity, data, accel)
     out: dict[str, Any] = {}
     for name in METHODS:
         if name not in others:

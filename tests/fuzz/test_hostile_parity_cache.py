@@ -51,6 +51,9 @@ def _damage(how):
         if how == "list":
             (path / BASELINE_CACHE).write_text("[1, 2]")
             return
+        if how == "huge file":
+            (path / BASELINE_CACHE).write_text(json.dumps(cache) + " " * (17 << 20))
+            return
         if how == "nan":
             text = json.dumps(cache).replace(str(figures["none"]["degraded_acc"]), "NaN", 1)
             (path / BASELINE_CACHE).write_text(text)
@@ -69,6 +72,31 @@ def _damage(how):
             del figures["replicate"]["overall"]
         elif how == "entries list":
             cache["entries"] = [entry]
+        elif how == "no baselines":
+            entry["baselines"] = {}
+        elif how == "a method short":
+            del figures["backup"]
+        elif how == "a parity entry":
+            figures["parity"] = dict(figures["none"])
+        elif how == "empty overall":
+            figures["none"]["overall"] = {}
+        elif how == "scalar by device":
+            figures["none"]["degraded_by_device"] = 0.5
+        elif how == "short by device":
+            figures["none"]["degraded_by_device"] = figures["none"]["degraded_by_device"][:-1]
+        elif how == "ragged by position":
+            figures["impute"]["degraded_by_position"][1] = [0.5]
+        elif how == "accuracy above one":
+            figures["none"]["degraded_acc"] = 7.0
+        elif how == "negative bytes":
+            figures["replicate"]["extra_bytes"] = -1
+        elif how == "huge integer":
+            figures["replicate"]["extra_flops"] = 10**400
+        elif how == "deep":
+            figures["none"]["degraded_by_position"] = "DEEP"
+            text = json.dumps(cache).replace('"DEEP"', "[" * 5000 + "]" * 5000)
+            (path / BASELINE_CACHE).write_text(text)
+            return
         (path / BASELINE_CACHE).write_text(json.dumps(cache))
 
     return write
@@ -77,7 +105,9 @@ def _damage(how):
 @pytest.mark.parametrize(
     "how",
     ["text", "list", "nan", "string", "bool", "huge", "unknown method", "not a dict",
-     "no overall", "entries list"],
+     "no overall", "entries list", "no baselines", "a method short", "a parity entry",
+     "empty overall", "scalar by device", "short by device", "ragged by position",
+     "accuracy above one", "negative bytes", "huge integer", "deep", "huge file"],
 )  # fmt: skip
 def test_a_damaged_cache_is_computed_again(evaluated, data, how):
     path, base, run, first = evaluated
@@ -91,6 +121,22 @@ def test_a_damaged_cache_is_computed_again(evaluated, data, how):
     assert parity_eval(base, run, data, CPU, backup_epochs=1)["baselines_reused"]
 
 
+def test_a_folder_in_place_of_the_cache_is_refused_before_any_work(evaluated, data, monkeypatch):
+    import snnas.train._parity_report as report
+
+    path, base, run, _ = evaluated
+    saved = (path / BASELINE_CACHE).read_text()
+    (path / BASELINE_CACHE).unlink()
+    (path / BASELINE_CACHE).mkdir()
+    monkeypatch.setattr(report, "degraded_report", None)  # any work would fail otherwise
+    try:
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            parity_eval(base, run, data, CPU, backup_epochs=1)
+    finally:
+        (path / BASELINE_CACHE).rmdir()
+        (path / BASELINE_CACHE).write_text(saved)
+
+
 def test_a_link_in_place_of_the_cache_is_refused(evaluated, data, tmp_path):
     path, base, run, _ = evaluated
     outside = tmp_path / "outside.json"
@@ -99,7 +145,7 @@ def test_a_link_in_place_of_the_cache_is_refused(evaluated, data, tmp_path):
     (path / BASELINE_CACHE).unlink()
     (path / BASELINE_CACHE).symlink_to(outside)
     try:
-        with pytest.raises(CheckpointError, match="link"):
+        with pytest.raises(CheckpointError, match="not a regular file"):
             parity_eval(base, run, data, CPU, backup_epochs=1)
         assert outside.read_text() == '{"mine": true}'
     finally:

@@ -272,3 +272,40 @@ def test_parity_runs_of_one_network_share_its_baselines(finetuned, data, tmp_pat
     assert d["baselines"]["backup"] != a["baselines"]["backup"]
     cache = json.loads((tmp_path / BASELINE_CACHE).read_text())
     assert len(cache["entries"]) == 2
+
+
+def test_the_baselines_key_names_everything_they_depend_on(finetuned, data, monkeypatch):
+    """Each input of the baselines' figures changes the key: the data, the network's
+    weights, its imputation constants, the backup, the device, the code."""
+    import snnas.train._parity_report as report
+
+    net = _net(finetuned)
+    backup = torch.nn.Linear(2, 2)
+    key = report._baselines_key(net, data, CPU, backup, None, None)
+    assert key == report._baselines_key(_net(finetuned), data, CPU, backup, None, None)
+    assert key == report._baselines_key(
+        _net(finetuned, encoder="concat"), data, CPU, backup, None, None
+    )  # fmt: skip  (parity decisions: the same)
+    changed = []
+    images, labels = data.tensors["test"]
+    other = type(data)(data.name, data.num_classes, data.input_size, data.input_channels,
+                       {**data.tensors, "test": (images, labels.flip(0))})  # fmt: skip
+    changed.append(report._baselines_key(net, other, CPU, backup, None, None))
+    with torch.no_grad():
+        net.parity.impute(0).add_(0.5)
+    changed.append(report._baselines_key(net, data, CPU, backup, None, None))
+    net = _net(finetuned)
+    with torch.no_grad():
+        next(net.base.parameters()).mul_(1.01)
+    changed.append(report._baselines_key(net, data, CPU, backup, None, None))
+    net = _net(finetuned)
+    changed.append(report._baselines_key(net, data, CPU, torch.nn.Linear(2, 2), None, None))
+
+    class Gpu:
+        device = torch.device("cuda")
+        cuda = True
+
+    changed.append(report._baselines_key(net, data, Gpu(), backup, None, None))
+    monkeypatch.setattr(report, "_code_digest", lambda: "another version of the code")
+    changed.append(report._baselines_key(net, data, CPU, backup, None, None))
+    assert len({key, *changed}) == 1 + len(changed)
