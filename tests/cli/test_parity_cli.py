@@ -157,12 +157,14 @@ def test_failout_and_failout_parity_through_the_cli(tmp_path, digits):
         "none", "impute", "replicate", "backup", "failout", "failout+parity"
     }  # fmt: skip
     assert data["dataset"] == "digits"
+    assert data["baselines_reused"] is False
     table = CliRunner().invoke(
         cli, ["parity", "eval", str(run), "--backup-epochs", "1", "--device", "cpu"]
     )
     assert table.exit_code == 0, table.output
-    for word in ("failout+parity", "avail", "degr", "+dev", "f=10%", "dev 3 lost"):
-        assert word in table.output, word
+    for word in ("failout+parity", "avail", "degr", "+dev", "f=10%", "dev 3 lost", "reused"):
+        assert word in table.output, word  # the same network: the baselines are reused
+    assert json.loads((run / "parity" / "eval.json").read_text())["baselines_reused"] is True
 
     for args, option in (
         (["--method", "failout", "--joint-epochs", "1"], "--joint-epochs"),
