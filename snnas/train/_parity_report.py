@@ -167,19 +167,27 @@ def _check_cache_path(run: RunDir) -> None:
         )
 
 
-def _cached(run: RunDir, key: str, methods: set[str], g: int, p: int) -> dict[str, Any] | None:
-    """The cached baselines under ``key``; ``None`` when absent, and when the file or the
-    entry is damaged: another set of methods, a missing field, a wrong shape, a number out
-    of range (they are then computed again and the entry rewritten)."""
+def _entries(run: RunDir) -> dict[str, Any]:
+    """The cache's entries by key; ``{}`` when there is no file, or a damaged or oversized
+    one (never trusted: its figures are computed again and the file rewritten)."""
     path = run / BASELINE_CACHE
     if not path.is_file() or path.stat().st_size > _CACHE_BYTES:
-        return None
+        return {}
     try:
         cache = run.read_json(BASELINE_CACHE)
     except CheckpointError:
-        return None
+        return {}
     entries = cache.get("entries") if isinstance(cache, dict) else None
-    entry = entries.get(key) if isinstance(entries, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def _cached(
+    entries: dict[str, Any], key: str, methods: set[str], g: int, p: int
+) -> dict[str, Any] | None:
+    """The cached baselines under ``key``; ``None`` when absent, and when the entry is
+    damaged: another set of methods, a missing field, a wrong shape, a number out of range
+    (they are then computed again and the entry rewritten)."""
+    entry = entries.get(key)
     baselines = entry.get("baselines") if isinstance(entry, dict) else None
     if not isinstance(baselines, dict) or set(baselines) != methods:
         return None
@@ -188,18 +196,10 @@ def _cached(run: RunDir, key: str, methods: set[str], g: int, p: int) -> dict[st
     return {m: baselines[m] for m in METHODS if m in methods}
 
 
-def _store(run: RunDir, key: str, baselines: dict[str, Any]) -> None:
-    entries: dict[str, Any] = {}
-    path = run / BASELINE_CACHE
-    if path.is_file() and path.stat().st_size <= _CACHE_BYTES:
-        try:
-            cache = run.read_json(BASELINE_CACHE)
-            if isinstance(cache, dict) and isinstance(cache.get("entries"), dict):
-                entries = {k: v for k, v in cache["entries"].items() if k != key}
-        except CheckpointError:
-            entries = {}
-    entries[key] = {"baselines": baselines}
-    kept = dict(list(entries.items())[-_CACHE_ENTRIES:])
+def _store(run: RunDir, entries: dict[str, Any], key: str, baselines: dict[str, Any]) -> None:
+    """Rewrite the cache with ``key``'s entry last, keeping the most recent others."""
+    others = {k: v for k, v in entries.items() if k != key}
+    kept = dict(list({**others, key: {"baselines": baselines}}.items())[-_CACHE_ENTRIES:])
     run.write_json(BASELINE_CACHE, {"version": 1, "entries": kept})
 
 
@@ -299,7 +299,8 @@ def parity_eval(
     methods = {"none", "impute", "replicate", "backup"}
     methods |= {"failout"} if failout is not None else set()
     methods |= {"failout+parity"} if other_parity is not None else set()
-    cached = _cached(run, key, methods, space.groups, space.num_points)
+    entries = _entries(run)
+    cached = _cached(entries, key, methods, space.groups, space.num_points)
     result["baselines_reused"] = cached is not None
     if cached is None:
         cached = _baselines(net, data, accel, backup, report.available, failout, other_parity)
@@ -308,7 +309,7 @@ def parity_eval(
     plot_by_device(result, parity_run / "by_device.png")
     plot_overall(result, parity_run / "overall.png")
     if not result["baselines_reused"]:
-        _store(run, key, cached)  # last: eval.json and the plots are there whatever happens
+        _store(run, entries, key, cached)  # last: eval.json and the plots are written first
     return result
 
 
