@@ -14,7 +14,6 @@ different is the order of floating-point sums (docs/supernet.md gives the tolera
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime
 import os
@@ -149,16 +148,7 @@ def setup(device: torch.device) -> Dist:
         torch.cuda.set_device(local)  # "cuda" is then this rank's GPU
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=TIMEOUT)
-    # Left to the interpreter's teardown, gloo's joinable threads can end a finished rank
-    # with "terminate called without an active exception" (SIGABRT: seen once in this
-    # suite's torchrun tests); destroying the group we made joins them first.
-    atexit.register(_destroy)
     return Dist(rank, world, local)
-
-
-def _destroy() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 class _SumOverRanks(torch.autograd.Function):
